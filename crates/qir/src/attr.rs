@@ -58,6 +58,17 @@ impl Hash for Attr {
         self.key().hash(state)
     }
 }
+/// A total order by kind then bits (meaningless numerically; used by e-graph nodes).
+impl PartialOrd for Attr {
+    fn partial_cmp(&self, other: &Attr) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Attr {
+    fn cmp(&self, other: &Attr) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
 
 impl fmt::Display for Attr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -294,7 +305,7 @@ pub mod spec {
 }
 
 /// The attributes of one op node, aligned with the op's attribute table.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Attrs(pub(crate) Vec<Option<Attr>>);
 
 impl Attrs {

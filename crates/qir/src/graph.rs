@@ -103,7 +103,7 @@ pub enum NodeKind {
 }
 
 /// An op with its attributes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Inst {
     pub op: Op,
     pub attrs: Attrs,
