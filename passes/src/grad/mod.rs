@@ -310,6 +310,7 @@ fn backward(g: &mut Graph, loss: NodeId) -> Result<Vec<(NodeId, NodeId)>, GradEr
             .map_err(|e| GradError::Invalid(e.0))?;
     let mut contribs: HashMap<NodeId, Vec<NodeId>> = HashMap::from([(loss, vec![seed])]);
     let mut grads: HashMap<NodeId, NodeId> = HashMap::new();
+    let mut grad_nodes: HashSet<NodeId> = HashSet::new();
     for &v in order.iter().rev() {
         if !an.needed.contains(&v) {
             continue;
@@ -323,8 +324,9 @@ fn backward(g: &mut Graph, loss: NodeId) -> Result<Vec<(NodeId, NodeId)>, GradEr
             message,
         };
         let gv = b.sum(&cs).map_err(|m| rule_err(&b, m))?;
-        name_gradient(&mut b, v, gv, &grads);
+        name_gradient(&mut b, v, gv, &grad_nodes);
         grads.insert(v, gv);
+        grad_nodes.insert(gv);
         let Some(inst) = b.g.node(v).inst().cloned() else {
             continue;
         };
@@ -355,11 +357,11 @@ fn backward(g: &mut Graph, loss: NodeId) -> Result<Vec<(NodeId, NodeId)>, GradEr
 /// Names the gradient of `v` `%v.grad` when it is a node the pass created, still
 /// anonymous, and not already the gradient of another value (a pass-through gradient shared
 /// by two operands keeps one name and never a misleading one).
-fn name_gradient(b: &mut Builder, v: NodeId, gv: NodeId, grads: &HashMap<NodeId, NodeId>) {
+fn name_gradient(b: &mut Builder, v: NodeId, gv: NodeId, grad_nodes: &HashSet<NodeId>) {
     let Some(name) = b.g.node(v).name.clone() else {
         return;
     };
-    if !b.created(gv) || b.g.node(gv).name.is_some() || grads.values().any(|&x| x == gv) {
+    if !b.created(gv) || b.g.node(gv).name.is_some() || grad_nodes.contains(&gv) {
         return;
     }
     let fresh = b.g.fresh_name(&format!("{name}.grad"));

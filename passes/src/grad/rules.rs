@@ -125,6 +125,7 @@ pub(super) struct Builder<'g> {
 }
 
 impl<'g> Builder<'g> {
+    /// A builder adding to `g`.
     pub fn new(g: &'g mut Graph) -> Builder<'g> {
         Builder {
             g,
@@ -145,10 +146,12 @@ impl<'g> Builder<'g> {
         Ok(id)
     }
 
+    /// Adds an anonymous op node without attributes.
     pub fn op(&mut self, op: Op, operands: &[NodeId]) -> R<NodeId> {
         self.emit(Inst::new(op), operands)
     }
 
+    /// Adds an anonymous op node with attributes.
     pub fn op_with(&mut self, op: Op, operands: &[NodeId], attrs: &[(&str, Attr)]) -> R<NodeId> {
         self.emit(inst_with(op, attrs)?, operands)
     }
