@@ -74,13 +74,15 @@ pub(crate) fn at(source: &str, offset: usize) -> String {
 /// followed by the source line with the span underlined, then its notes.
 pub fn render(diags: &[Diagnostic], file: &str, source: &str) -> String {
     let mut out = String::new();
+    // ariadne's line table, built once for all the diagnostics
+    let table = Source::from(source);
     for d in diags {
         match &d.span {
             Some(span) => {
                 let span = char_aligned(source, span.clone());
                 let (line, col) = line_col(source, span.start);
                 let _ = writeln!(out, "{file}:{line}:{col}: error: {}", d.message);
-                out.push_str(&snippet(file, source, span, &d.message));
+                out.push_str(&snippet(file, source, &table, span, &d.message));
             }
             None => {
                 let _ = writeln!(out, "{file}: error: {}", d.message);
@@ -95,7 +97,13 @@ pub fn render(diags: &[Diagnostic], file: &str, source: &str) -> String {
 
 /// The source line(s) of `span` with the span underlined, drawn by ariadne without its
 /// header line (the caller writes the `FILE:LINE:COL` line itself).
-fn snippet(file: &str, source: &str, span: Range<usize>, label: &str) -> String {
+fn snippet(
+    file: &str,
+    source: &str,
+    table: &Source<&str>,
+    span: Range<usize>,
+    label: &str,
+) -> String {
     // ariadne counts in chars by default; converting here keeps it away from byte
     // arithmetic inside multi-byte characters.
     let to_char = |b: usize| source.get(..b).map_or(0, |s| s.chars().count());
@@ -110,7 +118,7 @@ fn snippet(file: &str, source: &str, span: Range<usize>, label: &str) -> String 
         .with_label(Label::new((id.clone(), cs)).with_message(label))
         .finish();
     let mut buf = Vec::new();
-    if report.write((id, Source::from(source)), &mut buf).is_err() {
+    if report.write((id, table), &mut buf).is_err() {
         return String::new();
     }
     let text = String::from_utf8_lossy(&buf);
@@ -248,21 +256,31 @@ pub fn verify_diagnostics(g: &Graph, errs: &VerifyErrors) -> Vec<Diagnostic> {
         .collect()
 }
 
-/// Edit distance between two short strings (for "did you mean" suggestions).
+/// Edit distance between two short strings, counting a swap of neighbours as one edit
+/// (optimal string alignment), for "did you mean" suggestions.
 fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            let del = prev[j + 1] + 1;
-            let ins = cur[j] + 1;
-            cur.push(sub.min(del).min(ins));
+    let w = b.len() + 1;
+    // d[i * w + j]: distance between a[..i] and b[..j]
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            d[i * w + j] = if i == 0 || j == 0 {
+                i + j
+            } else {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut v = (d[(i - 1) * w + j] + 1)
+                    .min(d[i * w + j - 1] + 1)
+                    .min(d[(i - 1) * w + j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    v = v.min(d[(i - 2) * w + j - 2] + 1);
+                }
+                v
+            };
         }
-        prev = cur;
     }
-    prev.last().copied().unwrap_or(0)
+    d[a.len() * w + b.len()]
 }
 
 /// The closest candidate to `word`, if it is close enough to be a likely typo.
@@ -314,6 +332,8 @@ mod tests {
         assert_eq!(suggest("hh", ["h"]), None);
         assert_eq!(suggest("fc1.b", ["fc1.w", "fc2.b"]), Some("fc1.w"));
         assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(distance("rleu", "relu"), 1);
+        assert_eq!(distance("", "ab"), 2);
     }
 
     #[test]

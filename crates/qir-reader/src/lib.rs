@@ -47,6 +47,27 @@ pub use diag::{Diagnostic, line_col, render, verify_diagnostics};
 
 use qir::Graph;
 
+/// At most this many lexical errors are reported (a binary file would give thousands).
+const MAX_LEX_ERRORS: usize = 100;
+
+/// The diagnostics of lexical errors, the first [`MAX_LEX_ERRORS`] of them.
+fn lex_diagnostics(errors: &[lexer::LexError]) -> Vec<Diagnostic> {
+    let mut diags: Vec<Diagnostic> = errors
+        .iter()
+        .take(MAX_LEX_ERRORS)
+        .map(diag::lex_diagnostic)
+        .collect();
+    if errors.len() > MAX_LEX_ERRORS
+        && let Some(last) = diags.last_mut()
+    {
+        last.notes.push(format!(
+            "{} more lexical errors follow and are not shown",
+            errors.len() - MAX_LEX_ERRORS
+        ));
+    }
+    diags
+}
+
 /// Lexes and parses `source` into its syntax tree (no name resolution), with the comments.
 fn parse_file(source: &str) -> Result<(ast::File<'_>, Vec<lexer::Comment>), Vec<Diagnostic>> {
     let lexed = lexer::lex(source);
@@ -60,7 +81,7 @@ fn parse_file(source: &str) -> Result<(ast::File<'_>, Vec<lexer::Comment>), Vec<
         Err(e) => {
             // The parser stops at the first lexical error it meets (as `User`) or at a
             // syntax error before it; either way every lexical error is worth reporting.
-            let mut diags: Vec<Diagnostic> = errors.iter().map(diag::lex_diagnostic).collect();
+            let mut diags = lex_diagnostics(&errors);
             if !matches!(e, lalrpop_util::ParseError::User { .. }) {
                 diags.push(diag::parse_diagnostic(source, e));
             }
@@ -95,7 +116,7 @@ pub fn parse_op_statement(source: &str) -> Result<qir::Op, Vec<Diagnostic>> {
     match grammar::ItemParser::new().parse(lexed.tokens) {
         Ok(item) => lower::lower_op_statement(source, &item),
         Err(e) => {
-            let mut diags: Vec<Diagnostic> = errors.iter().map(diag::lex_diagnostic).collect();
+            let mut diags = lex_diagnostics(&errors);
             if !matches!(e, lalrpop_util::ParseError::User { .. }) {
                 diags.push(diag::parse_diagnostic(source, e));
             }

@@ -689,6 +689,8 @@ impl<'s> Lowerer<'s> {
                 );
                 None
             }
+            // an axis was written but is invalid: already reported
+            (QParamsAst::PerAxis(_) | QParamsAst::Ref { .. }, None) if q.axis.is_some() => None,
             (QParamsAst::PerAxis(_) | QParamsAst::Ref { .. }, None) => {
                 self.error(
                     "per-axis quantization parameters need an axis after the expressed type (f32:AXIS)",

@@ -96,7 +96,7 @@ pub fn op_reference() -> String {
                 "- the result type must be written (it carries the quantization parameters)\n",
             );
         }
-        let _ = write!(s, "\n```\n{}\n```\n", info.example());
+        let _ = write!(s, "\n```qir\n{}\n```\n", info.example());
     }
     s
 }
@@ -158,6 +158,38 @@ mod tests {
                 ),
             }
         }
+    }
+
+    /// Every ```qir block of the manual reads: whole files must verify and be canonical,
+    /// other blocks are op statements, one per line.
+    #[test]
+    fn docs_examples_read() {
+        let path = doc_path();
+        let doc = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let mut blocks = 0;
+        for block in doc.split("```qir\n").skip(1) {
+            let Some((code, _)) = block.split_once("```") else {
+                panic!("unterminated ```qir block in docs/qir.md");
+            };
+            blocks += 1;
+            if code.starts_with("//") || code.starts_with("graph") {
+                match crate::parse_and_verify(code) {
+                    Ok(g) => assert_eq!(qir::print::print(&g), code, "example is not canonical"),
+                    Err(d) => panic!("{}", crate::render(&d, "docs/qir.md example", code)),
+                }
+            } else {
+                for line in code.lines() {
+                    if let Err(d) = crate::parse_op_statement(line) {
+                        panic!("{}", crate::render(&d, "docs/qir.md example", line));
+                    }
+                }
+            }
+        }
+        assert!(
+            blocks > Op::ALL.len(),
+            "only {blocks} qir blocks in docs/qir.md"
+        );
     }
 
     #[test]
