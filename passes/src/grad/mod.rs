@@ -15,8 +15,35 @@
 //! definition (argmax, observers, `qparams_*`, `ema`, the scale and zero point of
 //! `fake_quant`, the labels of the loss) are simply not differentiated through.
 //!
-//! The per-op vector-Jacobian products live in [`rules`], the optimizer in [`optimizer`],
-//! the train-mode conversion (reused by other passes) in [`train_mode`].
+//! The per-op vector-Jacobian products live in `rules.rs`, the optimizer in
+//! `optimizer.rs`, the train-mode conversion (reused by other passes) in `train_mode.rs`.
+//!
+//! ```
+//! use passes::grad::{GradOptions, Optimizer, grad};
+//!
+//! let g = qir_reader::parse_and_verify("graph @m {
+//!   input %x: f32[B, 4]
+//!   input %label: i32[B]
+//!   param %w: f32[3, 4] = lecun_uniform
+//!
+//!   %h = linear(%x, %w) {act = relu} : f32[B, 3]
+//!   %loss = softmax_cross_entropy(%h, %label) : f32[]
+//!
+//!   loss %loss
+//! }").unwrap();
+//! let opts = GradOptions { optimizer: Optimizer::Sgd, momentum: 0.9, ..GradOptions::default() };
+//! let step = qir::print::print(&grad(&g, &opts).unwrap());
+//! for line in [
+//!     "%h.grad = softmax_cross_entropy_grad(%loss.grad, %h, %label) : f32[B, 3]",
+//!     "%0 = relu_grad(%h.grad, %h) : f32[B, 3]",
+//!     "%w.grad = matmul(%0, %x) {transpose_a = true} : f32[3, 4]",
+//!     "%w.momentum.new = sgd_momentum(%w.momentum, %w.grad, %w) {momentum = 0.9} : f32[3, 4]",
+//!     "%w.new = sgd_update(%w, %w.momentum.new, %lr) : f32[3, 4]",
+//!     "update %w = %w.new",
+//! ] {
+//!     assert!(step.contains(line), "{step}");
+//! }
+//! ```
 
 mod optimizer;
 mod rules;
@@ -218,13 +245,10 @@ pub fn grad(g: &Graph, opts: &GradOptions) -> Result<Graph, GradError> {
     Ok(out)
 }
 
-/// Which nodes get gradients: `active` nodes depend on a param through differentiable
-/// operand slots, `needed` ones are also on such a path to the loss.
-struct Analysis {
-    needed: HashSet<NodeId>,
-}
-
-fn analyze(g: &Graph, order: &[NodeId], loss: NodeId) -> Result<Analysis, GradError> {
+/// The values that need a gradient: those that depend on a param through differentiable
+/// operand slots (`active`) and lie on such a path to the loss. Fails when a
+/// param-dependent value reaches the loss through an op without gradient rule.
+fn needed_values(g: &Graph, order: &[NodeId], loss: NodeId) -> Result<HashSet<NodeId>, GradError> {
     let mut active: HashSet<NodeId> = HashSet::new();
     // Any-edge dependence on a param, remembering one such param for messages.
     let mut depends: HashMap<NodeId, NodeId> = HashMap::new();
@@ -286,7 +310,7 @@ fn analyze(g: &Graph, order: &[NodeId], loss: NodeId) -> Result<Analysis, GradEr
             }
         }
     }
-    Ok(Analysis { needed })
+    Ok(needed)
 }
 
 /// Emits the backward ops; returns `(param, gradient)` for every param that gets one, in
@@ -295,8 +319,8 @@ fn backward(g: &mut Graph, loss: NodeId) -> Result<Vec<(NodeId, NodeId)>, GradEr
     let order = g
         .topo_order()
         .map_err(|_| GradError::Invalid("the graph has a cycle".into()))?;
-    let an = analyze(g, &order, loss)?;
-    if an.needed.is_empty() {
+    let needed = needed_values(g, &order, loss)?;
+    if needed.is_empty() {
         return Ok(Vec::new());
     }
     let mut b = Builder::new(g);
@@ -312,7 +336,7 @@ fn backward(g: &mut Graph, loss: NodeId) -> Result<Vec<(NodeId, NodeId)>, GradEr
     let mut grads: HashMap<NodeId, NodeId> = HashMap::new();
     let mut grad_nodes: HashSet<NodeId> = HashSet::new();
     for &v in order.iter().rev() {
-        if !an.needed.contains(&v) {
+        if !needed.contains(&v) {
             continue;
         }
         let Some(cs) = contribs.remove(&v) else {
@@ -334,7 +358,7 @@ fn backward(g: &mut Graph, loss: NodeId) -> Result<Vec<(NodeId, NodeId)>, GradEr
         let wanted: Vec<bool> = operands
             .iter()
             .enumerate()
-            .map(|(s, o)| slot_kind(&inst, s) == SlotKind::Diff && an.needed.contains(o))
+            .map(|(s, o)| slot_kind(&inst, s) == SlotKind::Diff && needed.contains(o))
             .collect();
         if !wanted.contains(&true) {
             continue;
