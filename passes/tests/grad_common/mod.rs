@@ -366,6 +366,10 @@ pub fn check_case(case: &Case, expect_params: &[&str]) -> FdReport {
     want.sort();
     assert_eq!(report.params, want, "params with gradients");
     assert!(report.checked > 0);
+    println!(
+        "{}: {} elements, max |a - n| = {:.2e}, max relative = {:.2e}",
+        case.g.name, report.checked, report.max_abs_err, report.max_rel_err
+    );
     report
 }
 
