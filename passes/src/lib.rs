@@ -1,1 +1,123 @@
-//! placeholder
+//! `passes` (package `qatc-passes`): qatc's graph passes, the registry that creates them
+//! from pipeline text, the pass manager that runs and verifies them, and the named
+//! pipelines embedded from `passes/pipelines/*.pipeline`.
+//!
+//! Every pass is a small type implementing [`Pass`], living in the file named like the pass
+//! (`canonicalize` in `canonicalize.rs`), declared once in the `passes!` list below. Passes
+//! can be used alone:
+//!
+//! ```
+//! use passes::{Canonicalize, Changed, Pass};
+//! use qir::{Dim, Graph, Inst, Op, Type};
+//!
+//! let mut g = Graph::new("m");
+//! let x = g.add_input("x", Type::f32(&[Dim::from("B"), 4u64.into()])).unwrap();
+//! let a = g.op(Op::Relu, &[x]).unwrap();
+//! let b = g.op(Op::Relu, &[x]).unwrap(); // the same op twice
+//! let s = g.op(Op::Add, &[a, b]).unwrap();
+//! let _dead = g.op(Op::Tanh, &[x]).unwrap(); // reaches no output
+//! g.add_output("y", s);
+//!
+//! assert_eq!(Canonicalize::default().run(&mut g).unwrap(), Changed::Yes);
+//! assert_eq!(g.op_count(), 2); // one relu, one add
+//! qir::verify::verify(&g).unwrap();
+//! ```
+//!
+//! or in a pipeline, with verification after every pass:
+//!
+//! ```
+//! # use qir::{Dim, Graph, Op, Type};
+//! # let mut g = Graph::new("m");
+//! # let x = g.add_input("x", Type::f32(&[Dim::from("B"), 4u64.into()])).unwrap();
+//! # let y = g.op(Op::Relu, &[x]).unwrap();
+//! # g.add_output("y", y);
+//! let pm = passes::PassManager::parse("canonicalize{cse=false}").unwrap();
+//! let report = pm.run(&mut g).unwrap();
+//! assert_eq!(report.runs[0].name, "canonicalize");
+//! ```
+
+pub mod manager;
+pub mod named;
+pub mod options;
+pub mod pass;
+pub mod pipeline;
+pub mod registry;
+
+pub use manager::{PassManager, Report, RunError};
+pub use named::{named, named_pipelines};
+pub use options::{OptionError, OptionKind, OptionSpec, Options};
+pub use pass::{Changed, Pass, PassDef, PassError, PassInfo};
+pub use pipeline::{OptValue, PassSpec, Pipeline};
+pub use registry::ConfigError;
+
+/// Declares the passes: for each `module => Type`, the module (file `src/module.rs`), a
+/// re-export of the type, and its registration. This is the one list of passes.
+macro_rules! passes {
+    ($($module:ident => $ty:ident),* $(,)?) => {
+        $(
+            pub mod $module;
+            pub use $module::$ty;
+        )*
+
+        /// Every pass, in declaration order.
+        pub(crate) const REGISTERED: &[registry::Registration] = &[
+            $(registry::Registration {
+                info: <$module::$ty as PassDef>::INFO,
+                module: stringify!($module),
+                type_name: stringify!($ty),
+                create: |o| Ok(Box::new(<$module::$ty as PassDef>::from_options(o)?)),
+            },)*
+        ];
+    };
+}
+
+passes! {
+    canonicalize => Canonicalize,
+    grad => Grad,
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a likely
+/// typo (at most a third of the word's length, and at least 1).
+pub(crate) fn suggest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        let names = ["canonicalize", "fold-batchnorm"];
+        assert_eq!(
+            suggest("canonicalise", names.into_iter()),
+            Some("canonicalize")
+        );
+        assert_eq!(suggest("fold-bn", names.into_iter()), None);
+        assert_eq!(suggest("x", ["y"].into_iter()), Some("y"));
+    }
+}

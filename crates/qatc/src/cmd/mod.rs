@@ -1,0 +1,49 @@
+//! The subcommands, one module each. To add a command: write `cmd/NAME.rs` with an `Args`
+//! struct (`clap::Args`, its doc comment is the help text) and `pub fn run(args: Args) ->
+//! CmdResult`, then add a variant to [`Command`] and an arm to [`Command::run`].
+
+pub mod check;
+pub mod dot;
+pub mod fmt;
+pub mod opt;
+pub mod passes;
+
+use clap::Subcommand;
+
+use crate::io::{CmdResult, Failure, Input, write_stderr};
+
+/// A qatc subcommand.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Parse and verify .qir files, reporting every error
+    Check(check::Args),
+    /// Rewrite .qir files in canonical form
+    Fmt(fmt::Args),
+    /// Run passes over a .qir file (the mlir-opt of qatc)
+    Opt(opt::Args),
+    /// List the passes with their options, and the named pipelines
+    Passes(passes::Args),
+    /// Render a .qir file as a Graphviz graph
+    Dot(dot::Args),
+}
+
+impl Command {
+    /// Runs the command.
+    pub fn run(self) -> CmdResult {
+        match self {
+            Command::Check(a) => check::run(a),
+            Command::Fmt(a) => fmt::run(a),
+            Command::Opt(a) => opt::run(a),
+            Command::Passes(a) => passes::run(a),
+            Command::Dot(a) => dot::run(a),
+        }
+    }
+}
+
+/// Parses and verifies an input, printing its diagnostics on failure.
+pub fn parse_and_verify(input: &Input) -> Result<qir::Graph, Failure> {
+    qir_reader::parse_and_verify(&input.text).map_err(|diags| {
+        write_stderr(&qir_reader::render(&diags, &input.name, &input.text));
+        Failure::Reported
+    })
+}

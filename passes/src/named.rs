@@ -1,0 +1,142 @@
+//! Named pipelines: the `passes/pipelines/NAME.pipeline` files, embedded in the binary by
+//! the build script and referenced as `--pipeline NAME`.
+//!
+//! File format: pipeline text (see [`crate::pipeline`]) that may span lines, with `#`
+//! comments to the end of a line; each ordering constraint carries its reason in a comment
+//! beside it. The first paragraph of the leading comment is the pipeline's description. Comments are blanked
+//! out (replaced by spaces) before parsing, so error positions are positions in the file.
+
+use crate::pipeline::{Pipeline, parse};
+use crate::registry::{ConfigError, create_all};
+
+include!(concat!(env!("OUT_DIR"), "/pipelines.rs"));
+
+/// One named pipeline as embedded.
+#[derive(Clone, Copy, Debug)]
+pub struct NamedPipeline {
+    pub name: &'static str,
+    /// The file text, comments included.
+    pub source: &'static str,
+}
+
+impl NamedPipeline {
+    /// The description: the first paragraph of the leading comment, joined into one line.
+    pub fn description(&self) -> String {
+        let mut words: Vec<&str> = Vec::new();
+        for line in self.source.lines() {
+            let Some(c) = line.trim_start().strip_prefix('#') else {
+                break;
+            };
+            let c = c.trim();
+            if c.is_empty() {
+                if words.is_empty() {
+                    continue;
+                }
+                break;
+            }
+            words.push(c);
+        }
+        words.join(" ")
+    }
+
+    /// The pipeline, parsed (pass names are not checked here; see [`named`]).
+    pub fn pipeline(&self) -> Result<Pipeline, ConfigError> {
+        parse(&strip_comments(self.source)).map_err(|e| ConfigError::BadNamedPipeline {
+            name: self.name.to_string(),
+            error: Box::new(ConfigError::Parse(e)),
+        })
+    }
+}
+
+/// Every named pipeline, sorted by name.
+pub fn named_pipelines() -> impl Iterator<Item = NamedPipeline> {
+    NAMED
+        .iter()
+        .map(|&(name, source)| NamedPipeline { name, source })
+}
+
+/// The named pipeline `name`, parsed and checked against the registry (every pass exists
+/// and every option is valid).
+pub fn named(name: &str) -> Result<Pipeline, ConfigError> {
+    let np =
+        named_pipelines()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ConfigError::UnknownPipeline {
+                name: name.to_string(),
+                valid: named_pipelines().map(|p| p.name).collect(),
+            })?;
+    let pipeline = np.pipeline()?;
+    create_all(&pipeline).map_err(|e| ConfigError::BadNamedPipeline {
+        name: name.to_string(),
+        error: Box::new(e),
+    })?;
+    Ok(pipeline)
+}
+
+/// `text` with every `#` comment replaced by spaces (byte offsets are kept).
+pub fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        match line.find('#') {
+            Some(k) => {
+                out.push_str(&line[..k]);
+                out.extend(std::iter::repeat_n(' ', line.len() - k));
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_pipeline_resolves() {
+        let all: Vec<NamedPipeline> = named_pipelines().collect();
+        assert!(all.iter().any(|p| p.name == "cleanup"));
+        for p in all {
+            let pipeline = named(p.name).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!pipeline.passes.is_empty(), "{} is empty", p.name);
+            assert!(!p.description().is_empty(), "{} has no description", p.name);
+        }
+    }
+
+    #[test]
+    fn cleanup_is_canonicalize() {
+        assert_eq!(named("cleanup").unwrap().to_string(), "canonicalize");
+    }
+
+    #[test]
+    fn description_is_the_first_comment_paragraph() {
+        let p = NamedPipeline {
+            name: "x",
+            source: "#\n# Does a thing,\n#  and another.\n#\n# Details.\na # why\n",
+        };
+        assert_eq!(p.description(), "Does a thing, and another.");
+    }
+
+    #[test]
+    fn unknown_pipeline_lists_the_valid_ones() {
+        let e = named("clean").unwrap_err().to_string();
+        assert!(
+            e.starts_with("unknown pipeline 'clean' (valid pipelines: "),
+            "{e}"
+        );
+        assert!(e.contains("cleanup"), "{e}");
+    }
+
+    #[test]
+    fn comments_are_blanked_keeping_positions() {
+        let text = "a, # first\n# whole line\nb{k=v} # last";
+        let stripped = strip_comments(text);
+        assert_eq!(stripped.len(), text.len());
+        assert_eq!(parse(&stripped).unwrap().to_string(), "a,b{k=v}");
+        let err = parse(&strip_comments("a, # x\n  ,b")).unwrap_err();
+        assert_eq!((err.line, err.column), (2, 3));
+    }
+}
