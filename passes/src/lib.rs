@@ -36,6 +36,7 @@
 //! assert_eq!(report.runs[0].name, "canonicalize");
 //! ```
 
+pub mod egraph;
 pub mod manager;
 pub mod named;
 pub mod options;
@@ -74,6 +75,9 @@ macro_rules! passes {
 passes! {
     canonicalize => Canonicalize,
     grad => Grad,
+    simplify => Simplify,
+    fuse => Fuse,
+    fold_batchnorm => FoldBatchNorm,
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a likely
