@@ -27,7 +27,9 @@ pub struct PassManager {
 /// What one pass did and how long it took.
 #[derive(Clone, Debug)]
 pub struct PassRun {
+    /// The pass's name.
     pub name: &'static str,
+    /// What the pass reported.
     pub changed: Changed,
     /// Wall time of the pass itself.
     pub time: Duration,
@@ -38,13 +40,16 @@ pub struct PassRun {
 /// The IR printed after a pass (when asked for with `print_ir_after*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IrDump {
+    /// The pass after which the IR was printed.
     pub pass: &'static str,
+    /// The canonical text of the graph.
     pub ir: String,
 }
 
 /// The outcome of a successful run.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
+    /// One entry per pass run, in order.
     pub runs: Vec<PassRun>,
     /// Time spent verifying the input before the first pass.
     pub input_verify_time: Duration,
@@ -58,18 +63,28 @@ pub struct Report {
 pub enum RunError {
     /// The graph did not verify before the first pass.
     #[error("the input graph does not verify:\n{errors}")]
-    InvalidInput { errors: VerifyErrors, ir: String },
+    InvalidInput {
+        /// The verifier's errors.
+        errors: VerifyErrors,
+        /// The input IR with the errors under the culprits.
+        ir: String,
+    },
     /// A pass returned an error. `ir` is the annotated IR when the error names a node.
     #[error("pass '{pass}' failed: {error}")]
     PassFailed {
+        /// The failing pass.
         pass: &'static str,
+        /// What it reported.
         error: PassError,
+        /// The IR with the error under its node, when the error names one.
         ir: Option<String>,
     },
     /// The graph did not verify after a pass: the pass broke it.
     #[error("verifier failed after pass '{pass}':\n{errors}")]
     VerifyFailed {
+        /// The pass after which the graph no longer verifies.
         pass: &'static str,
+        /// The verifier's errors.
         errors: VerifyErrors,
         /// The IR after the pass with the errors shown under the culprits.
         ir: String,

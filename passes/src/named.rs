@@ -14,6 +14,7 @@ include!(concat!(env!("OUT_DIR"), "/pipelines.rs"));
 /// One named pipeline as embedded.
 #[derive(Clone, Copy, Debug)]
 pub struct NamedPipeline {
+    /// The file name without `.pipeline`.
     pub name: &'static str,
     /// The file text, comments included.
     pub source: &'static str,

@@ -46,6 +46,7 @@ impl OptionKind {
 pub struct OptionSpec {
     /// kebab-case name, as written in pipelines.
     pub name: &'static str,
+    /// What values it takes.
     pub kind: OptionKind,
     /// The default in pipeline value syntax (`true`, `65536`, `[]`).
     pub default: &'static str,
@@ -56,26 +57,44 @@ pub struct OptionSpec {
 /// A problem with the options given to a pass.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
+    /// The pass has no option of that name.
     #[error("{}", unknown_option_message(pass, option, valid))]
     Unknown {
+        /// The pass.
         pass: String,
+        /// The option as written.
         option: String,
+        /// The options the pass has.
         valid: Vec<&'static str>,
     },
+    /// The option is given more than once.
     #[error("option '{option}' of pass '{pass}' is given twice")]
-    Duplicate { pass: String, option: String },
+    Duplicate {
+        /// The pass.
+        pass: String,
+        /// The option.
+        option: String,
+    },
+    /// The value is not of the option's kind.
     #[error("option '{option}' of pass '{pass}' expects {expected}, found '{found}'")]
     BadValue {
+        /// The pass.
         pass: String,
+        /// The option.
         option: String,
+        /// What the option takes.
         expected: String,
+        /// The value as written.
         found: String,
     },
     /// A pass asked for an option it does not declare, or with the wrong kind (a bug).
     #[error("internal error: pass '{pass}' has no {kind} option '{option}'")]
     Undeclared {
+        /// The pass.
         pass: String,
+        /// The option asked for.
         option: String,
+        /// The kind asked for.
         kind: &'static str,
     },
 }

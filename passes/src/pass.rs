@@ -16,7 +16,9 @@ use crate::pipeline::OptValue;
 /// graph is exactly as it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Changed {
+    /// The graph is exactly as it was.
     No,
+    /// The graph was modified.
     Yes,
 }
 
@@ -61,7 +63,12 @@ pub enum PassError {
     Message(String),
     /// A problem at one node; the driver shows the IR with the message under that node.
     #[error("{message}")]
-    AtNode { node: NodeId, message: String },
+    AtNode {
+        /// The node at fault.
+        node: NodeId,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A graph edit failed (a bug in the pass or an input it does not handle).
     #[error("graph edit failed: {0}")]
     Edit(#[from] EditError),

@@ -40,7 +40,9 @@ impl OptValue {
 /// One pass of a pipeline with its options, in the order written.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PassSpec {
+    /// The pass name as written (checked against the registry later).
     pub name: String,
+    /// `name=value` pairs as written.
     pub options: Vec<(String, OptValue)>,
 }
 
@@ -57,6 +59,7 @@ impl PassSpec {
 /// A sequence of passes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Pipeline {
+    /// The passes, in the order they run.
     pub passes: Vec<PassSpec>,
 }
 
@@ -65,9 +68,13 @@ pub struct Pipeline {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message} ({})", position(*line, *column))]
 pub struct ParseError {
+    /// What was expected and what was found.
     pub message: String,
+    /// Byte offset of the problem in the text.
     pub offset: usize,
+    /// 1-based line.
     pub line: usize,
+    /// 1-based column, in characters.
     pub column: usize,
 }
 

@@ -12,6 +12,7 @@ use crate::pipeline::{ParseError, PassSpec, Pipeline};
 /// One registered pass: its description and how to build it.
 #[derive(Clone, Copy)]
 pub struct Registration {
+    /// Name, summary and options.
     pub info: PassInfo,
     /// The module (file) the pass lives in, e.g. `fold_batchnorm`.
     pub module: &'static str,
@@ -32,23 +33,34 @@ impl std::fmt::Debug for Registration {
 /// A problem turning pipeline text or a pass name into passes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// The pipeline text does not parse.
     #[error("invalid pipeline: {0}")]
     Parse(#[from] ParseError),
+    /// No pass has that name.
     #[error("{}", unknown_message("pass", "passes", name, valid))]
     UnknownPass {
+        /// The name as written.
         name: String,
+        /// Every registered pass.
         valid: Vec<&'static str>,
     },
+    /// A pass's options are wrong.
     #[error(transparent)]
     Option(#[from] OptionError),
+    /// No named pipeline has that name.
     #[error("{}", unknown_message("pipeline", "pipelines", name, valid))]
     UnknownPipeline {
+        /// The name as written.
         name: String,
+        /// Every named pipeline.
         valid: Vec<&'static str>,
     },
+    /// A named pipeline's file is broken (a bug in the repository).
     #[error("named pipeline '{name}' is invalid: {error}")]
     BadNamedPipeline {
+        /// The pipeline.
         name: String,
+        /// What is wrong with it.
         error: Box<ConfigError>,
     },
 }

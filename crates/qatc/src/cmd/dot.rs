@@ -15,6 +15,7 @@ pub struct Args {
     output: Option<PathBuf>,
 }
 
+/// Runs the command.
 pub fn run(args: Args) -> CmdResult {
     let input = read_input(&args.file)?;
     let g = super::parse_and_verify(&input)?;

@@ -19,6 +19,7 @@ pub struct Args {
     files: Vec<PathBuf>,
 }
 
+/// Runs the command.
 pub fn run(args: Args) -> CmdResult {
     let mut ok = true;
     for path in &args.files {

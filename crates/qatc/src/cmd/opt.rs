@@ -44,6 +44,7 @@ struct PipelineSource {
     pipeline: Option<String>,
 }
 
+/// Runs the command.
 pub fn run(args: Args) -> CmdResult {
     let pipeline = match (&args.source.passes, &args.source.pipeline) {
         (Some(text), _) => passes::pipeline::parse(text).map_err(passes::ConfigError::from),

@@ -9,6 +9,7 @@ use crate::io::{CmdResult, write_stdout};
 #[derive(clap::Args)]
 pub struct Args {}
 
+/// Runs the command.
 pub fn run(_args: Args) -> CmdResult {
     let mut s = String::from("Passes:\n");
     let regs = passes::registry::all();
