@@ -1,0 +1,887 @@
+//! Calibration (post-training range setting, the initialization of QAT): run a graph over
+//! some batches, collect the statistics of every value an observer watches, and set the
+//! observers' running min/max state.
+//!
+//! An observer is an `observe_min` / `observe_max` op: operand 0 is the observed value,
+//! operand 1 the running state. A min and a max observer of the same value and axis form
+//! one [`ObserverSite`]; the `qparams_scale` / `qparams_zero_point` op that reads the
+//! observer (or its state) gives the quantized range `[qmin, qmax]` and the rule
+//! (affine or symmetric, power-of-two) — the MSE search needs them. Statistics are per
+//! tensor, or per channel along the observer's `axis`.
+//!
+//! Methods ([`Method`]):
+//! - **min-max**: the extremes seen over all batches;
+//! - **percentile** `p`: the `p`-th and `(100 - p)`-th percentiles, read from a histogram
+//!   of [`HISTOGRAM_BINS`] bins over the observed range (linear interpolation inside a
+//!   bin, so the resolution is the range / 2048);
+//! - **MSE**: the range `[α·min, α·max]` (after widening to include 0) minimizing the
+//!   expected squared quantization error of the histogram, with values spread uniformly
+//!   inside each bin and quantized exactly as `fake_quant` does with the scale and zero
+//!   point `qparams_*` derive; `α` is searched on a grid of 100 steps over (0, 1], then
+//!   refined 100-fold around the best step.
+//!
+//! While collecting, fake quantization is bypassed (every `fake_quant*` use reads its
+//! input instead) so that the statistics are those of the float model, as PyTorch does
+//! with observers enabled and fake-quant disabled; runs use train mode without writing
+//! anything back, so only the calibration result changes the store.
+
+use std::collections::{HashMap, HashSet};
+
+use qir::{Data, Graph, NodeId, Op, Tensor};
+use qir_interp::{Mode, Store};
+
+use crate::error::{Result, RuntimeError};
+use crate::executor::{Exec, Executor};
+
+/// Bins of the histograms the percentile and MSE methods read (the TensorRT and PyTorch
+/// histogram-observer default).
+pub const HISTOGRAM_BINS: usize = 2048;
+
+/// How calibration turns statistics into a range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    /// The observed extremes.
+    MinMax,
+    /// The given percentile (e.g. 99.99) of the values at the top and its mirror
+    /// (100 - p) at the bottom.
+    Percentile(f64),
+    /// The clipping range with the least quantization mean squared error.
+    Mse,
+}
+
+impl Method {
+    /// The default percentile.
+    pub const DEFAULT_PERCENTILE: f64 = 99.99;
+
+    /// The name as the command line writes it.
+    pub fn name(&self) -> String {
+        match self {
+            Method::MinMax => "minmax".into(),
+            Method::Percentile(p) => format!("percentile:{p}"),
+            Method::Mse => "mse".into(),
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    /// `minmax`, `percentile` (99.99), `percentile:P` with 50 < P ≤ 100, or `mse`.
+    fn from_str(s: &str) -> std::result::Result<Method, String> {
+        match s {
+            "minmax" | "min-max" => Ok(Method::MinMax),
+            "mse" => Ok(Method::Mse),
+            "percentile" => Ok(Method::Percentile(Method::DEFAULT_PERCENTILE)),
+            _ => match s.strip_prefix("percentile:").map(str::parse::<f64>) {
+                Some(Ok(p)) if p > 50.0 && p <= 100.0 => Ok(Method::Percentile(p)),
+                Some(_) => Err(format!(
+                    "the percentile must be a number in (50, 100], found '{s}'"
+                )),
+                None => Err(format!(
+                    "unknown calibration method '{s}' (valid: minmax, percentile, percentile:P, mse)"
+                )),
+            },
+        }
+    }
+}
+
+/// The quantization rule of a site, from its `qparams_*` op: the grid and how the
+/// scale and zero point follow from a range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QSpec {
+    pub qmin: i64,
+    pub qmax: i64,
+    pub symmetric: bool,
+    pub power_of_two: bool,
+    /// The smallest scale.
+    pub eps: f64,
+}
+
+impl QSpec {
+    /// Affine (asymmetric) quantization to `[qmin, qmax]` with the ops' default epsilon.
+    pub fn affine(qmin: i64, qmax: i64) -> QSpec {
+        QSpec {
+            qmin,
+            qmax,
+            symmetric: false,
+            power_of_two: false,
+            eps: default_eps(),
+        }
+    }
+
+    /// Scale and zero point for the range `[lo, hi]`, by the rules of `qparams_scale` and
+    /// `qparams_zero_point`: the range is widened to include 0; affine
+    /// `s = (hi - lo) / (qmax - qmin)`, `z = clamp(qmin - round(lo / s), qmin, qmax)`;
+    /// symmetric `s = max(-lo, hi) / ((qmax - qmin) / 2)`, `z = 0` (signed) or the
+    /// midpoint (unsigned); `s ≥ eps`, then rounded up to a power of two if asked.
+    pub fn qparams(&self, lo: f64, hi: f64) -> (f64, i64) {
+        let lo = lo.min(0.0);
+        let hi = hi.max(0.0);
+        let span = (self.qmax - self.qmin) as f64;
+        let mut s = if self.symmetric {
+            (-lo).max(hi) / (span / 2.0)
+        } else {
+            (hi - lo) / span
+        };
+        s = s.max(self.eps);
+        if self.power_of_two {
+            s = 2f64.powf(s.log2().ceil());
+        }
+        let z = if self.symmetric {
+            if self.qmin < 0 {
+                0
+            } else {
+                (self.qmin + self.qmax + 1) / 2
+            }
+        } else {
+            let q = (lo / s).round_ties_even();
+            (self.qmin as f64 - q).clamp(self.qmin as f64, self.qmax as f64) as i64
+        };
+        (s, z)
+    }
+
+    /// `x` quantized and dequantized with scale `s` and zero point `z`.
+    pub fn fake_quant(&self, x: f64, s: f64, z: i64) -> f64 {
+        let q = ((x / s).round_ties_even() + z as f64).clamp(self.qmin as f64, self.qmax as f64);
+        (q - z as f64) * s
+    }
+}
+
+/// The min and max observers of one value (and axis), and their quantization rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObserverSite {
+    /// The observed value.
+    pub value: NodeId,
+    /// The channel axis of per-channel observers.
+    pub axis: Option<usize>,
+    /// The state holding the running minimum, if a min observer watches the value.
+    pub min_state: Option<String>,
+    /// The state holding the running maximum, if a max observer watches the value.
+    pub max_state: Option<String>,
+    /// The rule of the `qparams_*` op reading the observers, if there is one.
+    pub qspec: Option<QSpec>,
+}
+
+/// The `eps` attribute's default in the op table.
+fn default_eps() -> f64 {
+    qir::Inst::new(Op::QparamsScale)
+        .float("eps")
+        .unwrap_or(f32::EPSILON as f64)
+}
+
+fn qspec_of(g: &Graph, id: NodeId) -> Option<QSpec> {
+    let inst = g.node(id).inst()?;
+    match inst.op {
+        Op::QparamsScale | Op::QparamsZeroPoint => Some(QSpec {
+            qmin: inst.int("qmin")?,
+            qmax: inst.int("qmax")?,
+            symmetric: inst.boolean("symmetric").unwrap_or(false),
+            power_of_two: inst.boolean("power_of_two").unwrap_or(false),
+            eps: inst.float("eps").unwrap_or_else(default_eps),
+        }),
+        _ => None,
+    }
+}
+
+/// Every observer site of `g`, in node order.
+pub fn find_observers(g: &Graph) -> Result<Vec<ObserverSite>> {
+    let mut sites: Vec<ObserverSite> = Vec::new();
+    for id in g.node_ids() {
+        let Some(inst) = g.node(id).inst() else {
+            continue;
+        };
+        let is_min = match inst.op {
+            Op::ObserveMin => true,
+            Op::ObserveMax => false,
+            _ => continue,
+        };
+        let ops = g.operands(id);
+        let (Some(&x), Some(&state)) = (ops.first(), ops.get(1)) else {
+            continue;
+        };
+        let sn = g.node(state);
+        let state_name = match (&sn.name, sn.is_state()) {
+            (Some(n), true) => n.clone(),
+            _ => {
+                return Err(RuntimeError::Graph(format!(
+                    "{}: the running range of '{}' must be a state value, found {}",
+                    g.describe(id),
+                    inst.op,
+                    g.describe(state)
+                )));
+            }
+        };
+        let axis = match inst.int("axis") {
+            Some(a) => Some(g.ty(x).shape.axis(a).ok_or_else(|| {
+                RuntimeError::Graph(format!(
+                    "{}: axis {a} is out of range for {}",
+                    g.describe(id),
+                    g.ty(x)
+                ))
+            })?),
+            None => None,
+        };
+        let qspec = g
+            .users(id)
+            .into_iter()
+            .chain(g.users(state))
+            .find_map(|(u, _)| qspec_of(g, u));
+        let slot = sites.iter_mut().find(|s| {
+            s.value == x
+                && s.axis == axis
+                && if is_min {
+                    s.min_state.is_none()
+                } else {
+                    s.max_state.is_none()
+                }
+        });
+        let site = match slot {
+            Some(s) => s,
+            None => {
+                sites.push(ObserverSite {
+                    value: x,
+                    axis,
+                    min_state: None,
+                    max_state: None,
+                    qspec: None,
+                });
+                let last = sites.len() - 1;
+                &mut sites[last]
+            }
+        };
+        if is_min {
+            site.min_state = Some(state_name);
+        } else {
+            site.max_state = Some(state_name);
+        }
+        site.qspec = site.qspec.or(qspec);
+    }
+    Ok(sites)
+}
+
+/// Calibration settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CalibrationConfig {
+    pub method: Method,
+    /// Histogram bins for the percentile and MSE methods.
+    pub bins: usize,
+}
+
+impl Default for CalibrationConfig {
+    fn default() -> CalibrationConfig {
+        CalibrationConfig {
+            method: Method::MinMax,
+            bins: HISTOGRAM_BINS,
+        }
+    }
+}
+
+/// Per-channel statistics of one site (one channel for per-tensor sites).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelStats {
+    pub min: Vec<f64>,
+    pub max: Vec<f64>,
+    /// Values seen per channel (non-finite values are skipped).
+    pub count: Vec<u64>,
+}
+
+impl ChannelStats {
+    fn new(c: usize) -> ChannelStats {
+        ChannelStats {
+            min: vec![f64::INFINITY; c],
+            max: vec![f64::NEG_INFINITY; c],
+            count: vec![0; c],
+        }
+    }
+}
+
+/// A histogram of one channel over `[lo, hi]`, equal-width bins.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histogram {
+    pub lo: f64,
+    pub hi: f64,
+    pub counts: Vec<u64>,
+}
+
+impl Histogram {
+    /// An empty histogram of `bins` bins over `[lo, hi]`.
+    pub fn new(lo: f64, hi: f64, bins: usize) -> Histogram {
+        Histogram {
+            lo,
+            hi,
+            counts: vec![0; bins.max(1)],
+        }
+    }
+
+    /// A histogram of `values` (non-finite ones skipped) over their own range.
+    pub fn of(values: &[f64], bins: usize) -> Histogram {
+        let fin = values.iter().copied().filter(|v| v.is_finite());
+        let (lo, hi) = fin.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+        let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+        let mut h = Histogram::new(lo, hi, bins);
+        for &v in values {
+            h.add(v);
+        }
+        h
+    }
+
+    fn width(&self) -> f64 {
+        (self.hi - self.lo) / self.counts.len() as f64
+    }
+
+    /// Counts `v` (non-finite values and values outside the range are ignored).
+    pub fn add(&mut self, v: f64) {
+        if !v.is_finite() || v < self.lo || v > self.hi {
+            return;
+        }
+        let n = self.counts.len();
+        let w = self.width();
+        let b = if w > 0.0 {
+            (((v - self.lo) / w) as usize).min(n - 1)
+        } else {
+            0
+        };
+        self.counts[b] += 1;
+    }
+
+    /// Total count.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The value below which a fraction `q` of the counts lie, interpolating linearly
+    /// inside the bin that crosses it.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let total = self.total() as f64;
+        let w = self.width();
+        if total == 0.0 || w == 0.0 {
+            return if q < 0.5 { self.lo } else { self.hi };
+        }
+        let target = q.clamp(0.0, 1.0) * total;
+        let mut cum = 0.0;
+        for (b, &c) in self.counts.iter().enumerate() {
+            let c = c as f64;
+            if c > 0.0 && cum + c >= target {
+                let frac = ((target - cum) / c).clamp(0.0, 1.0);
+                return self.lo + (b as f64 + frac) * w;
+            }
+            cum += c;
+        }
+        self.hi
+    }
+
+    /// Expected squared error per value of quantizing the histogram's values with the
+    /// range `[lo, hi]` and rule `spec`, the values of each bin spread uniformly over it.
+    pub fn quant_mse(&self, lo: f64, hi: f64, spec: &QSpec) -> f64 {
+        let total = self.total() as f64;
+        if total == 0.0 {
+            return 0.0;
+        }
+        let (s, z) = spec.qparams(lo, hi);
+        let w = self.width();
+        let mut err = 0.0;
+        for (b, &c) in self.counts.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let a = self.lo + b as f64 * w;
+            err += bin_error(a, a + w, c as f64, s, z, spec);
+        }
+        err / total
+    }
+}
+
+/// `∫ (x - v)^2 dx` over `[a, b]`.
+fn sq_integral(a: f64, b: f64, v: f64) -> f64 {
+    ((b - v).powi(3) - (a - v).powi(3)) / 3.0
+}
+
+/// Squared error of `n` values spread uniformly over `[a, b]`, quantized with (s, z).
+fn bin_error(a: f64, b: f64, n: f64, s: f64, z: i64, spec: &QSpec) -> f64 {
+    if b <= a {
+        let d = a - spec.fake_quant(a, s, z);
+        return n * d * d;
+    }
+    let density = n / (b - a);
+    let zf = z as f64;
+    let level = |x: f64| ((x / s).round_ties_even() + zf).clamp(spec.qmin as f64, spec.qmax as f64);
+    let (ka, kb) = (level(a), level(b));
+    if kb - ka > 64.0 {
+        // Many levels inside the bin: the clipped ends exactly, the inside as uniform
+        // rounding noise s²/12.
+        let vmin = (spec.qmin as f64 - zf) * s;
+        let vmax = (spec.qmax as f64 - zf) * s;
+        let mut e = 0.0;
+        if a < vmin {
+            e += sq_integral(a, vmin.min(b), vmin);
+        }
+        if b > vmax {
+            e += sq_integral(vmax.max(a), b, vmax);
+        }
+        let inner = b.min(vmax) - a.max(vmin);
+        if inner > 0.0 {
+            e += inner * s * s / 12.0;
+        }
+        return density * e;
+    }
+    let mut e = 0.0;
+    let mut k = ka;
+    while k <= kb {
+        let v = (k - zf) * s;
+        let lower = if k <= spec.qmin as f64 {
+            f64::NEG_INFINITY
+        } else {
+            v - s / 2.0
+        };
+        let upper = if k >= spec.qmax as f64 {
+            f64::INFINITY
+        } else {
+            v + s / 2.0
+        };
+        let (l, u) = (a.max(lower), b.min(upper));
+        if u > l {
+            e += sq_integral(l, u, v);
+        }
+        k += 1.0;
+    }
+    density * e
+}
+
+/// The `α` in (0, 1] minimizing the error of the range `[α·lo, α·hi]` (see the module
+/// docs), and that error.
+fn mse_search(h: &Histogram, lo: f64, hi: f64, spec: &QSpec) -> (f64, f64) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let eval = |a: f64| h.quant_mse(a * lo, a * hi, spec);
+    let mut best = (1.0, eval(1.0));
+    for k in (1..100).rev() {
+        let a = k as f64 / 100.0;
+        let e = eval(a);
+        if e < best.1 {
+            best = (a, e);
+        }
+    }
+    let center = best.0;
+    for k in -100..=100 {
+        let a = center + k as f64 / 10_000.0;
+        if a <= 0.0 || a > 1.0 {
+            continue;
+        }
+        let e = eval(a);
+        if e < best.1 {
+            best = (a, e);
+        }
+    }
+    best
+}
+
+/// The result of calibrating one site.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteRange {
+    pub site: ObserverSite,
+    /// The observed value's name for messages (`%fc1`).
+    pub value_name: String,
+    /// What the batches showed.
+    pub observed: ChannelStats,
+    /// The range written to the states, per channel.
+    pub min: Vec<f64>,
+    pub max: Vec<f64>,
+}
+
+/// What calibration did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CalibrationReport {
+    pub method: Method,
+    pub batches: usize,
+    pub sites: Vec<SiteRange>,
+}
+
+/// Calls `f(channel, value)` for every element of `t`, the channel taken along `axis`.
+fn for_each(t: &Tensor, axis: Option<usize>, mut f: impl FnMut(usize, f64)) -> Result<()> {
+    let (c, inner) = match axis {
+        None => (1, 1),
+        Some(a) => {
+            let c = *t.shape.get(a).ok_or_else(|| {
+                RuntimeError::Exec(format!("axis {a} is out of range for shape {:?}", t.shape))
+            })?;
+            (c, t.shape[a + 1..].iter().product::<usize>())
+        }
+    };
+    let mut visit = |vals: &mut dyn Iterator<Item = f64>| {
+        for (i, v) in vals.enumerate() {
+            let ch = if c == 1 { 0 } else { (i / inner.max(1)) % c };
+            f(ch, v);
+        }
+    };
+    match &t.data {
+        Data::F32(v) => visit(&mut v.iter().map(|&x| x as f64)),
+        Data::F64(v) => visit(&mut v.iter().copied()),
+        other => {
+            return Err(RuntimeError::Exec(format!(
+                "observed values must be float, found {} data",
+                other.dtype()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn channels(g: &Graph, site: &ObserverSite) -> Result<usize> {
+    match site.axis {
+        None => Ok(1),
+        Some(a) => g.ty(site.value).shape.dims()[a]
+            .fixed()
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                RuntimeError::Graph(format!(
+                    "per-channel observer of {} needs a fixed size along axis {a}",
+                    g.describe(site.value)
+                ))
+            }),
+    }
+}
+
+/// The graph with every fake-quant use rerouted to the fake-quant's input.
+fn bypass_fake_quant(g: &Graph) -> Graph {
+    let mut out = g.clone();
+    for id in out.node_ids() {
+        let fq = out.node(id).op().is_some_and(|op| op.is_fake_quant());
+        if fq && let Some(&x) = out.operands(id).first() {
+            out.replace_all_uses(id, x);
+        }
+    }
+    out
+}
+
+/// Calibrates `g`'s observers on `batches` (inputs by name) with `executor`, writes the
+/// ranges to their states in `store`, and reports them. The store must hold `g`'s
+/// parameters, state and constants.
+pub fn calibrate(
+    g: &Graph,
+    store: &mut Store,
+    batches: &[HashMap<String, Tensor>],
+    config: &CalibrationConfig,
+    executor: &dyn Executor,
+) -> Result<CalibrationReport> {
+    let sites = find_observers(g)?;
+    if sites.is_empty() {
+        return Err(RuntimeError::Graph(format!(
+            "graph @{} has no observers (observe_min / observe_max) to calibrate",
+            g.name
+        )));
+    }
+    if batches.is_empty() {
+        return Err(RuntimeError::Config(
+            "calibration needs at least one batch".into(),
+        ));
+    }
+    if let Method::Mse = config.method
+        && let Some(s) = sites.iter().find(|s| s.qspec.is_none())
+    {
+        return Err(RuntimeError::Graph(format!(
+            "MSE calibration of {} needs the qparams_scale or qparams_zero_point op that reads its observers (for qmin and qmax)",
+            g.describe(s.value)
+        )));
+    }
+    let mut chans = Vec::with_capacity(sites.len());
+    for s in &sites {
+        let c = channels(g, s)?;
+        for name in [&s.min_state, &s.max_state].into_iter().flatten() {
+            let decl = g.find(name).map(|id| g.ty(id));
+            let n = decl.and_then(|t| t.shape.numel()).unwrap_or(0) as usize;
+            if n != c {
+                return Err(RuntimeError::Graph(format!(
+                    "state %{name}: {} does not hold the {c} range value(s) of the observed {}",
+                    decl.map(|t| t.to_string()).unwrap_or_default(),
+                    g.describe(s.value)
+                )));
+            }
+        }
+        chans.push(c);
+    }
+    let run_graph = bypass_fake_quant(g);
+    let mut prog = executor.prepare(&run_graph)?;
+    let fetch: Vec<NodeId> = {
+        let mut seen = HashSet::new();
+        sites
+            .iter()
+            .map(|s| s.value)
+            .filter(|v| seen.insert(*v))
+            .collect()
+    };
+    // Train mode so that observers see batch ranges (an unset +inf range would reach the
+    // qparams ops otherwise); nothing is written back.
+    let exec = Exec {
+        mode: Mode::Train,
+        apply_updates: false,
+    };
+    let mut stats: Vec<ChannelStats> = chans.iter().map(|&c| ChannelStats::new(c)).collect();
+    let needs_hist = !matches!(config.method, Method::MinMax);
+    let mut cached: Vec<HashMap<NodeId, Tensor>> = Vec::new();
+    for inputs in batches {
+        let out = prog.run(store, inputs, exec, &fetch)?;
+        for (site, st) in sites.iter().zip(stats.iter_mut()) {
+            let t = out.fetched.get(&site.value).ok_or_else(|| {
+                RuntimeError::Exec(format!("{} was not fetched", g.describe(site.value)))
+            })?;
+            for_each(t, site.axis, |ch, v| {
+                if v.is_finite()
+                    && let (Some(a), Some(b), Some(n)) =
+                        (st.min.get_mut(ch), st.max.get_mut(ch), st.count.get_mut(ch))
+                {
+                    *a = a.min(v);
+                    *b = b.max(v);
+                    *n += 1;
+                }
+            })?;
+        }
+        if needs_hist {
+            cached.push(out.fetched);
+        }
+    }
+    let mut hists: Vec<Vec<Histogram>> = Vec::new();
+    if needs_hist {
+        for st in &stats {
+            hists.push(
+                st.min
+                    .iter()
+                    .zip(&st.max)
+                    .map(|(&lo, &hi)| {
+                        let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+                        Histogram::new(lo, hi, config.bins)
+                    })
+                    .collect(),
+            );
+        }
+        for fetched in &cached {
+            for (i, site) in sites.iter().enumerate() {
+                if let (Some(t), Some(hs)) = (fetched.get(&site.value), hists.get_mut(i)) {
+                    for_each(t, site.axis, |ch, v| {
+                        if let Some(h) = hs.get_mut(ch) {
+                            h.add(v);
+                        }
+                    })?;
+                }
+            }
+        }
+    }
+    let mut report = Vec::with_capacity(sites.len());
+    for (i, site) in sites.into_iter().enumerate() {
+        let st = &stats[i];
+        let mut min = Vec::with_capacity(st.min.len());
+        let mut max = Vec::with_capacity(st.max.len());
+        for (ch, (&omin, &omax)) in st.min.iter().zip(&st.max).enumerate() {
+            let (lo, hi) = if st.count.get(ch).copied().unwrap_or(0) == 0 {
+                (0.0, 0.0)
+            } else {
+                (omin, omax)
+            };
+            let hist = hists.get(i).and_then(|h| h.get(ch));
+            let spec = site.qspec.unwrap_or(QSpec::affine(-128, 127));
+            let (a, b) = choose(config.method, lo, hi, hist, &spec);
+            min.push(a);
+            max.push(b);
+        }
+        for (state, vals) in [(&site.min_state, &min), (&site.max_state, &max)] {
+            let Some(name) = state else { continue };
+            let id = g
+                .find(name)
+                .ok_or_else(|| RuntimeError::Graph(format!("state %{name} is not in the graph")))?;
+            let ty = g.ty(id);
+            let shape = ty
+                .shape
+                .as_fixed()
+                .map(|d| d.into_iter().map(|x| x as usize).collect::<Vec<_>>())
+                .unwrap_or_default();
+            let t = Tensor::new(shape, Data::from_f64(&ty.elem, vals)).ok_or_else(|| {
+                RuntimeError::Graph(format!("state %{name}: {ty} does not fit the range"))
+            })?;
+            store.insert(name, t);
+        }
+        report.push(SiteRange {
+            value_name: g.describe(site.value),
+            site,
+            observed: stats[i].clone(),
+            min,
+            max,
+        });
+    }
+    Ok(CalibrationReport {
+        method: config.method,
+        batches: batches.len(),
+        sites: report,
+    })
+}
+
+/// The squared quantization error per value of `values` with the range `[lo, hi]`,
+/// computed exactly (no histogram); for checking the histogram estimate.
+pub fn exact_mse(values: &[f64], lo: f64, hi: f64, spec: &QSpec) -> f64 {
+    let (s, z) = spec.qparams(lo, hi);
+    let n = values.len().max(1) as f64;
+    values
+        .iter()
+        .map(|&x| {
+            let d = x - spec.fake_quant(x, s, z);
+            d * d
+        })
+        .sum::<f64>()
+        / n
+}
+
+/// The range a method picks for one channel of `values` (a helper for tests and tools
+/// that calibrate plain arrays): min-max, percentile or MSE with `spec`.
+pub fn range_of(values: &[f64], method: Method, spec: &QSpec, bins: usize) -> (f64, f64) {
+    let h = Histogram::of(values, bins);
+    choose(method, h.lo, h.hi, Some(&h), spec)
+}
+
+/// The range `method` picks for a channel observed over `[lo, hi]` with histogram `hist`
+/// (min-max needs none; without one the other methods fall back to min-max).
+fn choose(method: Method, lo: f64, hi: f64, hist: Option<&Histogram>, spec: &QSpec) -> (f64, f64) {
+    match (method, hist) {
+        (Method::MinMax, _) | (_, None) => (lo, hi),
+        (Method::Percentile(p), Some(h)) => (h.quantile(1.0 - p / 100.0), h.quantile(p / 100.0)),
+        (Method::Mse, Some(h)) => {
+            let (alpha, _) = mse_search(h, lo, hi, spec);
+            // The search scales the zero-widened range; a side that did not need
+            // widening keeps its observed value (qparams widens it again).
+            (
+                if lo < 0.0 { alpha * lo } else { lo },
+                if hi > 0.0 { alpha * hi } else { hi },
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 10000 quantiles of the exponential distribution (a long tail: the largest is
+    /// ln(20000) ≈ 9.9) and one outlier at 20.
+    fn tail_with_outlier() -> Vec<f64> {
+        let n = 10_000;
+        let mut v: Vec<f64> = (0..n)
+            .map(|i| -(1.0 - (i as f64 + 0.5) / n as f64).ln())
+            .collect();
+        v.push(20.0);
+        v
+    }
+
+    #[test]
+    fn qparams_follow_the_op_rules() {
+        // Same hand-computed cases as the interpreter's qparams op.
+        let i8a = QSpec::affine(-128, 127);
+        let (s, z) = i8a.qparams(-1.0, 3.0);
+        assert!((s - 4.0 / 255.0).abs() < 1e-15);
+        assert_eq!(z, -64);
+        assert_eq!(QSpec::affine(0, 255).qparams(0.5, 2.0), (2.0 / 255.0, 0));
+        let sym = QSpec {
+            symmetric: true,
+            ..i8a
+        };
+        assert_eq!(sym.qparams(-1.0, 3.0), (3.0 / 127.5, 0));
+        let u8sym = QSpec {
+            symmetric: true,
+            ..QSpec::affine(0, 255)
+        };
+        assert_eq!(u8sym.qparams(-1.0, 3.0).1, 128);
+        assert_eq!(i8a.qparams(0.0, 0.0), (1.1920929e-7, -128));
+        let p2 = QSpec {
+            power_of_two: true,
+            ..sym
+        };
+        assert_eq!(p2.qparams(-1.0, 3.0).0, 0.03125);
+    }
+
+    #[test]
+    fn histogram_quantiles() {
+        // 0..100 in steps of 1 over 100 bins of width 0.99: the median is ~49.5.
+        let v: Vec<f64> = (0..100).map(|i| i as f64).collect();
+        let h = Histogram::of(&v, 100);
+        assert_eq!(h.total(), 100);
+        assert_eq!((h.lo, h.hi), (0.0, 99.0));
+        assert!((h.quantile(0.5) - 49.5).abs() < 1.0, "{}", h.quantile(0.5));
+        assert_eq!(h.quantile(1.0), 99.0);
+        assert_eq!(h.quantile(0.0), 0.0);
+        // NaN and infinities are skipped.
+        let h = Histogram::of(&[1.0, f64::NAN, f64::INFINITY, 2.0], 4);
+        assert_eq!((h.lo, h.hi, h.total()), (1.0, 2.0, 2));
+    }
+
+    #[test]
+    fn histogram_mse_matches_exact_error() {
+        let v = tail_with_outlier();
+        let spec = QSpec::affine(0, 15);
+        let h = Histogram::of(&v, HISTOGRAM_BINS);
+        for hi in [20.0, 9.0, 6.0, 3.0] {
+            let est = h.quant_mse(0.0, hi, &spec);
+            let exact = exact_mse(&v, 0.0, hi, &spec);
+            assert!(
+                (est - exact).abs() < 0.02 * exact,
+                "range [0, {hi}]: histogram {est} vs exact {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn methods_on_an_outlier() {
+        let v = tail_with_outlier();
+        // 4-bit unsigned grid: coarse enough that clipping the tail pays off.
+        let spec = QSpec::affine(0, 15);
+        let mm = range_of(&v, Method::MinMax, &spec, HISTOGRAM_BINS);
+        assert_eq!(mm, (v[0], 20.0), "min-max keeps the outlier");
+        let pc = range_of(&v, Method::Percentile(99.0), &spec, HISTOGRAM_BINS);
+        // The 99th percentile of 10001 values is -ln(0.01) = 4.605 up to a bin (20/2048).
+        assert!(
+            (pc.1 - 0.01f64.ln().abs()).abs() < 0.02,
+            "percentile max {}",
+            pc.1
+        );
+        let ms = range_of(&v, Method::Mse, &spec, HISTOGRAM_BINS);
+        assert!(
+            pc.1 < ms.1 && ms.1 < mm.1,
+            "mse max {} not between {} and {}",
+            ms.1,
+            pc.1,
+            mm.1
+        );
+        let e_mm = exact_mse(&v, mm.0, mm.1, &spec);
+        let e_pc = exact_mse(&v, pc.0, pc.1, &spec);
+        let e_ms = exact_mse(&v, ms.0, ms.1, &spec);
+        assert!(
+            e_ms < e_mm && e_ms < e_pc,
+            "mse {e_ms}, min-max {e_mm}, percentile {e_pc}"
+        );
+        // Min-max: s = 20/15, error ≈ s²/12 = 0.148 over the bulk.
+        assert!(
+            (e_mm - (20.0f64 / 15.0).powi(2) / 12.0).abs() < 0.01,
+            "{e_mm}"
+        );
+    }
+
+    #[test]
+    fn method_names_parse() {
+        assert_eq!("minmax".parse::<Method>().unwrap(), Method::MinMax);
+        assert_eq!(
+            "percentile".parse::<Method>().unwrap(),
+            Method::Percentile(99.99)
+        );
+        assert_eq!(
+            "percentile:99.9".parse::<Method>().unwrap(),
+            Method::Percentile(99.9)
+        );
+        assert_eq!("mse".parse::<Method>().unwrap(), Method::Mse);
+        assert!(
+            "percentile:20"
+                .parse::<Method>()
+                .unwrap_err()
+                .contains("(50, 100]")
+        );
+        assert!(
+            "kl".parse::<Method>()
+                .unwrap_err()
+                .starts_with("unknown calibration method 'kl'")
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! The runtime's error type. Every variant displays as one line, lowercase, without a
+//! final period, naming the file, value, input or training step at fault.
+
+use std::path::{Path, PathBuf};
+
+use qir_interp::InterpError;
+
+/// An error from reading or writing data, running a graph, training or calibrating.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A file could not be read or written, or its content is malformed.
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    /// Malformed content not (yet) tied to a file: the caller adds the path with
+    /// [`RuntimeError::at`].
+    #[error("{0}")]
+    Format(String),
+    /// The data do not fit the model (shapes, element types, missing inputs).
+    #[error("{0}")]
+    Data(String),
+    /// The interpreter (or another executor) failed.
+    #[error("{0}")]
+    Exec(String),
+    /// A graph could not be prepared (the grad pass or a pipeline failed).
+    #[error("{0}")]
+    Graph(String),
+    /// A run computed a loss that is NaN or infinite (the store was left untouched).
+    #[error("the loss is {value}")]
+    NonFiniteLoss { value: f64 },
+    /// The training loss stopped being finite.
+    #[error(
+        "training diverged: the loss is {value} at epoch {epoch}, step {step} (global step {global_step}); try a lower learning rate"
+    )]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+        /// 1-based step counted over the whole run.
+        global_step: u64,
+        value: f64,
+    },
+    /// An option is out of range or inconsistent.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl RuntimeError {
+    /// Attaches `path` to a [`RuntimeError::Format`] error (other variants are returned
+    /// unchanged).
+    pub fn at(self, path: &Path) -> RuntimeError {
+        match self {
+            RuntimeError::Format(message) => RuntimeError::File {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        }
+    }
+
+    /// An I/O error on `path`, as one line.
+    pub fn io(path: &Path, e: &std::io::Error) -> RuntimeError {
+        RuntimeError::File {
+            path: path.to_path_buf(),
+            message: io_message(e),
+        }
+    }
+}
+
+/// The message of an I/O error in lowercase, without the "(os error N)" suffix noise.
+pub(crate) fn io_message(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        std::io::ErrorKind::UnexpectedEof => "unexpected end of file".to_string(),
+        _ => {
+            let s = e.to_string();
+            let s = match s.find(" (os error") {
+                Some(i) => s[..i].to_string(),
+                None => s,
+            };
+            lowercase_first(&s)
+        }
+    }
+}
+
+pub(crate) fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+impl From<InterpError> for RuntimeError {
+    fn from(e: InterpError) -> RuntimeError {
+        RuntimeError::Exec(e.to_string())
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -1,0 +1,688 @@
+//! The training loop: from a forward model (float, or prepared with fake quantization for
+//! QAT) to trained parameters.
+//!
+//! [`Trainer::new`] optionally prepares the model for QAT (a pipeline, or the
+//! `prepare-qat` named pipeline with a scheme), builds the training step with the grad pass
+//! (forward, backward, optimizer update; the learning rate is the step's input `%lr`) and
+//! initializes parameters and state from the graph's initializers with the seed.
+//! [`Trainer::fit`] then calibrates the observers first if asked (so "prepare → calibrate
+//! → train" is one [`train`] call), and loops over epochs: shuffled batches (per seed and
+//! epoch), the scheduled learning rate, hooks after every step and epoch, evaluation of the
+//! forward model in eval mode on the test set after every epoch, metrics to the monitors,
+//! and an atomic checkpoint of parameters and state.
+//!
+//! Invariants: a NaN or infinite loss stops training with [`RuntimeError::Diverged`]
+//! naming the epoch and step, and the store keeps the last finite step's values; the
+//! store always holds every parameter and state of the current training step; the same
+//! seed and configuration give the same run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qir::{Data, ElemType, Graph, Tensor};
+use qir_interp::{Mode, Store};
+
+use passes::grad::{BnMode, GradOptions, Optimizer};
+use passes::{OptValue, PassManager};
+
+use crate::calibrate::{CalibrationConfig, CalibrationReport, calibrate};
+use crate::data::{Dataset, Feed, PixelScale, shuffled};
+use crate::error::{Result, RuntimeError};
+use crate::eval::{Evaluation, check_labels, classes, evaluate, logits_output};
+use crate::executor::{Executor, Interpreter};
+use crate::hooks::{Hook, HookCtx, ObserverMode};
+use crate::io::weights::{params_and_state, read_safetensors, write_safetensors};
+use crate::metrics::{EpochMetrics, Monitor};
+use crate::schedule::LrSchedule;
+
+/// The optimizer of the training step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerKind {
+    /// Plain SGD.
+    Sgd,
+    /// SGD with momentum ([`TrainConfig::momentum`]).
+    Momentum,
+    /// Adam (L2 weight decay).
+    Adam,
+    /// AdamW (decoupled weight decay).
+    AdamW,
+}
+
+impl OptimizerKind {
+    /// The command-line names.
+    pub const NAMES: [&'static str; 4] = ["sgd", "momentum", "adam", "adamw"];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Momentum => "momentum",
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::AdamW => "adamw",
+        }
+    }
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<OptimizerKind, String> {
+        [
+            OptimizerKind::Sgd,
+            OptimizerKind::Momentum,
+            OptimizerKind::Adam,
+            OptimizerKind::AdamW,
+        ]
+        .into_iter()
+        .find(|o| o.name() == s)
+        .ok_or_else(|| {
+            format!(
+                "unknown optimizer '{s}' (valid: {})",
+                OptimizerKind::NAMES.join(", ")
+            )
+        })
+    }
+}
+
+/// How a model is prepared for quantization-aware training.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prepare {
+    /// The `prepare-qat` named pipeline with its `scheme` option set (a preset name or a
+    /// scheme file).
+    Scheme(String),
+    /// Any pipeline text.
+    Pipeline(String),
+}
+
+/// Calibration of the observers before the first epoch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CalibrationSetup {
+    pub config: CalibrationConfig,
+    /// Training batches to calibrate on.
+    pub batches: usize,
+}
+
+/// Quantization-aware training: preparation of the model, then calibration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QatSetup {
+    /// `None` for a model that already holds its fake-quant and observers.
+    pub prepare: Option<Prepare>,
+    /// `None` to start from the observers' initial ranges.
+    pub calibration: Option<CalibrationSetup>,
+}
+
+/// Training settings. The defaults train the digits MLP well in a few seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Batch size of the evaluation after each epoch.
+    pub eval_batch_size: usize,
+    /// The base learning rate.
+    pub lr: f64,
+    pub schedule: LrSchedule,
+    pub optimizer: OptimizerKind,
+    /// Momentum of [`OptimizerKind::Momentum`].
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Seeds initialization and shuffling.
+    pub seed: u64,
+    /// At most this many training batches per epoch (for quick runs).
+    pub max_train_batches: Option<usize>,
+    pub pixel_scale: PixelScale,
+    /// Batch-norm statistics at the start (a [`crate::hooks::FreezeBatchNorm`] hook can
+    /// freeze them later).
+    pub bn: BnMode,
+    /// Show a progress bar on stderr (never when stderr is not a terminal).
+    pub progress: bool,
+    /// Write a checkpoint here after every epoch.
+    pub checkpoint: Option<PathBuf>,
+    pub qat: Option<QatSetup>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> TrainConfig {
+        TrainConfig {
+            epochs: 10,
+            batch_size: 32,
+            eval_batch_size: 256,
+            lr: 0.05,
+            schedule: LrSchedule::Cosine {
+                final_fraction: 0.0,
+            },
+            optimizer: OptimizerKind::Momentum,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            seed: 0,
+            max_train_batches: None,
+            pixel_scale: PixelScale::Auto,
+            bn: BnMode::Train,
+            progress: false,
+            checkpoint: None,
+            qat: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the settings; the message names the bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(RuntimeError::Config(m));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad("the batch size must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!(
+                "the learning rate must be a positive number, found {}",
+                self.lr
+            ));
+        }
+        if self.max_train_batches == Some(0) {
+            return bad("the limit on training batches must be at least 1".into());
+        }
+        self.schedule.validate().map_err(RuntimeError::Config)?;
+        self.grad_options()
+            .validate()
+            .map_err(|e| RuntimeError::Config(e.to_string()))
+    }
+
+    /// The grad pass options these settings ask for.
+    pub fn grad_options(&self) -> GradOptions {
+        let (optimizer, momentum) = match self.optimizer {
+            OptimizerKind::Sgd => (Optimizer::Sgd, 0.0),
+            OptimizerKind::Momentum => (Optimizer::Sgd, self.momentum),
+            OptimizerKind::Adam => (Optimizer::Adam, 0.0),
+            OptimizerKind::AdamW => (Optimizer::AdamW, 0.0),
+        };
+        GradOptions {
+            optimizer,
+            momentum,
+            weight_decay: self.weight_decay,
+            bn: self.bn,
+            ..GradOptions::default()
+        }
+    }
+}
+
+/// The training-step graph of `model`: the grad pass with `opts`.
+pub fn build_step(model: &Graph, opts: &GradOptions) -> Result<Graph> {
+    passes::grad::grad(model, opts).map_err(|e| RuntimeError::Graph(format!("grad: {e}")))
+}
+
+/// The pipeline text that prepares a model for QAT with `scheme`: the `prepare-qat` named
+/// pipeline with the `scheme` option of its passes set.
+pub fn prepare_pipeline(scheme: &str) -> Result<String> {
+    let mut p = passes::named("prepare-qat").map_err(|e| {
+        RuntimeError::Config(format!(
+            "QAT preparation needs the 'prepare-qat' pipeline: {e}"
+        ))
+    })?;
+    let mut set = false;
+    for spec in &mut p.passes {
+        let takes_scheme = passes::registry::lookup(&spec.name)
+            .is_some_and(|r| r.info.options.iter().any(|o| o.name == "scheme"));
+        if takes_scheme {
+            spec.options.retain(|(k, _)| k != "scheme");
+            spec.options
+                .push(("scheme".into(), OptValue::Scalar(scheme.to_string())));
+            set = true;
+        }
+    }
+    if !set {
+        return Err(RuntimeError::Config(
+            "the 'prepare-qat' pipeline has no pass with a 'scheme' option".into(),
+        ));
+    }
+    Ok(p.to_string())
+}
+
+/// Applies `prepare` to `model`.
+pub fn prepare_model(model: &mut Graph, prepare: &Prepare) -> Result<()> {
+    let text = match prepare {
+        Prepare::Scheme(s) => prepare_pipeline(s)?,
+        Prepare::Pipeline(p) => p.clone(),
+    };
+    let pm = PassManager::parse(&text).map_err(|e| RuntimeError::Config(e.to_string()))?;
+    pm.run(model)
+        .map_err(|e| RuntimeError::Graph(e.to_string()))?;
+    Ok(())
+}
+
+/// What a finished [`Trainer::fit`] reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainSummary {
+    pub epochs: Vec<EpochMetrics>,
+    /// The calibration done before the first epoch, if any.
+    pub calibration: Option<CalibrationReport>,
+    pub seconds: f64,
+}
+
+impl TrainSummary {
+    /// The test accuracy after the last epoch.
+    pub fn final_accuracy(&self) -> Option<f64> {
+        self.epochs.last().map(|m| m.test_accuracy)
+    }
+}
+
+/// Trains one model; see the module docs.
+pub struct Trainer {
+    model: Graph,
+    grad: GradOptions,
+    step: Graph,
+    store: Store,
+    config: TrainConfig,
+    executor: Box<dyn Executor>,
+    hooks: Vec<Box<dyn Hook>>,
+    observers: ObserverMode,
+    calibration: Option<CalibrationSetup>,
+    global_step: u64,
+    epochs_done: usize,
+}
+
+impl Trainer {
+    /// A trainer for `model` (prepared for QAT first if `config.qat` says so), run by the
+    /// interpreter, with freshly initialized parameters and state.
+    pub fn new(model: &Graph, config: TrainConfig) -> Result<Trainer> {
+        config.validate()?;
+        let mut model = model.clone();
+        qir::verify::verify(&model).map_err(|e| {
+            RuntimeError::Graph(format!(
+                "the model does not verify: {}",
+                first_line(&e.to_string())
+            ))
+        })?;
+        if let Some(Some(p)) = config.qat.as_ref().map(|q| &q.prepare) {
+            prepare_model(&mut model, p)?;
+        }
+        let grad = config.grad_options();
+        let step = build_step(&model, &grad)?;
+        let store = qir_interp::init_store(&step, config.seed)?;
+        let calibration = config.qat.as_ref().and_then(|q| q.calibration);
+        Ok(Trainer {
+            model,
+            grad,
+            step,
+            store,
+            config,
+            executor: Box::new(Interpreter::default()),
+            hooks: Vec::new(),
+            observers: ObserverMode::Update,
+            calibration,
+            global_step: 0,
+            epochs_done: 0,
+        })
+    }
+
+    /// Runs graphs with `executor` instead of the interpreter.
+    pub fn with_executor(mut self, executor: Box<dyn Executor>) -> Trainer {
+        self.executor = executor;
+        self
+    }
+
+    /// Adds a hook (run in the order added).
+    pub fn add_hook(&mut self, hook: Box<dyn Hook>) {
+        self.hooks.push(hook);
+    }
+
+    /// The forward model being trained.
+    pub fn model(&self) -> &Graph {
+        &self.model
+    }
+    /// The current training-step graph.
+    pub fn step_graph(&self) -> &Graph {
+        &self.step
+    }
+    /// Parameters and state.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    /// Parameters and state, for changing them.
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+    /// The settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+    /// Whether training steps update the observers.
+    pub fn observer_mode(&self) -> ObserverMode {
+        self.observers
+    }
+    /// Training steps done.
+    pub fn global_step(&self) -> u64 {
+        self.global_step
+    }
+
+    /// Loads parameters and state from a safetensors checkpoint (or weights file): every
+    /// parameter of the model must be present; tensors the training step does not declare
+    /// are ignored. Returns the file's metadata.
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<BTreeMap<String, String>> {
+        let file = read_safetensors(path)?;
+        for id in self.model.params() {
+            let name = self.model.node(id).name.as_deref().unwrap_or_default();
+            if !file.tensors.contains_key(name) {
+                return Err(RuntimeError::File {
+                    path: path.to_path_buf(),
+                    message: format!("no tensor for param %{name}: {}", self.model.ty(id)),
+                });
+            }
+        }
+        let mut store = self.store.clone();
+        for id in self.step.node_ids() {
+            let node = self.step.node(id);
+            if !(node.is_param() || node.is_state()) {
+                continue;
+            }
+            if let Some(name) = node.name.as_deref()
+                && let Some(t) = file.tensors.get(name)
+            {
+                store.insert(name, t.clone());
+            }
+        }
+        // Checks every loaded tensor against its declaration.
+        qir_interp::fill_store(&self.step, &mut store, self.config.seed).map_err(|e| {
+            RuntimeError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+        self.store = store;
+        Ok(file.metadata)
+    }
+
+    /// Writes the parameters and state of the training step (optimizer state included)
+    /// to `path`, atomically.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let meta = BTreeMap::from([
+            ("format".to_string(), "qatc-checkpoint".to_string()),
+            ("graph".to_string(), self.model.name.clone()),
+            ("epoch".to_string(), self.epochs_done.to_string()),
+            ("global_step".to_string(), self.global_step.to_string()),
+        ]);
+        write_safetensors(path, params_and_state(&self.step, &self.store), &meta)
+    }
+
+    fn rebuild(&mut self) -> Result<()> {
+        self.step = build_step(&self.model, &self.grad)?;
+        qir_interp::fill_store(&self.step, &mut self.store, self.config.seed)?;
+        Ok(())
+    }
+
+    fn run_hooks(&mut self, epoch: usize, after_epoch: bool) -> Result<bool> {
+        let mut ctx = HookCtx {
+            epoch,
+            global_step: self.global_step,
+            model: &mut self.model,
+            grad: &mut self.grad,
+            store: &mut self.store,
+            observers: &mut self.observers,
+            rebuild: false,
+        };
+        for h in &mut self.hooks {
+            if after_epoch {
+                h.after_epoch(&mut ctx)?;
+            } else {
+                h.after_step(&mut ctx)?;
+            }
+        }
+        let rebuild = ctx.rebuild;
+        if rebuild {
+            self.rebuild()?;
+        }
+        Ok(rebuild)
+    }
+
+    /// Evaluates the model on `set` (eval mode, the store unchanged).
+    pub fn evaluate(&mut self, set: &crate::data::ImageSet) -> Result<Evaluation> {
+        let feed = Feed::for_graph(&self.model, set.example_dims())?;
+        let scale = self.config.pixel_scale.factor(set.max_pixel());
+        let mut prog = self.executor.prepare(&self.model)?;
+        evaluate(
+            prog.as_mut(),
+            &mut self.store,
+            set,
+            &feed,
+            scale,
+            self.config.eval_batch_size,
+        )
+    }
+
+    /// Calibrates the observers on the first `batches` training batches (a shuffle of
+    /// its own, stream `u64::MAX` of the seed).
+    pub fn calibrate(
+        &mut self,
+        data: &Dataset,
+        setup: &CalibrationSetup,
+    ) -> Result<CalibrationReport> {
+        let feed = Feed::for_graph(&self.model, data.train.example_dims())?;
+        let scale = self.config.pixel_scale.factor(data.train.max_pixel());
+        let order = shuffled(data.train.len(), self.config.seed, u64::MAX);
+        let batches = feed
+            .batches(&data.train, order, self.config.batch_size, scale)
+            .take(setup.batches.max(1))
+            .map(|b| b.map(|b| b.inputs))
+            .collect::<Result<Vec<_>>>()?;
+        calibrate(
+            &self.model,
+            &mut self.store,
+            &batches,
+            &setup.config,
+            self.executor.as_ref(),
+        )
+    }
+
+    /// Trains for the configured epochs (see the module docs); every monitor gets each
+    /// epoch's metrics.
+    pub fn fit(
+        &mut self,
+        data: &Dataset,
+        monitors: &mut [&mut dyn Monitor],
+    ) -> Result<TrainSummary> {
+        let start = Instant::now();
+        let mut feed = Feed::for_graph(&self.model, data.train.example_dims())?;
+        if feed.label.is_none() {
+            return Err(RuntimeError::Data(format!(
+                "graph @{} has no label input (an i32 or i64 input of shape [B])",
+                self.model.name
+            )));
+        }
+        let logits = logits_output(&self.model)?;
+        let n_classes = classes(&self.model, &logits)?;
+        check_labels(&data.train, "training", n_classes, &logits)?;
+        check_labels(&data.test, "test", n_classes, &logits)?;
+        let scale = self.config.pixel_scale.factor(data.train.max_pixel());
+        let lr_elem = lr_type(&self.step)?;
+
+        let calibration = match self.calibration.take() {
+            Some(setup) => Some(self.calibrate(data, &setup)?),
+            None => None,
+        };
+
+        let batch_size = feed.batch_size(self.config.batch_size);
+        let per_epoch_all = feed.batch_count(data.train.len(), batch_size);
+        let per_epoch = match self.config.max_train_batches {
+            Some(m) => per_epoch_all.min(m),
+            None => per_epoch_all,
+        };
+        if per_epoch == 0 {
+            return Err(RuntimeError::Data(format!(
+                "{} training examples make no batch of {batch_size}",
+                data.train.len()
+            )));
+        }
+        let epochs = self.config.epochs;
+        let total_steps = (per_epoch * epochs) as u64;
+        let first_epoch = self.epochs_done + 1;
+        let bar = progress_bar(
+            self.config.progress,
+            total_steps.saturating_sub(self.global_step),
+        );
+
+        let mut step_prog = self.executor.prepare(&self.step)?;
+        let mut eval_prog = self.executor.prepare(&self.model)?;
+        let mut history = Vec::new();
+        for epoch in first_epoch..=epochs {
+            let t0 = Instant::now();
+            let order = shuffled(data.train.len(), self.config.seed, epoch as u64);
+            let mut loss_sum = 0.0;
+            let mut seen = 0usize;
+            let mut lr = self.config.lr;
+            let batches: Vec<_> = feed
+                .batches(&data.train, order, batch_size, scale)
+                .take(per_epoch)
+                .collect();
+            for (i, batch) in batches.into_iter().enumerate() {
+                let batch = batch?;
+                lr = self.config.schedule.lr(
+                    self.config.lr,
+                    epoch - 1,
+                    self.global_step,
+                    total_steps,
+                );
+                let mut inputs = batch.inputs;
+                inputs.insert("lr".into(), scalar(&lr_elem, lr));
+                let mode = match self.observers {
+                    ObserverMode::Update => Mode::Train,
+                    ObserverMode::Frozen => Mode::Eval,
+                };
+                let diverged = |value: f64| RuntimeError::Diverged {
+                    epoch,
+                    step: i + 1,
+                    global_step: self.global_step + 1,
+                    value,
+                };
+                let loss = match step_prog.train_step(&mut self.store, &inputs, mode) {
+                    Ok(l) if l.is_finite() => l,
+                    Ok(l) => return Err(diverged(l)),
+                    Err(RuntimeError::NonFiniteLoss { value }) => return Err(diverged(value)),
+                    Err(e) => return Err(e),
+                };
+                loss_sum += loss * batch.labels.len() as f64;
+                seen += batch.labels.len();
+                self.global_step += 1;
+                bar.inc(1);
+                bar.set_message(format!("epoch {epoch}/{epochs} loss {loss:.4}"));
+                if self.run_hooks(epoch, false)? {
+                    step_prog = self.executor.prepare(&self.step)?;
+                    eval_prog = self.executor.prepare(&self.model)?;
+                    feed = Feed::for_graph(&self.model, data.train.example_dims())?;
+                }
+            }
+            let ev = evaluate(
+                eval_prog.as_mut(),
+                &mut self.store,
+                &data.test,
+                &feed,
+                scale,
+                self.config.eval_batch_size,
+            )?;
+            self.epochs_done = epoch;
+            let m = EpochMetrics {
+                epoch,
+                train_loss: loss_sum / seen.max(1) as f64,
+                test_loss: ev.loss,
+                test_accuracy: ev.accuracy(),
+                seconds: t0.elapsed().as_secs_f64(),
+                lr,
+                steps: per_epoch,
+            };
+            let mut res = Ok(());
+            bar.suspend(|| {
+                for mon in monitors.iter_mut() {
+                    if res.is_ok() {
+                        res = mon.on_epoch(&m);
+                    }
+                }
+            });
+            res?;
+            history.push(m);
+            if self.run_hooks(epoch, true)? {
+                step_prog = self.executor.prepare(&self.step)?;
+                eval_prog = self.executor.prepare(&self.model)?;
+                feed = Feed::for_graph(&self.model, data.train.example_dims())?;
+            }
+            if let Some(p) = &self.config.checkpoint {
+                self.save_checkpoint(p)?;
+            }
+        }
+        bar.finish_and_clear();
+        Ok(TrainSummary {
+            epochs: history,
+            calibration,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Trains `model` on `data` with `config` in one call: QAT preparation and calibration if
+/// configured, then every epoch. Returns the trainer (for its store and graphs) and the
+/// summary.
+pub fn train(
+    model: &Graph,
+    data: &Dataset,
+    config: TrainConfig,
+    monitors: &mut [&mut dyn Monitor],
+) -> Result<(Trainer, TrainSummary)> {
+    let mut t = Trainer::new(model, config)?;
+    let s = t.fit(data, monitors)?;
+    Ok((t, s))
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// The element type of the step's `%lr` input.
+fn lr_type(step: &Graph) -> Result<ElemType> {
+    let id = step.find("lr").filter(|&id| step.node(id).is_input());
+    match id.map(|id| step.ty(id)) {
+        Some(t) if t.rank() == 0 && t.elem.is_float() => Ok(t.elem.clone()),
+        Some(t) => Err(RuntimeError::Graph(format!(
+            "the training step's %lr is {t}, expected a float scalar"
+        ))),
+        None => Err(RuntimeError::Graph(format!(
+            "graph @{} has no trainable parameter reaching the loss (the training step has no %lr input)",
+            step.name
+        ))),
+    }
+}
+
+fn scalar(elem: &ElemType, v: f64) -> Tensor {
+    let data = match elem {
+        ElemType::F64 => Data::F64(vec![v]),
+        _ => Data::F32(vec![v as f32]),
+    };
+    Tensor {
+        shape: Vec::new(),
+        data,
+    }
+}
+
+fn progress_bar(show: bool, len: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Inputs of one training step, for users driving a [`crate::executor::Program`] themselves: `batch`
+/// plus the learning rate `lr` as the step's `%lr`.
+pub fn step_inputs(
+    step: &Graph,
+    mut batch: HashMap<String, Tensor>,
+    lr: f64,
+) -> Result<HashMap<String, Tensor>> {
+    let elem = lr_type(step)?;
+    batch.insert("lr".into(), scalar(&elem, lr));
+    Ok(batch)
+}
