@@ -19,9 +19,15 @@ pub enum InterpError {
     Node {
         /// The node as `%name` or `'op' node #index`.
         node: String,
+        /// What went wrong, starting with the op's mnemonic.
         message: String,
     },
     /// The loss is not finite.
     #[error("loss {node} is {value}")]
-    Loss { node: String, value: f64 },
+    Loss {
+        /// The loss value's node.
+        node: String,
+        /// The non-finite value.
+        value: f64,
+    },
 }

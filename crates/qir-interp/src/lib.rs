@@ -28,6 +28,8 @@
 //! assert_eq!(r.outputs["y"].as_f32().unwrap(), &[-1.0, 2.0]);
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 mod exec;
 pub mod fixed_point;
@@ -66,7 +68,9 @@ pub enum Mode {
 /// Options of one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunOptions {
+    /// Float precision of every value and op.
     pub precision: Precision,
+    /// Whether observers fold the batch in (train) or pass their range through (eval).
     pub mode: Mode,
     /// Write the graph's `update` values back to the store after a successful run.
     pub apply_updates: bool,

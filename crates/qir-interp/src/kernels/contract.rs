@@ -226,9 +226,17 @@ pub fn conv2d<T: Ring>(x: &[T], w: &[T], g: &ConvGeom) -> KResult<Vec<T>> {
                             let iy = (oy * g.stride[0]) as isize + yoff;
                             let xrow = &xp[iy as usize * g.w..][..g.w];
                             let yrow = &mut yp[oy * g.ow..][..g.ow];
-                            let xs = xrow[start..].iter().step_by(g.stride[1]);
-                            for (y, &xv) in yrow[x0..x1].iter_mut().zip(xs) {
-                                *y += wv * xv;
+                            let yr = &mut yrow[x0..x1];
+                            if g.stride[1] == 1 {
+                                // contiguous rows: a loop the compiler vectorizes
+                                for (y, &xv) in yr.iter_mut().zip(&xrow[start..]) {
+                                    *y += wv * xv;
+                                }
+                            } else {
+                                let xs = xrow[start..].iter().step_by(g.stride[1]);
+                                for (y, &xv) in yr.iter_mut().zip(xs) {
+                                    *y += wv * xv;
+                                }
                             }
                         }
                     }
@@ -267,9 +275,16 @@ pub fn conv2d_grad_input<T: Ring>(dy: &[T], w: &[T], g: &ConvGeom) -> KResult<Ve
                             let iy = (oy * g.stride[0]) as isize + yoff;
                             let dxrow = &mut dxp[iy as usize * g.w..][..g.w];
                             let dyrow = &dyp[oy * g.ow..][..g.ow];
-                            let dxs = dxrow[start..].iter_mut().step_by(g.stride[1]);
-                            for (dx, &d) in dxs.zip(&dyrow[x0..x1]) {
-                                *dx += wv * d;
+                            let dyr = &dyrow[x0..x1];
+                            if g.stride[1] == 1 {
+                                for (dx, &d) in dxrow[start..].iter_mut().zip(dyr) {
+                                    *dx += wv * d;
+                                }
+                            } else {
+                                let dxs = dxrow[start..].iter_mut().step_by(g.stride[1]);
+                                for (dx, &d) in dxs.zip(dyr) {
+                                    *dx += wv * d;
+                                }
                             }
                         }
                     }
@@ -308,9 +323,14 @@ pub fn conv2d_grad_weight<T: Ring>(dy: &[T], x: &[T], g: &ConvGeom) -> KResult<V
                                 let iy = (oy * g.stride[0]) as isize + yoff;
                                 let xrow = &xp[iy as usize * g.w..][..g.w];
                                 let dyrow = &dyp[oy * g.ow..][..g.ow];
-                                let xs = xrow[start..].iter().step_by(g.stride[1]);
-                                for (&d, &xv) in dyrow[x0..x1].iter().zip(xs) {
-                                    acc += d * xv;
+                                let dyr = &dyrow[x0..x1];
+                                if g.stride[1] == 1 {
+                                    acc += dot_lanes(dyr, &xrow[start..start + dyr.len()]);
+                                } else {
+                                    let xs = xrow[start..].iter().step_by(g.stride[1]);
+                                    for (&d, &xv) in dyr.iter().zip(xs) {
+                                        acc += d * xv;
+                                    }
                                 }
                             }
                         }
@@ -321,6 +341,28 @@ pub fn conv2d_grad_weight<T: Ring>(dy: &[T], x: &[T], g: &ConvGeom) -> KResult<V
         }
     });
     Ok(dw)
+}
+
+/// Dot product of equal-length slices over 8 interleaved partial sums (element `i` goes
+/// to lane `i % 8`; the lanes are added in order at the end): a fixed summation order
+/// that the compiler can vectorize.
+fn dot_lanes<T: Ring>(a: &[T], b: &[T]) -> T {
+    let mut lanes = [T::default(); 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    for (l, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        lanes[l] += x * y;
+    }
+    let mut s = T::default();
+    for v in lanes {
+        s += v;
+    }
+    s
 }
 
 #[cfg(test)]

@@ -335,6 +335,9 @@ pub fn qglobal_avg_pool(x: &QOperand, out: &QParams) -> KResult<Data> {
         return Err("input quantization parameters must be constant over each plane".into());
     }
     let plane = h * w;
+    if plane == 0 {
+        return Err("global average pooling over an empty plane".into());
+    }
     let pm = x.params.index_map(x.shape)?;
     let opm = out.index_map(&[n, c, 1, 1])?;
     if pm.len() != x.values.len() || opm.len() != n * c {
