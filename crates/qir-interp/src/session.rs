@@ -71,8 +71,9 @@ impl<'g> Session<'g> {
     }
 
     /// Runs the graph on `inputs` (by input name, without `%`) with parameters, state and
-    /// constants from `store`. Float data of either width is accepted for float values and
-    /// converted to the run's precision. With `apply_updates`, the `update` values are
+    /// constants from `store`. Every declared input must be fed, and a name the graph does
+    /// not declare is an error (a misspelt input would otherwise go unnoticed). Float data
+    /// of either width is accepted for float values and converted to the run's precision. With `apply_updates`, the `update` values are
     /// written back to the store (converted to the target's declared element type) after
     /// the run succeeds.
     pub fn run(

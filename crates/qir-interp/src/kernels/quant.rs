@@ -10,6 +10,10 @@
 //! (`clamp(nearbyint(zp))`); its backward truncates `clamp(zp + 0.5)` instead and computes
 //! `q = nearbyint(fma(x, inv, zp))` with one rounding. A NaN input gives a NaN output and
 //! no STE gradient (PyTorch's integer cast of NaN is undefined behaviour).
+//!
+//! Observers take the batch extreme with NaN propagating (as `torch.aminmax`); a batch
+//! without elements leaves the running value as it is; an infinite running value means
+//! nothing has been observed yet and is replaced by the batch value.
 
 use super::{KResult, numel};
 use crate::fixed_point::frexp;
