@@ -468,7 +468,10 @@ fn concat_shape(a: &Ctx) -> R<Shape> {
             }
         }
         total = match (total, t.shape.0[ax].fixed()) {
-            (Some(acc), Some(n)) => Some(acc + n),
+            (Some(acc), Some(n)) => Some(
+                acc.checked_add(n)
+                    .ok_or_else(|| format!("the concatenated dimension {ax} is too large"))?,
+            ),
             _ => None,
         };
     }
