@@ -29,6 +29,16 @@ const CALL_INITS: [(&str, &str); 3] = [
     ("normal", "normal(mean, std)"),
 ];
 
+/// Other frameworks' names of our initializers, for suggestions.
+const INIT_ALIASES: [(&str, &str); 6] = [
+    ("glorot_uniform", "xavier_uniform"),
+    ("glorot_normal", "xavier_normal"),
+    ("he_uniform", "kaiming_uniform"),
+    ("he_normal", "kaiming_normal"),
+    ("constant", "fill"),
+    ("random_uniform", "uniform"),
+];
+
 fn loc(span: &Range<usize>) -> Option<Loc> {
     Some(Loc {
         start: u32::try_from(span.start).ok()?,
@@ -450,6 +460,23 @@ impl<'s> Lowerer<'s> {
                 }
             },
             AttrValueAst::List(nums) => {
+                // an integer list with an entry beyond i64 is an error for an integer-list
+                // attribute, not silently a float list
+                if spec.kind == AttrKind::Ints
+                    && let Some(big) = nums.iter().find_map(|n| match n.node {
+                        NumKind::Int(i) if i64::try_from(i).is_err() => Some((i, n.span.clone())),
+                        _ => None,
+                    })
+                {
+                    self.error(
+                        format!(
+                            "attribute '{}': integer {} does not fit in i64",
+                            spec.name, big.0
+                        ),
+                        &big.1,
+                    );
+                    return None;
+                }
                 let ints: Option<Vec<i64>> = nums
                     .iter()
                     .map(|n| match n.node {
@@ -794,7 +821,10 @@ impl<'s> Lowerer<'s> {
     fn unknown_init(&mut self, name: &Sp<&'s str>) {
         let mut names: Vec<&str> = Init::KEYWORDS.iter().map(|(k, _)| *k).collect();
         names.extend(CALL_INITS.iter().map(|(n, _)| *n));
-        let hint = did_you_mean(name.node, names.iter().copied());
+        let hint = match INIT_ALIASES.iter().find(|(alias, _)| *alias == name.node) {
+            Some((_, ours)) => format!(" (did you mean '{ours}'?)"),
+            None => did_you_mean(name.node, names.iter().copied()),
+        };
         let forms: Vec<&str> = Init::KEYWORDS
             .iter()
             .map(|(k, _)| *k)

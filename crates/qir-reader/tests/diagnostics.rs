@@ -257,6 +257,13 @@ fn unknown_names_get_suggestions() {
         pair("2:22", "unknown initializer 'zero' (did you mean 'zeros'?)")
     );
     assert_eq!(
+        one("graph @m {\n  param %w: f32[4] = glorot_uniform\n}\n"),
+        pair(
+            "2:22",
+            "unknown initializer 'glorot_uniform' (did you mean 'xavier_uniform'?)"
+        )
+    );
+    assert_eq!(
         one(&body("  %y = conv2d(%x, %x) {strid = [1, 1]}\n")),
         pair(
             "3:24",

@@ -166,9 +166,14 @@ const WORDS: &[&str] = &[
     "axis",
 ];
 
+/// At least `n` cases; `PROPTEST_CASES` raises the count for a deeper run.
+fn cases(n: u32) -> u32 {
+    ProptestConfig::default().cases.max(n)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 512,
+        cases: cases(512),
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
         ..ProptestConfig::default()
     })]
@@ -204,6 +209,119 @@ proptest! {
     }
 }
 
+/// Text of one random operand type: a random element type (quantized ones included) and
+/// shape with extreme, zero and symbolic dimensions.
+fn operand_type() -> impl Strategy<Value = String> {
+    let dim = prop_oneof![
+        4 => (1u64..5).prop_map(|d| d.to_string()),
+        1 => Just("0".to_string()),
+        1 => Just("B".to_string()),
+        1 => Just(u64::MAX.to_string()),
+        1 => Just((1u64 << 32).to_string()),
+    ];
+    let elem = prop_oneof![
+        6 => Just("f32"),
+        1 => Just("f64"),
+        2 => Just("i32"),
+        1 => Just("i8"),
+        1 => Just("u8"),
+        1 => Just("i64"),
+        1 => Just("bool"),
+        2 => Just("!quant.uniform<i8:f32, 0.5:1>"),
+        1 => Just("!quant.uniform<u8<0:15>:f32:1, {0.5, 0.25:3}>"),
+        1 => Just("!quant.uniform<i8:f32:0, %s>"),
+        1 => Just("!quant.uniform<i32:f32, 1e-30>"),
+    ];
+    (elem, proptest::collection::vec(dim, 0..5))
+        .prop_map(|(e, dims)| format!("{e}[{}]", dims.join(", ")))
+}
+
+/// A random value for an attribute of the given kind, or of another kind.
+fn attr_value(kind: qir::AttrKind) -> BoxedStrategy<String> {
+    let int = prop_oneof![
+        4 => (-3i64..5).prop_map(|i| i.to_string()),
+        1 => Just(i64::MIN.to_string()),
+        1 => Just(i64::MAX.to_string()),
+        1 => Just((1i64 << 32).to_string()),
+    ];
+    match kind {
+        qir::AttrKind::Int => int.boxed(),
+        qir::AttrKind::Float => prop_oneof![
+            Just("0.5".to_string()),
+            Just("-1.0".to_string()),
+            Just("0.0".to_string()),
+            Just("nan".to_string()),
+            Just("inf".to_string()),
+            Just("1e300".to_string()),
+        ]
+        .boxed(),
+        qir::AttrKind::Bool => {
+            prop_oneof![Just("true".to_string()), Just("false".to_string())].boxed()
+        }
+        qir::AttrKind::Ints | qir::AttrKind::Floats => proptest::collection::vec(int, 0..6)
+            .prop_map(|v| format!("[{}]", v.join(", ")))
+            .boxed(),
+        qir::AttrKind::Enum(names) => proptest::sample::select(names.to_vec())
+            .prop_map(str::to_string)
+            .boxed(),
+    }
+}
+
+/// One op of the table applied to random operands with random attributes, with and
+/// without a written result type: shape inference and the verifier must answer, not panic.
+fn op_statement() -> impl Strategy<Value = String> {
+    proptest::sample::select(qir::Op::ALL.to_vec()).prop_flat_map(|op| {
+        let info = op.info();
+        let (min, max) = info.arity();
+        let n = min..=max.unwrap_or(min + 3).min(min + 3);
+        let attrs: Vec<BoxedStrategy<Option<String>>> = info
+            .attrs
+            .iter()
+            .map(|a| {
+                let name = a.name;
+                proptest::option::weighted(0.7, attr_value(a.kind))
+                    .prop_map(move |v| v.map(|v| format!("{name} = {v}")))
+                    .boxed()
+            })
+            .collect();
+        (
+            proptest::collection::vec(operand_type(), n),
+            attrs,
+            proptest::option::of(operand_type()),
+        )
+            .prop_map(move |(operands, attrs, written)| {
+                let mut text = String::from("graph @m {\n  const %s: f32[2] = [0.5, 0.25]\n");
+                for (i, t) in operands.iter().enumerate() {
+                    text.push_str(&format!("  input %a{i}: {t}\n"));
+                }
+                let names: Vec<String> = (0..operands.len()).map(|i| format!("%a{i}")).collect();
+                let attrs: Vec<String> = attrs.into_iter().flatten().collect();
+                text.push_str(&format!("  %y = {}({})", op.mnemonic(), names.join(", ")));
+                if !attrs.is_empty() {
+                    text.push_str(&format!(" {{{}}}", attrs.join(", ")));
+                }
+                if let Some(t) = written {
+                    text.push_str(&format!(" : {t}"));
+                }
+                text.push_str("\n  output y = %y\n}\n");
+                text
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(2048),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_op_statements_do_not_panic(text in op_statement()) {
+        check(&text)?;
+    }
+}
+
 #[test]
 fn builtin_corpus_verifies() {
     for (i, text) in common::BUILTIN.iter().enumerate() {
@@ -223,6 +341,60 @@ fn every_testdata_file_reads_without_panic() {
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         if let Err(e) = check(&text) {
             panic!("{}: {e}", p.display());
+        }
+    }
+}
+
+/// Sizes near the integer limits, found by hand and by the fuzzer: each gives an error or a
+/// graph, never an arithmetic overflow.
+#[test]
+fn extreme_sizes_give_errors_not_panics() {
+    let big = u64::MAX;
+    let imax = i64::MAX;
+    let cases = [
+        (
+            format!("  input %x: f32[{big}]\n  %y = concat(%x, %x) {{axis = 0}}\n"),
+            Some("%y: 'concat' the concatenated dimension 0 is too large"),
+        ),
+        (
+            format!("  input %x: f32[2, {big}]\n  %y = reshape(%x) {{shape = [-1]}}\n"),
+            Some("%y: 'reshape' the input has too many elements"),
+        ),
+        (
+            format!(
+                "  input %x: f32[1, 1, {big}, {big}]\n  %y = avg_pool2d_grad(%x) {{kernel = [2, 2], input_size = [{big}, 1]}}\n"
+            ),
+            Some("attribute 'input_size': integer 18446744073709551615 does not fit in i64"),
+        ),
+        (
+            format!(
+                "  input %x: f32[1, 1, {big}, {big}]\n  %y = max_pool2d(%x) {{kernel = [{imax}, {imax}], stride = [{imax}, 1]}}\n"
+            ),
+            None,
+        ),
+        (
+            format!(
+                "  input %x: f32[1, {big}, 1, 1]\n  param %w: f32[{big}, 1, 1, 1] = zeros\n  %y = conv2d(%x, %w) {{groups = {imax}, dilation = [{imax}, {imax}], padding = [{imax}, {imax}, {imax}, {imax}]}}\n"
+            ),
+            None,
+        ),
+        (
+            format!(
+                "  input %x: f32[4]\n  %y = softmax(%x) {{axis = {}}}\n",
+                i64::MIN
+            ),
+            None,
+        ),
+        (format!("  const %c: f32[{big}, 2] = [1.0]\n"), None),
+    ];
+    for (stmts, expected) in cases {
+        let text = format!("graph @m {{\n{stmts}}}\n");
+        if let Err(e) = check(&text) {
+            panic!("{e}");
+        }
+        if let Some(msg) = expected {
+            let d = qir_reader::parse_and_verify(&text).expect_err("an error");
+            assert_eq!(d[0].message, msg, "{text}");
         }
     }
 }

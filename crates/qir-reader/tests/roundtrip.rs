@@ -524,9 +524,14 @@ fn build(spec: &Spec) -> Graph {
     bld.g
 }
 
+/// At least `n` cases; `PROPTEST_CASES` raises the count for a deeper run.
+fn cases(n: u32) -> u32 {
+    ProptestConfig::default().cases.max(n)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 384,
+        cases: cases(384),
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
         ..ProptestConfig::default()
     })]
