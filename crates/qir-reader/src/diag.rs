@@ -74,8 +74,10 @@ pub(crate) fn at(source: &str, offset: usize) -> String {
 /// followed by the source line with the span underlined, then its notes.
 pub fn render(diags: &[Diagnostic], file: &str, source: &str) -> String {
     let mut out = String::new();
-    // ariadne's line table, built once for all the diagnostics
-    let table = Source::from(source);
+    // ariadne's line table, built once for all the diagnostics; the extra blank gives an
+    // end-of-file position a character to underline on the last line
+    let padded = format!("{source} ");
+    let table = Source::from(padded.as_str());
     for d in diags {
         match &d.span {
             Some(span) => {
@@ -334,6 +336,52 @@ mod tests {
         assert_eq!(distance("kitten", "sitting"), 3);
         assert_eq!(distance("rleu", "relu"), 1);
         assert_eq!(distance("", "ab"), 2);
+    }
+
+    /// Every lalrpop error kind, including those the grammar's own driver cannot produce
+    /// with this lexer (`InvalidToken`) or produces in another form (`ExtraToken`).
+    #[test]
+    fn every_parse_error_kind_becomes_a_diagnostic() {
+        let src = "graph @m {} }";
+        let d = parse_diagnostic(src, ParseError::InvalidToken { location: 3 });
+        assert_eq!((d.message.as_str(), d.span), ("invalid token", Some(3..3)));
+        let d = parse_diagnostic(
+            src,
+            ParseError::UnrecognizedEof {
+                location: 13,
+                expected: vec!["\"}\"".into(), "VALUE".into()],
+            },
+        );
+        assert_eq!(d.message, "unexpected end of file");
+        assert_eq!(d.notes, ["expected one of '}', a value (%name)"]);
+        let d = parse_diagnostic(
+            src,
+            ParseError::UnrecognizedToken {
+                token: (6, Token::GraphName("m"), 8),
+                expected: vec!["\"{\"".into()],
+            },
+        );
+        assert_eq!(d.message, "unexpected '@m'");
+        assert_eq!(d.notes, ["expected '{'"]);
+        let d = parse_diagnostic(
+            src,
+            ParseError::ExtraToken {
+                token: (12, Token::RBrace, 13),
+            },
+        );
+        assert_eq!(d.message, "unexpected '}' after the end of the graph");
+        assert_eq!(d.span, Some(12..13));
+        let d = parse_diagnostic(
+            src,
+            ParseError::User {
+                error: LexError {
+                    kind: crate::lexer::LexErrorKind::UnexpectedChar('$'),
+                    span: 1..2,
+                },
+            },
+        );
+        assert_eq!(d.message, "unexpected character '$'");
+        assert_eq!(d.span, Some(1..2));
     }
 
     #[test]

@@ -101,6 +101,23 @@ note: expected one of 'input', 'param', 'state', 'const', 'output', 'loss', 'upd
 }
 
 #[test]
+fn renders_end_of_file_without_final_newline() {
+    assert_eq!(
+        rendered("graph"),
+        "m.qir:1:6: error: unexpected end of file
+   ╭─[ m.qir:1:6 ]
+   │
+ 1 │ graph
+   │      ┬
+   │      ╰── unexpected end of file
+───╯
+note: expected a graph name (@name)
+"
+    );
+    assert!(rendered("").starts_with("m.qir:1:1: error: unexpected end of file\n"));
+}
+
+#[test]
 fn renders_verifier_error_at_the_statement() {
     let src =
         body("  param %w: f32[3, 4] = zeros\n  %h = linear(%x, %w) : f32[B, 5]\n  output h = %h\n");
