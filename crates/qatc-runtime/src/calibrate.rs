@@ -30,6 +30,7 @@ use std::collections::{HashMap, HashSet};
 use qir::{Data, Graph, NodeId, Op, Tensor};
 use qir_interp::{Mode, Store};
 
+use crate::data::{Dataset, Feed, PixelScale, shuffled};
 use crate::error::{Result, RuntimeError};
 use crate::executor::{Exec, Executor};
 
@@ -488,12 +489,94 @@ pub struct SiteRange {
     pub max: Vec<f64>,
 }
 
+impl SiteRange {
+    /// One line: the value, its states and the range written (per-channel ranges as the
+    /// spread of their ends): `%x -> %x.min, %x.max: [0, 1]` or
+    /// `%fc1.w (axis 0, 32 channels) -> ...: min in [-0.5, -0.1], max in [0.1, 0.6]`.
+    pub fn summary(&self) -> String {
+        let states: Vec<String> = [&self.site.min_state, &self.site.max_state]
+            .into_iter()
+            .flatten()
+            .map(|s| format!("%{s}"))
+            .collect();
+        let spread = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (lo, hi)
+        };
+        match (self.site.axis, self.min.as_slice(), self.max.as_slice()) {
+            (None, [mn], [mx]) => format!(
+                "{} -> {}: [{}, {}]",
+                self.value_name,
+                states.join(", "),
+                short(*mn),
+                short(*mx)
+            ),
+            (axis, mins, maxs) => {
+                let (a, b) = spread(mins);
+                let (c, d) = spread(maxs);
+                format!(
+                    "{} (axis {}, {} channels) -> {}: min in [{}, {}], max in [{}, {}]",
+                    self.value_name,
+                    axis.unwrap_or(0),
+                    mins.len(),
+                    states.join(", "),
+                    short(a),
+                    short(b),
+                    short(c),
+                    short(d)
+                )
+            }
+        }
+    }
+}
+
+/// A number in at most 6 significant digits.
+fn short(v: f64) -> String {
+    let s = format!("{v:.6}");
+    let t = s.trim_end_matches('0').trim_end_matches('.');
+    if t == "-0" { "0".into() } else { t.into() }
+}
+
 /// What calibration did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CalibrationReport {
     pub method: Method,
     pub batches: usize,
     pub sites: Vec<SiteRange>,
+}
+
+/// Which training images calibration runs on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ImageBatches {
+    /// Number of batches.
+    pub batches: usize,
+    pub batch_size: usize,
+    /// Seeds the shuffle that picks the examples (stream `u64::MAX` of the seed, apart
+    /// from the training epochs' streams).
+    pub seed: u64,
+    pub pixel_scale: PixelScale,
+}
+
+/// Calibrates `g`'s observers on the first batches of a shuffle of `data`'s training
+/// set (see [`calibrate`]).
+pub fn calibrate_images(
+    g: &Graph,
+    store: &mut Store,
+    data: &Dataset,
+    pick: &ImageBatches,
+    config: &CalibrationConfig,
+    executor: &dyn Executor,
+) -> Result<CalibrationReport> {
+    let feed = Feed::for_graph(g, data.train.example_dims())?;
+    let scale = pick.pixel_scale.factor(data.train.max_pixel());
+    let order = shuffled(data.train.len(), pick.seed, u64::MAX);
+    let batches = feed
+        .batches(&data.train, order, pick.batch_size, scale)
+        .take(pick.batches.max(1))
+        .map(|b| b.map(|b| b.inputs))
+        .collect::<Result<Vec<_>>>()?;
+    calibrate(g, store, &batches, config, executor)
 }
 
 /// Calls `f(channel, value)` for every element of `t`, the channel taken along `axis`.

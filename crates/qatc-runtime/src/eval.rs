@@ -10,9 +10,9 @@ use std::time::Instant;
 use qir::{Data, Graph, Tensor};
 use qir_interp::Store;
 
-use crate::data::{Feed, ImageSet};
+use crate::data::{Dataset, Feed, ImageSet, PixelScale};
 use crate::error::{Result, RuntimeError};
-use crate::executor::Program;
+use crate::executor::{Executor, Program};
 
 /// The result of an evaluation.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +159,29 @@ pub fn evaluate(
         loss: (has_loss && examples > 0).then(|| loss_sum / examples as f64),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Evaluates model `g` with parameters and state from `store` on `data`'s test set, pixels
+/// scaled as for training (the factor follows the training set's largest pixel).
+pub fn evaluate_model(
+    g: &Graph,
+    store: &mut Store,
+    data: &Dataset,
+    pixel_scale: PixelScale,
+    batch_size: usize,
+    executor: &dyn Executor,
+) -> Result<Evaluation> {
+    let feed = Feed::for_graph(g, data.test.example_dims())?;
+    let scale = pixel_scale.factor(data.train.max_pixel());
+    let mut prog = executor.prepare(g)?;
+    evaluate(
+        prog.as_mut(),
+        store,
+        &data.test,
+        &feed,
+        scale,
+        batch_size.max(1),
+    )
 }
 
 #[cfg(test)]

@@ -27,7 +27,9 @@ use qir_interp::{Mode, Store};
 use passes::grad::{BnMode, GradOptions, Optimizer};
 use passes::{OptValue, PassManager};
 
-use crate::calibrate::{CalibrationConfig, CalibrationReport, calibrate};
+use crate::calibrate::{
+    CalibrationConfig, CalibrationReport, ImageBatches, calibrate_images, find_observers,
+};
 use crate::data::{Dataset, Feed, PixelScale, shuffled};
 use crate::error::{Result, RuntimeError};
 use crate::eval::{Evaluation, check_labels, classes, evaluate, logits_output};
@@ -240,6 +242,21 @@ pub fn prepare_pipeline(scheme: &str) -> Result<String> {
     Ok(p.to_string())
 }
 
+/// The QAT setup for training `model`: `None` (float training) unless there is a
+/// preparation to apply or the model already has observers; calibration is kept only
+/// then.
+pub fn qat_setup(
+    model: &Graph,
+    prepare: Option<Prepare>,
+    calibration: Option<CalibrationSetup>,
+) -> Result<Option<QatSetup>> {
+    let has_observers = !find_observers(model)?.is_empty();
+    Ok((prepare.is_some() || has_observers).then_some(QatSetup {
+        prepare,
+        calibration,
+    }))
+}
+
 /// Applies `prepare` to `model`.
 pub fn prepare_model(model: &mut Graph, prepare: &Prepare) -> Result<()> {
     let text = match prepare {
@@ -281,6 +298,8 @@ pub struct Trainer {
     calibration: Option<CalibrationSetup>,
     global_step: u64,
     epochs_done: usize,
+    /// The pixel factor of the last `fit` (from its training set).
+    scale: Option<f32>,
 }
 
 impl Trainer {
@@ -314,6 +333,7 @@ impl Trainer {
             calibration,
             global_step: 0,
             epochs_done: 0,
+            scale: None,
         })
     }
 
@@ -436,10 +456,13 @@ impl Trainer {
         Ok(rebuild)
     }
 
-    /// Evaluates the model on `set` (eval mode, the store unchanged).
+    /// Evaluates the model on `set` (eval mode, the store unchanged), pixels scaled as in
+    /// the last [`Trainer::fit`] (before any, by `set`'s own largest pixel).
     pub fn evaluate(&mut self, set: &crate::data::ImageSet) -> Result<Evaluation> {
         let feed = Feed::for_graph(&self.model, set.example_dims())?;
-        let scale = self.config.pixel_scale.factor(set.max_pixel());
+        let scale = self
+            .scale
+            .unwrap_or_else(|| self.config.pixel_scale.factor(set.max_pixel()));
         let mut prog = self.executor.prepare(&self.model)?;
         evaluate(
             prog.as_mut(),
@@ -451,25 +474,24 @@ impl Trainer {
         )
     }
 
-    /// Calibrates the observers on the first `batches` training batches (a shuffle of
-    /// its own, stream `u64::MAX` of the seed).
+    /// Calibrates the observers on the first `setup.batches` training batches (see
+    /// [`calibrate_images`]).
     pub fn calibrate(
         &mut self,
         data: &Dataset,
         setup: &CalibrationSetup,
     ) -> Result<CalibrationReport> {
-        let feed = Feed::for_graph(&self.model, data.train.example_dims())?;
-        let scale = self.config.pixel_scale.factor(data.train.max_pixel());
-        let order = shuffled(data.train.len(), self.config.seed, u64::MAX);
-        let batches = feed
-            .batches(&data.train, order, self.config.batch_size, scale)
-            .take(setup.batches.max(1))
-            .map(|b| b.map(|b| b.inputs))
-            .collect::<Result<Vec<_>>>()?;
-        calibrate(
+        let pick = ImageBatches {
+            batches: setup.batches,
+            batch_size: self.config.batch_size,
+            seed: self.config.seed,
+            pixel_scale: self.config.pixel_scale,
+        };
+        calibrate_images(
             &self.model,
             &mut self.store,
-            &batches,
+            data,
+            &pick,
             &setup.config,
             self.executor.as_ref(),
         )
@@ -495,6 +517,7 @@ impl Trainer {
         check_labels(&data.train, "training", n_classes, &logits)?;
         check_labels(&data.test, "test", n_classes, &logits)?;
         let scale = self.config.pixel_scale.factor(data.train.max_pixel());
+        self.scale = Some(scale);
         let lr_elem = lr_type(&self.step)?;
 
         let calibration = match self.calibration.take() {
