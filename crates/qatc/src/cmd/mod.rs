@@ -2,11 +2,16 @@
 //! struct (`clap::Args`, its doc comment is the help text) and `pub fn run(args: Args) ->
 //! CmdResult`, then add a variant to [`Command`] and an arm to [`Command::run`].
 
+pub mod calibrate;
 pub mod check;
 pub mod dot;
+pub mod eval;
 pub mod fmt;
+pub mod grad;
 pub mod opt;
 pub mod passes;
+pub mod run;
+pub mod train;
 
 use clap::Subcommand;
 
@@ -25,6 +30,16 @@ pub enum Command {
     Passes(passes::Args),
     /// Render a .qir file as a Graphviz graph
     Dot(dot::Args),
+    /// Evaluate a model once with the interpreter on .npy inputs
+    Run(run::Args),
+    /// Print the training-step graph (forward, backward, optimizer) of a model
+    Grad(grad::Args),
+    /// Train a model on an IDX data set and write a checkpoint
+    Train(train::Args),
+    /// Calibrate a model's observers on training data
+    Calibrate(calibrate::Args),
+    /// Print a model's test accuracy with trained weights
+    Eval(eval::Args),
 }
 
 impl Command {
@@ -36,6 +51,11 @@ impl Command {
             Command::Opt(a) => opt::run(a),
             Command::Passes(a) => passes::run(a),
             Command::Dot(a) => dot::run(a),
+            Command::Run(a) => run::run(a),
+            Command::Grad(a) => grad::run(a),
+            Command::Train(a) => train::run(a),
+            Command::Calibrate(a) => calibrate::run(a),
+            Command::Eval(a) => eval::run(a),
         }
     }
 }

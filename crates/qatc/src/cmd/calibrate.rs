@@ -1,0 +1,112 @@
+//! `qatc calibrate FILE --data DIR [--batches N] [--method M] [--weights W] -o OUT`: run a
+//! model with observers over training batches, set every observer's range by min-max,
+//! percentile or MSE, and write the parameters and the calibrated state (safetensors).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use runtime::calibrate::{
+    CalibrationConfig, HISTOGRAM_BINS, ImageBatches, Method, calibrate_images,
+};
+use runtime::data::{Dataset, PixelScale};
+use runtime::executor::Interpreter;
+use runtime::io::weights::{
+    Require, params_and_state, read_safetensors, store_from_file, write_safetensors,
+};
+
+use crate::io::{CmdResult, fail, read_input, write_stdout};
+
+/// Calibrate a model's observers on training data.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model, with observe_min / observe_max ops (`-` for standard input).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The data directory (training images are used).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Number of batches to run.
+    #[arg(long, default_value_t = 16)]
+    batches: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// minmax, percentile (99.99), percentile:P or mse.
+    #[arg(long, default_value = "minmax")]
+    method: String,
+    /// Histogram bins of the percentile and mse methods.
+    #[arg(long, default_value_t = HISTOGRAM_BINS)]
+    bins: usize,
+    /// Trained parameters (safetensors); without it they come from the initializers.
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
+    /// Seeds the choice of batches (and initializers without --weights).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Pixel scaling: auto (1/16 for data up to 16, else 1/255) or a divisor.
+    #[arg(long, default_value = "auto")]
+    pixel_scale: String,
+    /// Where to write the parameters and calibrated state.
+    #[arg(short, long, value_name = "STATE.safetensors")]
+    output: PathBuf,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> CmdResult {
+    let method: Method = args
+        .method
+        .parse()
+        .or_else(|e: String| fail(format!("--method: {e}")))?;
+    let pixel_scale: PixelScale = args
+        .pixel_scale
+        .parse()
+        .or_else(|e: String| fail(format!("--pixel-scale: {e}")))?;
+    if args.bins == 0 || args.batches == 0 || args.batch_size == 0 {
+        return fail("--bins, --batches and --batch-size must be at least 1");
+    }
+    let input = read_input(&args.file)?;
+    let g = super::parse_and_verify(&input)?;
+    let mut store = match &args.weights {
+        Some(w) => read_safetensors(w)
+            .and_then(|f| store_from_file(&g, &f, Require::Params, args.seed))
+            .or_else(|e| fail(e.to_string()))?,
+        None => qir_interp::init_store(&g, args.seed).or_else(|e| fail(e.to_string()))?,
+    };
+    let data = Dataset::load(&args.data).or_else(|e| fail(e.to_string()))?;
+    let pick = ImageBatches {
+        batches: args.batches,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        pixel_scale,
+    };
+    let config = CalibrationConfig {
+        method,
+        bins: args.bins,
+    };
+    let report = calibrate_images(
+        &g,
+        &mut store,
+        &data,
+        &pick,
+        &config,
+        &Interpreter::default(),
+    )
+    .or_else(|e| fail(e.to_string()))?;
+    let meta = BTreeMap::from([
+        ("format".to_string(), "qatc-calibration".to_string()),
+        ("graph".to_string(), g.name.clone()),
+        ("method".to_string(), method.name()),
+    ]);
+    write_safetensors(&args.output, params_and_state(&g, &store), &meta)
+        .or_else(|e| fail(e.to_string()))?;
+    let mut text = format!(
+        "calibrated {} observer site(s) on {} batch(es) with {}\n",
+        report.sites.len(),
+        report.batches,
+        method.name()
+    );
+    for s in &report.sites {
+        text.push_str(&format!("  {}\n", s.summary()));
+    }
+    text.push_str(&format!("wrote {}\n", args.output.display()));
+    write_stdout(&text)
+}

@@ -1,0 +1,188 @@
+//! `qatc train FILE --data DIR [options]`: train a model on an IDX data set with the
+//! interpreter, printing one line per epoch and writing a checkpoint (parameters and
+//! state, safetensors) — by default `<model name>.safetensors` in the current directory.
+//! With `--scheme` the model is first prepared for QAT and calibrated; a model that
+//! already holds observers is calibrated too (`--calibrate none` skips it).
+
+use std::path::PathBuf;
+
+use runtime::calibrate::{CalibrationConfig, HISTOGRAM_BINS, Method};
+use runtime::data::{Dataset, PixelScale};
+use runtime::hooks::{FreezeBatchNorm, FreezeObservers};
+use runtime::metrics::{Csv, EpochMetrics, JsonLines, Monitor};
+use runtime::schedule::LrSchedule;
+use runtime::train::{CalibrationSetup, OptimizerKind, Prepare, TrainConfig, Trainer, qat_setup};
+
+use crate::io::{CmdResult, fail, read_input, write_stdout};
+
+/// Train a model on an IDX data set.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model (`-` for standard input).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The data directory: train-/t10k- images and labels in IDX format (optionally .gz).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// The base learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    /// constant, cosine, cosine:FINAL_FRACTION or step:EVERY:GAMMA.
+    #[arg(long, default_value = "cosine")]
+    schedule: String,
+    /// sgd, momentum, adam or adamw.
+    #[arg(long, default_value = "momentum")]
+    optimizer: String,
+    /// Momentum of the momentum optimizer.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Seeds initialization and shuffling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// At most this many training batches per epoch (for quick runs).
+    #[arg(long, value_name = "N")]
+    max_batches: Option<usize>,
+    /// Pixel scaling: auto (1/16 for data up to 16, else 1/255) or a divisor.
+    #[arg(long, default_value = "auto")]
+    pixel_scale: String,
+    /// Prepare the model for QAT with this quantization scheme (a preset name or file).
+    #[arg(long, value_name = "NAME|FILE")]
+    scheme: Option<String>,
+    /// How observers are calibrated before training: minmax, percentile[:P], mse or none.
+    #[arg(long, default_value = "minmax")]
+    calibrate: String,
+    /// Training batches to calibrate on.
+    #[arg(long, default_value_t = 8)]
+    calibration_batches: usize,
+    /// Stop updating the quantization ranges after this epoch.
+    #[arg(long, value_name = "EPOCH")]
+    freeze_observers_after: Option<usize>,
+    /// Freeze batch-norm statistics after this many steps.
+    #[arg(long, value_name = "STEPS")]
+    freeze_bn_after: Option<u64>,
+    /// Start from these parameters and state (safetensors).
+    #[arg(long, value_name = "CKPT")]
+    init: Option<PathBuf>,
+    /// Write per-epoch metrics as JSON lines.
+    #[arg(long, value_name = "OUT.jsonl")]
+    metrics: Option<PathBuf>,
+    /// Write per-epoch metrics as CSV.
+    #[arg(long, value_name = "OUT.csv")]
+    metrics_csv: Option<PathBuf>,
+    /// The checkpoint to write after every epoch (default: <model name>.safetensors).
+    #[arg(short, long, value_name = "CKPT.safetensors")]
+    output: Option<PathBuf>,
+    /// Never show the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(
+    flag: &str,
+    text: &str,
+) -> Result<T, crate::io::Failure> {
+    text.parse()
+        .or_else(|e: String| fail(format!("{flag}: {e}")))
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> CmdResult {
+    let schedule: LrSchedule = parse("--schedule", &args.schedule)?;
+    let optimizer: OptimizerKind = parse("--optimizer", &args.optimizer)?;
+    let pixel_scale: PixelScale = parse("--pixel-scale", &args.pixel_scale)?;
+    let calibration = match args.calibrate.as_str() {
+        "none" => None,
+        m => Some(CalibrationSetup {
+            config: CalibrationConfig {
+                method: parse::<Method>("--calibrate", m)?,
+                bins: HISTOGRAM_BINS,
+            },
+            batches: args.calibration_batches,
+        }),
+    };
+    let input = read_input(&args.file)?;
+    let model = super::parse_and_verify(&input)?;
+    let data = Dataset::load(&args.data).or_else(|e| fail(e.to_string()))?;
+    let checkpoint = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.safetensors", model.name)));
+    let qat = qat_setup(
+        &model,
+        args.scheme.clone().map(Prepare::Scheme),
+        calibration,
+    )
+    .or_else(|e| fail(e.to_string()))?;
+    let config = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        schedule,
+        optimizer,
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+        seed: args.seed,
+        max_train_batches: args.max_batches,
+        pixel_scale,
+        progress: !args.no_progress,
+        checkpoint: Some(checkpoint.clone()),
+        qat,
+        ..TrainConfig::default()
+    };
+    let epochs = config.epochs;
+    let mut trainer = Trainer::new(&model, config).or_else(|e| fail(e.to_string()))?;
+    if let Some(p) = &args.init {
+        trainer
+            .load_checkpoint(p)
+            .or_else(|e| fail(e.to_string()))?;
+    }
+    if let Some(e) = args.freeze_observers_after {
+        trainer.add_hook(Box::new(FreezeObservers { after_epoch: e }));
+    }
+    if let Some(s) = args.freeze_bn_after {
+        trainer.add_hook(Box::new(FreezeBatchNorm { after_steps: s }));
+    }
+    let mut jsonl = match &args.metrics {
+        Some(p) => Some(JsonLines::create(p).or_else(|e| fail(e.to_string()))?),
+        None => None,
+    };
+    let mut csv = match &args.metrics_csv {
+        Some(p) => Some(Csv::create(p).or_else(|e| fail(e.to_string()))?),
+        None => None,
+    };
+    let mut print = |m: &EpochMetrics| {
+        let _ = write_stdout(&format!("{}\n", m.summary(epochs)));
+    };
+    let mut monitors: Vec<&mut dyn Monitor> = vec![&mut print];
+    if let Some(j) = jsonl.as_mut() {
+        monitors.push(j);
+    }
+    if let Some(c) = csv.as_mut() {
+        monitors.push(c);
+    }
+    let summary = trainer
+        .fit(&data, &mut monitors)
+        .or_else(|e| fail(e.to_string()))?;
+    let mut text = String::new();
+    if let Some(cal) = &summary.calibration {
+        text.push_str(&format!(
+            "calibrated {} observer site(s) on {} batch(es) with {}\n",
+            cal.sites.len(),
+            cal.batches,
+            cal.method.name()
+        ));
+    }
+    text.push_str(&format!(
+        "wrote {} ({:.2} s, final test accuracy {:.2}%)\n",
+        checkpoint.display(),
+        summary.seconds,
+        summary.final_accuracy().unwrap_or(0.0) * 100.0
+    ));
+    write_stdout(&text)
+}
