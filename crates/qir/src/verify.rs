@@ -249,6 +249,14 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
 }
 
 fn check_type(g: &Graph, ty: &Type) -> Result<(), String> {
+    // symbolic dimensions print as written, so they must read back as identifiers
+    for d in &ty.shape.0 {
+        if let crate::types::Dim::Sym(s) = d
+            && !is_valid_name(s)
+        {
+            return Err(format!("'{s}' is not a valid dimension name"));
+        }
+    }
     let Some(q) = ty.elem.quant() else {
         return Ok(());
     };
