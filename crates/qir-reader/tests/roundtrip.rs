@@ -589,3 +589,26 @@ fn scales_read_back_bit_exactly() {
         assert_eq!(read.to_bits(), bits, "{text}");
     }
 }
+
+/// Symbolic dimensions print as written; the verifier rejects names that would not read
+/// back, and keyword-like names read back fine.
+#[test]
+fn symbolic_dimension_names_read_back_or_are_rejected() {
+    let graph = |sym: &str| {
+        let mut g = Graph::new("d");
+        let x = g
+            .add_input("x", Type::f32(&[Dim::Sym(sym.into()), 2u64.into()]))
+            .expect("x");
+        g.add_output("x", x);
+        g
+    };
+    let bad = qir::verify::verify(&graph("2x")).expect_err("invalid dimension name");
+    assert_eq!(bad.to_string(), "%x: '2x' is not a valid dimension name");
+    for sym in ["B", "input", "inf", "batch.size"] {
+        let g = graph(sym);
+        qir::verify::verify(&g).expect("valid");
+        let text = qir::print::print(&g);
+        let back = qir_reader::parse_and_verify(&text).expect("reads back");
+        assert_eq!(qir::print::print(&back), text);
+    }
+}
