@@ -89,9 +89,13 @@ impl std::str::FromStr for Method {
 /// scale and zero point follow from a range.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QSpec {
+    /// The smallest quantized value.
     pub qmin: i64,
+    /// The largest quantized value.
     pub qmax: i64,
+    /// Symmetric range (zero point 0, or the midpoint for unsigned grids).
     pub symmetric: bool,
+    /// Scales rounded up to a power of two.
     pub power_of_two: bool,
     /// The smallest scale.
     pub eps: f64,
@@ -262,6 +266,7 @@ pub fn find_observers(g: &Graph) -> Result<Vec<ObserverSite>> {
 /// Calibration settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CalibrationConfig {
+    /// How statistics become a range.
     pub method: Method,
     /// Histogram bins for the percentile and MSE methods.
     pub bins: usize,
@@ -279,7 +284,9 @@ impl Default for CalibrationConfig {
 /// Per-channel statistics of one site (one channel for per-tensor sites).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChannelStats {
+    /// Smallest finite value per channel (+inf if none was seen).
     pub min: Vec<f64>,
+    /// Largest finite value per channel (-inf if none was seen).
     pub max: Vec<f64>,
     /// Values seen per channel (non-finite values are skipped).
     pub count: Vec<u64>,
@@ -298,8 +305,11 @@ impl ChannelStats {
 /// A histogram of one channel over `[lo, hi]`, equal-width bins.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Histogram {
+    /// The lower end of the first bin.
     pub lo: f64,
+    /// The upper end of the last bin.
     pub hi: f64,
+    /// Count per bin (at least one bin).
     pub counts: Vec<u64>,
 }
 
@@ -479,13 +489,15 @@ fn mse_search(h: &Histogram, lo: f64, hi: f64, spec: &QSpec) -> (f64, f64) {
 /// The result of calibrating one site.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SiteRange {
+    /// The observers calibrated.
     pub site: ObserverSite,
     /// The observed value's name for messages (`%fc1`).
     pub value_name: String,
     /// What the batches showed.
     pub observed: ChannelStats,
-    /// The range written to the states, per channel.
+    /// The minimum written to the min state, per channel.
     pub min: Vec<f64>,
+    /// The maximum written to the max state, per channel.
     pub max: Vec<f64>,
 }
 
@@ -541,8 +553,11 @@ fn short(v: f64) -> String {
 /// What calibration did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CalibrationReport {
+    /// The method used.
     pub method: Method,
+    /// Batches run.
     pub batches: usize,
+    /// Every observer site, in node order.
     pub sites: Vec<SiteRange>,
 }
 
@@ -551,10 +566,12 @@ pub struct CalibrationReport {
 pub struct ImageBatches {
     /// Number of batches.
     pub batches: usize,
+    /// Examples per batch (the model's fixed size if it has one).
     pub batch_size: usize,
     /// Seeds the shuffle that picks the examples (stream `u64::MAX` of the seed, apart
     /// from the training epochs' streams).
     pub seed: u64,
+    /// How pixels are scaled.
     pub pixel_scale: PixelScale,
 }
 

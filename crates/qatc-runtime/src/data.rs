@@ -135,7 +135,9 @@ impl ImageSet {
 /// A training and a test image set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dataset {
+    /// The `train-*` files.
     pub train: ImageSet,
+    /// The `t10k-*` files.
     pub test: ImageSet,
 }
 

@@ -10,7 +10,12 @@ use qir_interp::InterpError;
 pub enum RuntimeError {
     /// A file could not be read or written, or its content is malformed.
     #[error("{}: {message}", path.display())]
-    File { path: PathBuf, message: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// Malformed content not (yet) tied to a file: the caller adds the path with
     /// [`RuntimeError::at`].
     #[error("{0}")]
@@ -26,7 +31,10 @@ pub enum RuntimeError {
     Graph(String),
     /// A run computed a loss that is NaN or infinite (the store was left untouched).
     #[error("the loss is {value}")]
-    NonFiniteLoss { value: f64 },
+    NonFiniteLoss {
+        /// The loss (NaN or ±inf).
+        value: f64,
+    },
     /// The training loss stopped being finite.
     #[error(
         "training diverged: the loss is {value} at epoch {epoch}, step {step} (global step {global_step}); try a lower learning rate"
@@ -38,6 +46,7 @@ pub enum RuntimeError {
         step: usize,
         /// 1-based step counted over the whole run.
         global_step: u64,
+        /// The loss (NaN or ±inf).
         value: f64,
     },
     /// An option is out of range or inconsistent.

@@ -120,6 +120,7 @@ pub trait Hook {
 /// Freezes the observers at the end of epoch `after_epoch` (1-based).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FreezeObservers {
+    /// The last epoch with moving ranges (1-based).
     pub after_epoch: usize,
 }
 
@@ -135,6 +136,7 @@ impl Hook for FreezeObservers {
 /// Freezes batch-norm statistics once `after_steps` training steps are done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FreezeBatchNorm {
+    /// Steps with batch statistics before the freeze.
     pub after_steps: u64,
 }
 
@@ -159,7 +161,9 @@ pub enum Boundary {
 /// Applies a pipeline to the model once, at a boundary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PipelineAt {
+    /// When the pipeline runs.
     pub at: Boundary,
+    /// The pipeline text.
     pub pipeline: String,
     done: bool,
 }

@@ -17,6 +17,8 @@
 //! Invariants: no function here panics on user data (files, shapes, values); every error
 //! is a [`RuntimeError`] that displays as one line naming what is at fault.
 
+#![warn(missing_docs)]
+
 pub mod calibrate;
 pub mod data;
 pub mod error;

@@ -13,9 +13,17 @@ pub enum LrSchedule {
     Constant,
     /// Cosine annealing per step from the base rate to `final_fraction` × base at the
     /// end of the last epoch.
-    Cosine { final_fraction: f64 },
+    Cosine {
+        /// The final rate as a fraction of the base rate, in [0, 1].
+        final_fraction: f64,
+    },
     /// The base rate multiplied by `gamma` every `every` epochs.
-    Step { every: usize, gamma: f64 },
+    Step {
+        /// The period in epochs (at least 1).
+        every: usize,
+        /// The factor, in (0, 1].
+        gamma: f64,
+    },
 }
 
 impl LrSchedule {

@@ -100,6 +100,7 @@ pub enum Prepare {
 /// Calibration of the observers before the first epoch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CalibrationSetup {
+    /// Method and histogram bins.
     pub config: CalibrationConfig,
     /// Training batches to calibrate on.
     pub batches: usize,
@@ -117,21 +118,27 @@ pub struct QatSetup {
 /// Training settings. The defaults train the digits MLP well in a few seconds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
+    /// Number of epochs (at least 1).
     pub epochs: usize,
+    /// Examples per training step (the model's fixed batch size if it has one).
     pub batch_size: usize,
     /// Batch size of the evaluation after each epoch.
     pub eval_batch_size: usize,
     /// The base learning rate.
     pub lr: f64,
+    /// How the learning rate changes over the run.
     pub schedule: LrSchedule,
+    /// The parameter update.
     pub optimizer: OptimizerKind,
     /// Momentum of [`OptimizerKind::Momentum`].
     pub momentum: f64,
+    /// Weight decay (L2 for SGD and Adam, decoupled for AdamW).
     pub weight_decay: f64,
     /// Seeds initialization and shuffling.
     pub seed: u64,
     /// At most this many training batches per epoch (for quick runs).
     pub max_train_batches: Option<usize>,
+    /// How pixels become inputs.
     pub pixel_scale: PixelScale,
     /// Batch-norm statistics at the start (a [`crate::hooks::FreezeBatchNorm`] hook can
     /// freeze them later).
@@ -140,6 +147,7 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Write a checkpoint here after every epoch.
     pub checkpoint: Option<PathBuf>,
+    /// Quantization-aware training: preparation and calibration.
     pub qat: Option<QatSetup>,
 }
 
@@ -272,9 +280,11 @@ pub fn prepare_model(model: &mut Graph, prepare: &Prepare) -> Result<()> {
 /// What a finished [`Trainer::fit`] reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainSummary {
+    /// The metrics of every epoch run.
     pub epochs: Vec<EpochMetrics>,
     /// The calibration done before the first epoch, if any.
     pub calibration: Option<CalibrationReport>,
+    /// Wall-clock seconds of the whole fit.
     pub seconds: f64,
 }
 
@@ -498,7 +508,8 @@ impl Trainer {
     }
 
     /// Trains for the configured epochs (see the module docs); every monitor gets each
-    /// epoch's metrics.
+    /// epoch's metrics. Training continues after the last epoch done, so calling `fit`
+    /// again once every epoch has run does nothing.
     pub fn fit(
         &mut self,
         data: &Dataset,

@@ -24,7 +24,9 @@ fn bad(msg: impl Into<String>) -> RuntimeError {
 /// Tensors by name with the file's string metadata.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TensorFile {
+    /// The tensors by name.
     pub tensors: BTreeMap<String, Tensor>,
+    /// The `__metadata__` strings.
     pub metadata: BTreeMap<String, String>,
 }
 
