@@ -63,10 +63,56 @@ pub fn line_col(source: &str, at: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// `LINE:COL` of a byte offset, for notes that point elsewhere in the file.
-pub(crate) fn at(source: &str, offset: usize) -> String {
-    let (l, c) = line_col(source, offset);
-    format!("{l}:{c}")
+/// Line starts of a source, for positions in O(log n) (rendering many diagnostics of a
+/// large file must not rescan it for each one).
+pub(crate) struct LineIndex<'s> {
+    source: &'s str,
+    /// Byte offset and char offset of the start of each line.
+    starts: Vec<(usize, usize)>,
+}
+
+impl<'s> LineIndex<'s> {
+    pub(crate) fn new(source: &'s str) -> LineIndex<'s> {
+        let mut starts = vec![(0, 0)];
+        let mut chars = 0;
+        for (i, c) in source.char_indices() {
+            chars += 1;
+            if c == '\n' {
+                starts.push((i + 1, chars));
+            }
+        }
+        LineIndex { source, starts }
+    }
+
+    /// (0-based line, line start byte, line start char) of a `char`-aligned byte offset.
+    fn line_of(&self, at: usize) -> (usize, usize, usize) {
+        let i = self
+            .starts
+            .partition_point(|&(b, _)| b <= at)
+            .saturating_sub(1);
+        let (b, c) = self.starts.get(i).copied().unwrap_or((0, 0));
+        (i, b, c)
+    }
+
+    /// 1-based line and column (in chars), as [`line_col`].
+    fn line_col(&self, at: usize) -> (usize, usize) {
+        let (line, b, _) = self.line_of(at);
+        let col = self.source.get(b..at).map_or(0, |s| s.chars().count());
+        (line + 1, col + 1)
+    }
+
+    /// `LINE:COL` of a byte offset, for notes that point elsewhere in the file.
+    pub(crate) fn at(&self, offset: usize) -> String {
+        let offset = char_aligned(self.source, offset..offset).start;
+        let (l, c) = self.line_col(offset);
+        format!("{l}:{c}")
+    }
+
+    /// The char offset of a `char`-aligned byte offset.
+    fn char_offset(&self, at: usize) -> usize {
+        let (_, b, c) = self.line_of(at);
+        c + self.source.get(b..at).map_or(0, |s| s.chars().count())
+    }
 }
 
 /// Renders diagnostics for `source` read from `file`. Each one starts with
@@ -74,6 +120,7 @@ pub(crate) fn at(source: &str, offset: usize) -> String {
 /// followed by the source line with the span underlined, then its notes.
 pub fn render(diags: &[Diagnostic], file: &str, source: &str) -> String {
     let mut out = String::new();
+    let index = LineIndex::new(source);
     // ariadne's line table, built once for all the diagnostics; the extra blank gives an
     // end-of-file position a character to underline on the last line
     let padded = format!("{source} ");
@@ -82,9 +129,12 @@ pub fn render(diags: &[Diagnostic], file: &str, source: &str) -> String {
         match &d.span {
             Some(span) => {
                 let span = char_aligned(source, span.clone());
-                let (line, col) = line_col(source, span.start);
+                let (line, col) = index.line_col(span.start);
                 let _ = writeln!(out, "{file}:{line}:{col}: error: {}", d.message);
-                out.push_str(&snippet(file, source, &table, span, &d.message));
+                // ariadne counts in chars by default; converting here keeps it away from
+                // byte arithmetic inside multi-byte characters
+                let cs = index.char_offset(span.start)..index.char_offset(span.end);
+                out.push_str(&snippet(file, &table, cs, &d.message));
             }
             None => {
                 let _ = writeln!(out, "{file}: error: {}", d.message);
@@ -97,19 +147,9 @@ pub fn render(diags: &[Diagnostic], file: &str, source: &str) -> String {
     out
 }
 
-/// The source line(s) of `span` with the span underlined, drawn by ariadne without its
-/// header line (the caller writes the `FILE:LINE:COL` line itself).
-fn snippet(
-    file: &str,
-    source: &str,
-    table: &Source<&str>,
-    span: Range<usize>,
-    label: &str,
-) -> String {
-    // ariadne counts in chars by default; converting here keeps it away from byte
-    // arithmetic inside multi-byte characters.
-    let to_char = |b: usize| source.get(..b).map_or(0, |s| s.chars().count());
-    let mut cs = to_char(span.start)..to_char(span.end);
+/// The source line(s) of the char range `cs` with the range underlined, drawn by ariadne
+/// without its header line (the caller writes the `FILE:LINE:COL` line itself).
+fn snippet(file: &str, table: &Source<&str>, mut cs: Range<usize>, label: &str) -> String {
     if cs.is_empty() {
         // an empty span (end of file) still gets a one-column mark
         cs.end = cs.start + 1;
@@ -292,9 +332,11 @@ pub(crate) fn suggest<'c>(
 ) -> Option<&'c str> {
     let len = word.chars().count();
     let limit = (len / 3).max(1);
-    // a suggestion must keep most of the word: none for one-letter names
+    // a suggestion must keep most of the word: none for one-letter names; candidates whose
+    // length differs by more than the limit are skipped before the quadratic distance
     candidates
         .into_iter()
+        .filter(|c| c.chars().count().abs_diff(len) <= limit)
         .map(|c| (distance(word, c), c))
         .filter(|&(d, c)| d <= limit && d < len && d < c.chars().count())
         .min_by_key(|&(d, _)| d)
@@ -323,6 +365,17 @@ mod tests {
         assert_eq!(line_col(s, 5), (2, 2)); // after the two-byte 'ç'
         assert_eq!(line_col(s, 4), (2, 1)); // inside 'ç': moved to its start
         assert_eq!(line_col(s, 100), (3, 1));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn line_index_agrees_with_line_col(text in "(a|é|\n|\r|\t){0,40}", at in 0usize..60) {
+            let index = LineIndex::new(&text);
+            let aligned = char_aligned(&text, at..at).start;
+            proptest::prop_assert_eq!(index.line_col(aligned), line_col(&text, at));
+            let chars = text.get(..aligned).map_or(0, |s| s.chars().count());
+            proptest::prop_assert_eq!(index.char_offset(aligned), chars);
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use qir::{
 };
 
 use crate::ast::*;
-use crate::diag::{Diagnostic, at, did_you_mean};
+use crate::diag::{Diagnostic, LineIndex, did_you_mean};
 use crate::lexer::Comment;
 
 /// Names that `fill(...)`, `uniform(...)` and `normal(...)` initializers use.
@@ -76,6 +76,10 @@ struct Lowerer<'s> {
     defs: HashMap<&'s str, Range<usize>>,
     /// Span of the first `loss` statement.
     loss_at: Option<Range<usize>>,
+    /// "did you mean" hints already computed for undefined names.
+    hints: HashMap<&'s str, String>,
+    /// Line starts, for the positions that notes mention.
+    index: LineIndex<'s>,
 }
 
 /// Lowers a parsed file. `comments` are the comments of the source with their spans.
@@ -120,6 +124,8 @@ pub(crate) fn lower<'s>(
         poisoned: HashSet::new(),
         defs,
         loss_at: None,
+        hints: HashMap::new(),
+        index: LineIndex::new(source),
     };
     for (item, comments) in file.items.iter().zip(slots) {
         l.item(item, comments);
@@ -191,7 +197,7 @@ impl<'s> Lowerer<'s> {
                 if let Some(first) = &self.loss_at {
                     let note = format!(
                         "the first loss statement is at {}",
-                        at(self.source, first.start)
+                        self.index.at(first.start)
                     );
                     self.diags.push(
                         Diagnostic::new("the loss is declared twice", item.span.clone())
@@ -234,7 +240,7 @@ impl<'s> Lowerer<'s> {
             let note = format!(
                 "'%{}' was first defined at {}",
                 name.node,
-                at(self.source, first.start)
+                self.index.at(first.start)
             );
             self.diags.push(
                 Diagnostic::new(
@@ -289,10 +295,15 @@ impl<'s> Lowerer<'s> {
             .with_note(format!(
                 "'%{}' is defined at {}; values must be defined before they are used",
                 v.node,
-                at(self.source, def.start)
+                self.index.at(def.start)
             )),
             None => {
-                let hint = did_you_mean(v.node, self.defs.keys().copied());
+                let defs = &self.defs;
+                let hint = self
+                    .hints
+                    .entry(v.node)
+                    .or_insert_with(|| did_you_mean(v.node, defs.keys().copied()))
+                    .clone();
                 Diagnostic::new(
                     format!("use of undefined value '%{}'{hint}", v.node),
                     v.span.clone(),
@@ -381,7 +392,7 @@ impl<'s> Lowerer<'s> {
         for a in attrs {
             let name = a.name.node;
             if let Some(first) = written.get(name) {
-                let note = format!("it is first written at {}", at(self.source, first.start));
+                let note = format!("it is first written at {}", self.index.at(first.start));
                 self.diags.push(
                     Diagnostic::new(
                         format!("attribute '{name}' is written twice"),
@@ -861,6 +872,8 @@ pub(crate) fn lower_op_statement(source: &str, item: &Item<'_>) -> Result<Op, Ve
         poisoned: HashSet::new(),
         defs: HashMap::new(),
         loss_at: None,
+        hints: HashMap::new(),
+        index: LineIndex::new(source),
     };
     let resolved = Op::from_mnemonic(op.node);
     if resolved.is_none() {
