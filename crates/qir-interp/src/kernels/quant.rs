@@ -319,6 +319,9 @@ pub fn observe<T: Float>(
                 b
             } else {
                 match averaging {
+                    // averaging 1 is a last-value observer: exactly the batch value
+                    // (`r + 1 * (b - r)` can differ from `b` by a rounding)
+                    Some(1.0) => b,
                     Some(c) => r + T::from_f64(c) * (b - r),
                     None if is_min => min_nan(r, b),
                     None => max_nan(r, b),
@@ -488,6 +491,13 @@ mod tests {
             [-4.0]
         );
         assert_eq!(observe(&x, &[4], None, &[5.0], false, None).unwrap(), [5.0]);
+        // averaging 1 (last value) is exactly the batch value, even where
+        // r + 1 * (b - r) rounds: 1e8 + (3 - 1e8) is 0 in f32
+        assert_eq!(1e8f32 + (3.0 - 1e8f32), 0.0);
+        assert_eq!(
+            observe(&x, &[4], None, &[1e8], false, Some(1.0)).unwrap(),
+            [3.0]
+        );
         // EMA: -2 + 0.5 * (-4 - -2) = -3; 5 + 0.25 * (3 - 5) = 4.5
         assert_eq!(
             observe(&x, &[4], None, &[-2.0], true, Some(0.5)).unwrap(),
