@@ -43,9 +43,10 @@ pub mod options;
 pub mod pass;
 pub mod pipeline;
 pub mod registry;
+pub mod scheme;
 
 pub use manager::{PassManager, Report, RunError};
-pub use named::{named, named_pipelines};
+pub use named::{named, named_pipelines, named_with};
 pub use options::{OptionError, OptionKind, OptionSpec, Options};
 pub use pass::{Changed, Pass, PassDef, PassError, PassInfo};
 pub use pipeline::{OptValue, PassSpec, Pipeline};
@@ -78,6 +79,8 @@ passes! {
     simplify => Simplify,
     fuse => Fuse,
     fold_batchnorm => FoldBatchNorm,
+    fold_batchnorm_qat => FoldBatchNormQat,
+    insert_fake_quant => InsertFakeQuant,
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a likely

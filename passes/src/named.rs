@@ -6,8 +6,8 @@
 //! beside it. The first paragraph of the leading comment is the pipeline's description. Comments are blanked
 //! out (replaced by spaces) before parsing, so error positions are positions in the file.
 
-use crate::pipeline::{Pipeline, parse};
-use crate::registry::{ConfigError, create_all};
+use crate::pipeline::{OptValue, Pipeline, parse};
+use crate::registry::{ConfigError, create_all, lookup};
 
 include!(concat!(env!("OUT_DIR"), "/pipelines.rs"));
 
@@ -74,6 +74,37 @@ pub fn named(name: &str) -> Result<Pipeline, ConfigError> {
     Ok(pipeline)
 }
 
+/// The named pipeline `name` with parameters: each `(option, value)` is set on every pass
+/// of the pipeline that declares that option (the value written in the file is the
+/// parameter's default), so `named_with("prepare-qat", &[("scheme", w4a8)])` prepares
+/// with the `w4a8` scheme in every pass that reads a scheme. A parameter that no pass of
+/// the pipeline declares is an error; the result is checked against the registry and
+/// prints as ordinary pipeline text.
+pub fn named_with(name: &str, params: &[(&str, OptValue)]) -> Result<Pipeline, ConfigError> {
+    let mut pipeline = named(name)?;
+    for (param, value) in params {
+        let mut used = false;
+        for spec in &mut pipeline.passes {
+            let declares =
+                lookup(&spec.name).is_some_and(|r| r.info.options.iter().any(|o| o.name == *param));
+            if !declares {
+                continue;
+            }
+            used = true;
+            spec.options.retain(|(k, _)| k != param);
+            spec.options.push((param.to_string(), value.clone()));
+        }
+        if !used {
+            return Err(ConfigError::UnknownParameter {
+                pipeline: name.to_string(),
+                parameter: param.to_string(),
+            });
+        }
+    }
+    create_all(&pipeline)?;
+    Ok(pipeline)
+}
+
 /// `text` with every `#` comment replaced by spaces (byte offsets are kept).
 pub fn strip_comments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -129,6 +160,35 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("cleanup"), "{e}");
+    }
+
+    #[test]
+    fn parameters_set_an_option_of_every_pass_declaring_it() {
+        let w4 = OptValue::Scalar("w4a8".into());
+        let p = named_with("prepare-qat", &[("scheme", w4.clone())]).unwrap();
+        let with_scheme: Vec<&str> = p
+            .passes
+            .iter()
+            .filter(|s| s.options.contains(&("scheme".to_string(), w4.clone())))
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(with_scheme, ["fold-batchnorm-qat", "insert-fake-quant"]);
+        assert_eq!(
+            crate::pipeline::parse(&p.to_string()).unwrap(),
+            p,
+            "prints and parses back"
+        );
+        assert_eq!(
+            named_with("cleanup", &[("scheme", w4)])
+                .unwrap_err()
+                .to_string(),
+            "pipeline 'cleanup' has no parameter 'scheme' (no pass in it has a 'scheme' option)"
+        );
+        let bad = OptValue::Scalar("w4a9".into());
+        let e = named_with("prepare-qat", &[("scheme", bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown scheme preset 'w4a9'"), "{e}");
     }
 
     #[test]

@@ -87,6 +87,17 @@ pub enum OptionError {
         /// The value as written.
         found: String,
     },
+    /// The value has the right kind but the pass cannot use it (a scheme file that does
+    /// not parse, say); `message` says why.
+    #[error("option '{option}' of pass '{pass}': {message}")]
+    Invalid {
+        /// The pass.
+        pass: String,
+        /// The option.
+        option: String,
+        /// What is wrong with the value.
+        message: String,
+    },
     /// A pass asked for an option it does not declare, or with the wrong kind (a bug).
     #[error("internal error: pass '{pass}' has no {kind} option '{option}'")]
     Undeclared {

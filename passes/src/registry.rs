@@ -55,6 +55,16 @@ pub enum ConfigError {
         /// Every named pipeline.
         valid: Vec<&'static str>,
     },
+    /// No pass of a named pipeline takes the parameter given to it.
+    #[error(
+        "pipeline '{pipeline}' has no parameter '{parameter}' (no pass in it has a '{parameter}' option)"
+    )]
+    UnknownParameter {
+        /// The named pipeline.
+        pipeline: String,
+        /// The parameter as given.
+        parameter: String,
+    },
     /// A named pipeline's file is broken (a bug in the repository).
     #[error("named pipeline '{name}' is invalid: {error}")]
     BadNamedPipeline {
