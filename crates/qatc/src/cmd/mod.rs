@@ -10,6 +10,7 @@ pub mod fmt;
 pub mod grad;
 pub mod opt;
 pub mod passes;
+pub mod prepare;
 pub mod run;
 pub mod train;
 
@@ -30,6 +31,8 @@ pub enum Command {
     Passes(passes::Args),
     /// Render a .qir file as a Graphviz graph
     Dot(dot::Args),
+    /// Prepare a model for quantization-aware training with a scheme
+    Prepare(prepare::Args),
     /// Evaluate a model once with the interpreter on .npy inputs
     Run(run::Args),
     /// Print the training-step graph (forward, backward, optimizer) of a model
@@ -51,6 +54,7 @@ impl Command {
             Command::Opt(a) => opt::run(a),
             Command::Passes(a) => passes::run(a),
             Command::Dot(a) => dot::run(a),
+            Command::Prepare(a) => prepare::run(a),
             Command::Run(a) => run::run(a),
             Command::Grad(a) => grad::run(a),
             Command::Train(a) => train::run(a),
