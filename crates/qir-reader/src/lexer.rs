@@ -66,7 +66,9 @@ impl fmt::Display for LexErrorKind {
 /// A lexical error with the byte span it covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LexError {
+    /// What went wrong.
     pub kind: LexErrorKind,
+    /// The offending text.
     pub span: Range<usize>,
 }
 
@@ -97,30 +99,43 @@ pub enum Token<'a> {
     #[regex(r"//[^\n]*", comment_text, allow_greedy = true)]
     Comment(&'a str),
 
+    /// `graph`
     #[token("graph")]
     Graph,
+    /// `input`
     #[token("input")]
     Input,
+    /// `param`
     #[token("param")]
     Param,
+    /// `state`
     #[token("state")]
     State,
+    /// `const`
     #[token("const")]
     Const,
+    /// `output`
     #[token("output")]
     Output,
+    /// `loss`
     #[token("loss")]
     Loss,
+    /// `update`
     #[token("update")]
     Update,
+    /// `true`
     #[token("true")]
     True,
+    /// `false`
     #[token("false")]
     False,
+    /// `inf`
     #[token("inf")]
     Inf,
+    /// `-inf`
     #[token("-inf")]
     NegInf,
+    /// `nan`
     #[token("nan")]
     Nan,
 
@@ -141,29 +156,41 @@ pub enum Token<'a> {
     /// `!dialect.type` such as `!quant.uniform`; holds the whole text.
     #[regex(r"![A-Za-z_][A-Za-z0-9_.]*", |lex| lex.slice())]
     Dialect(&'a str),
+    /// An identifier: op mnemonics, element types, initializers, attribute names, ...
     #[regex(r"[A-Za-z_][A-Za-z0-9_.]*", |lex| lex.slice())]
     Ident(&'a str),
 
+    /// `{`
     #[token("{")]
     LBrace,
+    /// `}`
     #[token("}")]
     RBrace,
+    /// `(`
     #[token("(")]
     LParen,
+    /// `)`
     #[token(")")]
     RParen,
+    /// `[`
     #[token("[")]
     LBracket,
+    /// `]`
     #[token("]")]
     RBracket,
+    /// `<`
     #[token("<")]
     Lt,
+    /// `>`
     #[token(">")]
     Gt,
+    /// `,`
     #[token(",")]
     Comma,
+    /// `:`
     #[token(":")]
     Colon,
+    /// `=`
     #[token("=")]
     Eq,
 }
@@ -171,7 +198,9 @@ pub enum Token<'a> {
 /// A comment and where it was.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Comment {
+    /// The text after `//`, trailing whitespace trimmed.
     pub text: String,
+    /// The whole comment, `//` included.
     pub span: Range<usize>,
 }
 
@@ -182,8 +211,11 @@ pub type Spanned<'a> = Result<(usize, Token<'a>, usize), LexError>;
 /// comments, and the lexical errors again for reporting all of them at once.
 #[derive(Debug, Default)]
 pub struct Lexed<'a> {
+    /// Tokens and errors in source order, comments excluded.
     pub tokens: Vec<Spanned<'a>>,
+    /// The comments in source order.
     pub comments: Vec<Comment>,
+    /// The lexical errors in source order.
     pub errors: Vec<LexError>,
 }
 

@@ -31,6 +31,8 @@
 //! assert!(text.starts_with("m.qir:2:8: error: unknown op 'relux' (did you mean 'relu'?)\n"));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod ast;
 mod diag;
 pub mod lexer;
