@@ -46,6 +46,15 @@ pub fn description(op: Op) -> String {
     lines.join(" ")
 }
 
+/// The first sentence of an op's description (the whole doc summary may span lines).
+pub fn summary(op: Op) -> String {
+    let d = description(op);
+    match d.find(". ") {
+        Some(i) => d[..=i].to_string(),
+        None => d,
+    }
+}
+
 /// The markdown op reference (without the markers).
 pub fn op_reference() -> String {
     let mut s = String::new();
@@ -57,7 +66,7 @@ pub fn op_reference() -> String {
             "| [`{m}`](#op-{m}) | {} | `{}` | {} |",
             info.class.name(),
             info.operands,
-            info.summary().replace('|', "\\|"),
+            summary(op).replace('|', "\\|"),
             m = info.mnemonic,
         );
     }
