@@ -410,6 +410,10 @@ impl<'g> Analysis<'g> {
         match inst.op {
             Op::Conv2d | Op::Linear | Op::Matmul => Role::Layer,
             Op::Add if data_ops == 2 => Role::AddActs,
+            // `c / x` is no affine map of `x`: only `x / c` continues a chain.
+            Op::Div if data_ops == 1 && !ops.first().is_some_and(|o| self.data.contains(o)) => {
+                Role::Other
+            }
             Op::Add | Op::Sub | Op::Mul | Op::Div if data_ops == 1 => Role::Affine,
             Op::BatchNorm | Op::BatchNormTrain
                 if ops.first().is_some_and(|o| self.data.contains(o)) && data_ops == 1 =>
@@ -1117,6 +1121,32 @@ mod tests {
             assert!(text.contains(&line), "missing `{line}` in\n{text}");
         }
         assert!(!text.contains("observe_"), "{text}");
+    }
+
+    #[test]
+    fn affine_ops_continue_a_chain_but_a_reciprocal_does_not() {
+        let text = prepare(
+            "graph @m {
+  input %x: f32[B, 4]
+  param %w: f32[3, 4] = lecun_uniform
+  const %c: f32[3] = [0.5, 2.0, 4.0]
+  %h = linear(%x, %w) : f32[B, 3]
+  %s = mul(%h, %c) : f32[B, 3]
+  %r = relu(%s) : f32[B, 3]
+  %v = linear(%x, %w) : f32[B, 3]
+  %q = div(%c, %v) : f32[B, 3]
+  output r = %r
+  output q = %q
+}",
+            "tflite-int8",
+        );
+        let fq_of: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix('%'))
+            .filter(|l| l.contains("= fake_quant("))
+            .filter_map(|l| l.split(" = ").next())
+            .collect();
+        assert_eq!(fq_of, ["x.fq", "w.fq", "r.fq", "v.fq", "q.fq"], "{text}");
     }
 
     #[test]

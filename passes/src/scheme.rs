@@ -242,13 +242,21 @@ impl fmt::Display for QuantSpec {
 /// Changes to a [`QuantSpec`] made by an override: the fields it sets.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SpecPatch {
+    /// A new [`QuantSpec::bits`].
     pub bits: Option<u32>,
+    /// A new [`QuantSpec::signed`].
     pub signed: Option<bool>,
+    /// A new [`QuantSpec::narrow_range`].
     pub narrow_range: Option<bool>,
+    /// A new [`QuantSpec::symmetric`].
     pub symmetric: Option<bool>,
+    /// A new [`QuantSpec::per_channel`].
     pub per_channel: Option<bool>,
+    /// A new [`QuantSpec::power_of_two`].
     pub power_of_two: Option<bool>,
+    /// A new [`QuantSpec::observer`].
     pub observer: Option<Observer>,
+    /// A new [`QuantSpec::learned`].
     pub learned: Option<Learned>,
 }
 
@@ -380,6 +388,7 @@ impl fmt::Display for Selector {
 /// A per-layer change of the scheme.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Override {
+    /// The layers it applies to.
     pub selector: Selector,
     /// Keep the selected layers in float: no fake-quant on their weights or outputs.
     pub skip: bool,

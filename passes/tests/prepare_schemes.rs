@@ -28,7 +28,7 @@ fn example_files_load() {
             n += 1;
         }
     }
-    assert_eq!(n, 5, "the examples of passes/schemes/README.md");
+    assert_eq!(n, 6, "the examples of passes/schemes/README.md");
     let s = Scheme::load(&path("passes/schemes/unfolded-bn-frozen.toml")).unwrap();
     assert_eq!(s.name, "tflite-int8-unfolded-bn");
     assert_eq!(s.batch_norm, BnFolding::Unfolded);
