@@ -38,7 +38,7 @@
 
 use qir::{Attr, Dim, Graph, Init, Inst, NodeId, Op, Type};
 
-use crate::insert_fake_quant::{SCHEME_OPTION, scheme_option};
+use crate::insert_fake_quant::{SCHEME_OPTION, cycle_error, scheme_option};
 use crate::options::{OptionError, Options};
 use crate::pass::{Changed, Pass, PassDef, PassError, PassInfo};
 use crate::pipeline::OptValue;
@@ -114,7 +114,7 @@ struct Candidate {
 fn candidates(g: &Graph) -> Result<Vec<Candidate>, PassError> {
     let order = g
         .topo_order()
-        .map_err(|c| PassError::at(c[0], "the graph has a cycle"))?;
+        .map_err(|c| cycle_error(&c))?;
     let mut out = Vec::new();
     for bn in order {
         let Some(inst) = g.node(bn).inst() else {
@@ -228,6 +228,9 @@ fn fold_one(g: &mut Graph, c: &Candidate) -> Result<(), PassError> {
 /// Prepares the batch-norms of `g` for QAT following `scheme` (see the module docs). On
 /// error `g` is unchanged.
 pub fn fold_batchnorm_qat(g: &mut Graph, scheme: &Scheme) -> Result<Changed, PassError> {
+    scheme
+        .validate()
+        .map_err(|e| PassError::new(format!("scheme '{}': {e}", scheme.name)))?;
     let todo = match scheme.batch_norm {
         BnFolding::Simulated => candidates(g)?,
         BnFolding::Unfolded => Vec::new(),

@@ -150,6 +150,9 @@ impl PassDef for InsertFakeQuant {
 /// Inserts fake quantization into `g` following `scheme` (see the module docs). On error
 /// `g` is unchanged.
 pub fn insert_fake_quant(g: &mut Graph, scheme: &Scheme) -> Result<Changed, PassError> {
+    scheme
+        .validate()
+        .map_err(|e| PassError::new(format!("scheme '{}': {e}", scheme.name)))?;
     let plan = plan(g, scheme)?;
     if plan.is_empty() {
         return Ok(Changed::No);
@@ -160,6 +163,14 @@ pub fn insert_fake_quant(g: &mut Graph, scheme: &Scheme) -> Result<Changed, Pass
     }
     *g = work;
     Ok(Changed::Yes)
+}
+
+/// The error for a graph with a cycle (through the nodes `c`).
+pub(crate) fn cycle_error(c: &[NodeId]) -> PassError {
+    match c.first() {
+        Some(&n) => PassError::at(n, "the graph has a cycle"),
+        None => PassError::new("the graph has a cycle"),
+    }
 }
 
 /// One value to fake-quantize.
@@ -309,7 +320,7 @@ impl<'g> Analysis<'g> {
     fn new(g: &'g Graph) -> Result<Analysis<'g>, PassError> {
         let order = g
             .topo_order()
-            .map_err(|c| PassError::at(c[0], "the graph has a cycle"))?;
+            .map_err(|c| cycle_error(&c))?;
         for &id in &order {
             if let Some(op) = g.node(id).op() {
                 match op.class() {
@@ -1147,6 +1158,24 @@ mod tests {
             .filter_map(|l| l.split(" = ").next())
             .collect();
         assert_eq!(fq_of, ["x.fq", "w.fq", "r.fq", "v.fq", "q.fq"], "{text}");
+    }
+
+    #[test]
+    fn a_scheme_built_in_code_is_validated() {
+        let mut g = qir_reader::parse_and_verify(
+            "graph @m {\n  input %x: f32[B, 4]\n  %r = relu(%x) : f32[B, 4]\n  output r = %r\n}",
+        )
+        .unwrap();
+        let mut s = Scheme::preset("tflite-int8").unwrap();
+        s.weights.bits = 0;
+        assert_eq!(s.weights.qmax(), 0, "no overflow on a bad spec");
+        let e = insert_fake_quant(&mut g, &s).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "scheme 'tflite-int8': weights.bits must be in 2..=8, found 0"
+        );
+        let e = crate::fold_batchnorm_qat::fold_batchnorm_qat(&mut g, &s).unwrap_err();
+        assert!(e.to_string().contains("weights.bits"));
     }
 
     #[test]

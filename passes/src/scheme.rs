@@ -159,10 +159,15 @@ pub struct QuantSpec {
 }
 
 impl QuantSpec {
+    /// `bits` clamped to what an i64 grid can hold (a valid spec has 2..=8).
+    fn grid_bits(&self) -> u32 {
+        self.bits.clamp(1, 32)
+    }
+
     /// The smallest grid value.
     pub fn qmin(&self) -> i64 {
         let low = if self.signed {
-            -(1i64 << (self.bits - 1))
+            -(1i64 << (self.grid_bits() - 1))
         } else {
             0
         };
@@ -172,9 +177,9 @@ impl QuantSpec {
     /// The largest grid value.
     pub fn qmax(&self) -> i64 {
         if self.signed {
-            (1i64 << (self.bits - 1)) - 1
+            (1i64 << (self.grid_bits() - 1)) - 1
         } else {
-            (1i64 << self.bits) - 1
+            (1i64 << self.grid_bits()) - 1
         }
     }
 
