@@ -121,6 +121,44 @@ fn neg_neg() {
 }
 
 #[test]
+fn negation_moves_out_of_a_reshape_to_become_a_subtraction() {
+    // alone, the commuted form costs the same: nothing changes
+    unchanged(
+        "  %n = neg(%dy) : f32[B, 4]
+  %y = reshape(%n) {shape = [-1, 2, 2]} : f32[B, 2, 2]
+
+  output y = %y",
+    );
+    // under an add, neg(reshape) lets add-neg fire: one op fewer
+    let r = run_rules(
+        &graph(
+            "  %n = neg(%dy) : f32[B, 4]
+  %r = reshape(%n) {shape = [-1, 2, 2]} : f32[B, 2, 2]
+  %h = reshape(%x) {shape = [-1, 2, 2]} : f32[B, 2, 2]
+  %y = add(%h, %r) : f32[B, 2, 2]
+
+  output y = %y",
+        ),
+        backward::rules(),
+    );
+    assert!(
+        r.applied("reshape-neg") && r.applied("add-neg"),
+        "{:?}",
+        r.report.applied
+    );
+    assert_eq!(
+        r.ops(),
+        [
+            // the reshape of dy is a new value (the old %r was reshape(neg(dy)))
+            "%h = reshape(%x) {shape = [-1, 2, 2]} : f32[B, 2, 2]",
+            "%0 = reshape(%dy) {shape = [-1, 2, 2]} : f32[B, 2, 2]",
+            "%y = sub(%h, %0) : f32[B, 2, 2]",
+        ]
+    );
+    assert_equivalent(&r.before, &r.after, Tolerance::Exact);
+}
+
+#[test]
 fn add_of_a_negation_is_a_subtraction() {
     fires(
         "  %n = neg(%dy) : f32[B, 4]

@@ -165,6 +165,14 @@ pub fn rules() -> Vec<Rewrite> {
             "(sub ?x ?y)",
             act_none("?a"),
         ),
+        // Negation commutes with a reshape bit for bit (it only flips sign bits). Moving
+        // the `neg` outward lets `add-neg` turn `add(reshape(neg(a)), b)` — what the
+        // gradient of a divisor produces — into `sub(b, reshape(a))`.
+        plain(
+            "reshape-neg",
+            "(reshape ?a (neg ?x))",
+            "(neg (reshape ?a ?x))",
+        ),
         plain(
             "reshape-reshape",
             "(reshape ?a (reshape ?b ?x))",
