@@ -4,7 +4,47 @@
 //!
 //! Every pass is a small type implementing [`Pass`], living in the file named like the pass
 //! (`canonicalize` in `canonicalize.rs`), declared once in the `passes!` list below. Passes
-//! can be used alone:
+//! can be used alone — read a model, run one pass, print the result:
+//!
+//! ```
+//! use passes::{Canonicalize, Changed, Pass};
+//!
+//! let text = "graph @m {
+//!   input %x: f32[B, 2]
+//!   const %w: f32[2, 3] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+//!
+//!   %wt = transpose(%w) {perm = [1, 0]} : f32[3, 2]
+//!   %y = linear(%x, %wt) : f32[B, 3]
+//!   %a = relu(%y) : f32[B, 3]
+//!   %b = relu(%y) : f32[B, 3]
+//!   %unused = tanh(%y) : f32[B, 3]
+//!   %s = add(%a, %b) : f32[B, 3]
+//!
+//!   output s = %s
+//! }
+//! ";
+//! let mut g = qir_reader::parse_and_verify(text).expect("the model reads");
+//! assert_eq!(Canonicalize::default().run(&mut g).unwrap(), Changed::Yes);
+//! let printed = qir::print::print(&g);
+//! print!("{printed}");
+//! // the transpose of a constant is folded, the duplicate relu merged, the dead tanh gone
+//! assert_eq!(
+//!     printed,
+//!     "graph @m {
+//!   input %x: f32[B, 2]
+//!   const %wt: f32[3, 2] = [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+//!
+//!   %y = linear(%x, %wt) : f32[B, 3]
+//!   %a = relu(%y) : f32[B, 3]
+//!   %s = add(%a, %a) : f32[B, 3]
+//!
+//!   output s = %s
+//! }
+//! "
+//! );
+//! ```
+//!
+//! or build the graph in Rust:
 //!
 //! ```
 //! use passes::{Canonicalize, Changed, Pass};
