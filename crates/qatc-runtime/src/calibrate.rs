@@ -20,6 +20,13 @@
 //!   point `qparams_*` derive; `α` is searched on a grid of 100 steps over (0, 1], then
 //!   refined 100-fold around the best step.
 //!
+//! Learned quantization steps (`fake_quant_lsq` whose scale, and for LSQ+ zero point, are
+//! params: [`LearnedSite`]) have no observers; calibration initializes those params from
+//! the values feeding each `fake_quant_lsq`, by the rules of `passes::scheme::lsq`
+//! (weights: `2 * mean(|w|) / sqrt(qmax)` per channel; activations the same over every
+//! calibration batch, or for LSQ+ the affine range of the batches). The method applies to
+//! observers only.
+//!
 //! While collecting, fake quantization is bypassed (every `fake_quant*` use reads its
 //! input instead) so that the statistics are those of the float model, as PyTorch does
 //! with observers enabled and fake-quant disabled; runs use train mode without writing
@@ -261,6 +268,137 @@ pub fn find_observers(g: &Graph) -> Result<Vec<ObserverSite>> {
         site.qspec = site.qspec.or(qspec);
     }
     Ok(sites)
+}
+
+/// A `fake_quant_lsq` (a learned quantization step): calibration sets its scale and zero
+/// point from the values it quantizes when they are params.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LearnedSite {
+    /// The `fake_quant_lsq` op.
+    pub fake_quant: NodeId,
+    /// The value it quantizes (operand 0).
+    pub value: NodeId,
+    /// The channel axis of a per-channel step, resolved against the value's rank.
+    pub axis: Option<usize>,
+    /// The scale operand's name when it is a param.
+    pub scale_param: Option<String>,
+    /// The zero point operand's name when it is a param (LSQ+).
+    pub zero_point_param: Option<String>,
+}
+
+impl LearnedSite {
+    /// True if calibration has something to set: the scale or zero point is a param.
+    pub fn is_learned(&self) -> bool {
+        self.scale_param.is_some() || self.zero_point_param.is_some()
+    }
+}
+
+/// Every `fake_quant_lsq` of `g` (see [`LearnedSite`]), in node order.
+pub fn find_learned(g: &Graph) -> Result<Vec<LearnedSite>> {
+    let mut out = Vec::new();
+    for id in g.node_ids() {
+        let Some(inst) = g.node(id).inst() else {
+            continue;
+        };
+        if inst.op != Op::FakeQuantLsq {
+            continue;
+        }
+        let ops = g.operands(id);
+        let (Some(&value), Some(&scale), Some(&zp)) = (ops.first(), ops.get(1), ops.get(2)) else {
+            continue;
+        };
+        let param = |p: NodeId| g.node(p).name.clone().filter(|_| g.node(p).is_param());
+        let axis = match inst.int("axis") {
+            Some(a) => Some(g.ty(value).shape.axis(a).ok_or_else(|| {
+                RuntimeError::Graph(format!(
+                    "{}: axis {a} is out of range for {}",
+                    g.describe(id),
+                    g.ty(value)
+                ))
+            })?),
+            None => None,
+        };
+        out.push(LearnedSite {
+            fake_quant: id,
+            value,
+            axis,
+            scale_param: param(scale),
+            zero_point_param: param(zp),
+        });
+    }
+    Ok(out)
+}
+
+/// The initial value calibration gave one learned quantization parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LearnedInit {
+    /// The param (`fc1.w.scale`, `x.zp`).
+    pub param: String,
+    /// Its values (one per channel for per-channel steps).
+    pub values: Vec<f64>,
+}
+
+impl LearnedInit {
+    /// One line: `%x.scale = 0.0078` or `%fc1.w.scale (32 values) in [0.001, 0.004]`.
+    pub fn summary(&self) -> String {
+        match self.values.as_slice() {
+            [v] => format!("%{} = {}", self.param, short(*v)),
+            vs => {
+                let lo = vs.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = vs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                format!(
+                    "%{} ({} values) in [{}, {}]",
+                    self.param,
+                    vs.len(),
+                    short(lo),
+                    short(hi)
+                )
+            }
+        }
+    }
+}
+
+/// The nodes whose values change from batch to batch: the inputs and everything computed
+/// from them.
+fn batch_dependent(g: &Graph) -> Result<HashSet<NodeId>> {
+    let order = g.topo_order().map_err(|cycle| {
+        RuntimeError::Graph(format!(
+            "graph @{} has a cycle through {}",
+            g.name,
+            cycle.first().map(|&id| g.describe(id)).unwrap_or_default()
+        ))
+    })?;
+    let mut out = HashSet::new();
+    for id in order {
+        if g.node(id).is_input() || g.operands(id).iter().any(|o| out.contains(o)) {
+            out.insert(id);
+        }
+    }
+    Ok(out)
+}
+
+/// One tensor of the values a learned site saw over every batch: the batch-dependent
+/// values joined along axis 0 (the batch axis), unless that is the site's channel axis;
+/// otherwise (weights, whose value is the same in every batch) the first batch's.
+fn joined(seen: &[Tensor], varying: bool, axis: Option<usize>) -> Option<Tensor> {
+    let first = seen.first()?;
+    if !varying || seen.len() == 1 || axis == Some(0) {
+        return Some(first.clone());
+    }
+    let mut data = Vec::new();
+    let mut rows = 0usize;
+    for t in seen {
+        if t.shape.get(1..) != first.shape.get(1..) {
+            return Some(first.clone());
+        }
+        rows += t.shape.first().copied().unwrap_or(1);
+        data.extend(t.data.to_f64());
+    }
+    let shape = match first.shape.split_first() {
+        Some((_, rest)) => std::iter::once(rows).chain(rest.iter().copied()).collect(),
+        None => vec![rows],
+    };
+    Tensor::new(shape, Data::F64(data))
 }
 
 /// Calibration settings.
@@ -559,6 +697,33 @@ pub struct CalibrationReport {
     pub batches: usize,
     /// Every observer site, in node order.
     pub sites: Vec<SiteRange>,
+    /// Every learned quantization parameter initialized, in node order.
+    pub learned: Vec<LearnedInit>,
+}
+
+impl CalibrationReport {
+    /// The one-line headlines: `calibrated N observer site(s) on M batch(es) with METHOD`
+    /// when there are observers, `initialized K learned quantization parameter(s) (LSQ) on
+    /// M batch(es)` when there are learned steps.
+    pub fn headlines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.sites.is_empty() {
+            out.push(format!(
+                "calibrated {} observer site(s) on {} batch(es) with {}",
+                self.sites.len(),
+                self.batches,
+                self.method.name()
+            ));
+        }
+        if !self.learned.is_empty() {
+            out.push(format!(
+                "initialized {} learned quantization parameter(s) (LSQ) on {} batch(es)",
+                self.learned.len(),
+                self.batches
+            ));
+        }
+        out
+    }
 }
 
 /// Which training images calibration runs on.
@@ -654,8 +819,9 @@ fn bypass_fake_quant(g: &Graph) -> Graph {
 }
 
 /// Calibrates `g`'s observers on `batches` (inputs by name) with `executor`, writes the
-/// ranges to their states in `store`, and reports them. The store must hold `g`'s
-/// parameters, state and constants.
+/// ranges to their states in `store`, initializes the params of its learned quantization
+/// steps (see the module docs), and reports both. The store must hold `g`'s parameters,
+/// state and constants.
 pub fn calibrate(
     g: &Graph,
     store: &mut Store,
@@ -664,9 +830,13 @@ pub fn calibrate(
     executor: &dyn Executor,
 ) -> Result<CalibrationReport> {
     let sites = find_observers(g)?;
-    if sites.is_empty() {
+    let mut learned = find_learned(g)?;
+    if !learned.iter().any(LearnedSite::is_learned) {
+        learned.clear();
+    }
+    if sites.is_empty() && learned.is_empty() {
         return Err(RuntimeError::Graph(format!(
-            "graph @{} has no observers (observe_min / observe_max) to calibrate",
+            "graph @{} has no observers (observe_min / observe_max) or learned quantization scales (fake_quant_lsq) to calibrate",
             g.name
         )));
     }
@@ -706,9 +876,16 @@ pub fn calibrate(
         sites
             .iter()
             .map(|s| s.value)
+            .chain(learned.iter().map(|s| s.value))
             .filter(|v| seen.insert(*v))
             .collect()
     };
+    let varying = if learned.is_empty() {
+        HashSet::new()
+    } else {
+        batch_dependent(g)?
+    };
+    let mut learned_seen: HashMap<NodeId, Vec<Tensor>> = HashMap::new();
     // Train mode so that observers see batch ranges (an unset +inf range would reach the
     // qparams ops otherwise); nothing is written back.
     let exec = Exec {
@@ -734,6 +911,15 @@ pub fn calibrate(
                     *n += 1;
                 }
             })?;
+        }
+        for site in &learned {
+            let seen = learned_seen.entry(site.value).or_default();
+            if seen.is_empty() || varying.contains(&site.value) {
+                let t = out.fetched.get(&site.value).ok_or_else(|| {
+                    RuntimeError::Exec(format!("{} was not fetched", g.describe(site.value)))
+                })?;
+                seen.push(t.clone());
+            }
         }
         if needs_hist {
             cached.push(out.fetched);
@@ -806,11 +992,91 @@ pub fn calibrate(
             max,
         });
     }
+    let learned = init_learned(g, store, &learned, &learned_seen, &varying)?;
     Ok(CalibrationReport {
         method: config.method,
         batches: batches.len(),
         sites: report,
+        learned,
     })
+}
+
+/// The float zero point to store for the integer zero point `z` of an LSQ+ step, so that
+/// the forward and backward passes of `fake_quant_lsq` use the same integer zero point.
+///
+/// The kernels follow PyTorch's learnable fake-quant: the forward rounds the float zero
+/// point half to even, the backward takes `trunc(clamp(zp + 0.5, qmin, qmax))`, which for
+/// a negative integer `zp` is `zp + 1`. Stored as is, a negative zero point would make the
+/// backward see every value in the top grid step as clipped: no gradient to the value and
+/// the full `qmax - z` pull on the scale. The digits' many saturated pixels (1.0 with
+/// zero point -128) drive the input scale below zero within a few steps that way. So a
+/// negative `z` is stored as the adjacent half-integer on which both roundings agree:
+/// `z - 0.5` when `z` is even (both give `z`), `z + 0.5` when odd (both give `z + 1`,
+/// one grid step off, zero still exact). Non-negative zero points need nothing.
+fn consistent_zero_point(z: f64) -> f64 {
+    if z.is_nan() || z >= 0.0 {
+        return z;
+    }
+    let z = z.round();
+    if z.rem_euclid(2.0) == 0.0 {
+        z - 0.5
+    } else {
+        z + 0.5
+    }
+}
+
+/// Initializes the params of the learned steps `sites` from the values `seen` in every
+/// batch (see the module docs), writes them to `store` and reports them.
+fn init_learned(
+    g: &Graph,
+    store: &mut Store,
+    sites: &[LearnedSite],
+    seen: &HashMap<NodeId, Vec<Tensor>>,
+    varying: &HashSet<NodeId>,
+) -> Result<Vec<LearnedInit>> {
+    if sites.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut values: HashMap<NodeId, Tensor> = HashMap::new();
+    for s in sites {
+        if values.contains_key(&s.value) {
+            continue;
+        }
+        let joined = seen
+            .get(&s.value)
+            .and_then(|ts| joined(ts, varying.contains(&s.value), s.axis));
+        if let Some(t) = joined {
+            values.insert(s.value, t);
+        }
+    }
+    let inits = passes::scheme::lsq::initialize(g, &|id| values.get(&id).cloned())
+        .map_err(|e| RuntimeError::Graph(format!("initializing the learned scales: {e}")))?;
+    let zero_points: HashSet<&str> = sites
+        .iter()
+        .filter_map(|s| s.zero_point_param.as_deref())
+        .collect();
+    let mut out = Vec::with_capacity(inits.len());
+    for (name, t) in inits {
+        let id = g
+            .find(&name)
+            .ok_or_else(|| RuntimeError::Graph(format!("param %{name} is not in the graph")))?;
+        let ty = g.ty(id);
+        let mut vals = t.data.to_f64();
+        if zero_points.contains(name.as_str()) {
+            vals.iter_mut().for_each(|z| *z = consistent_zero_point(*z));
+        }
+        let t = Tensor::new(t.shape, Data::from_f64(&ty.elem, &vals)).ok_or_else(|| {
+            RuntimeError::Graph(format!(
+                "param %{name}: {ty} does not fit its initial value"
+            ))
+        })?;
+        store.insert(&name, t);
+        out.push(LearnedInit {
+            param: name,
+            values: vals,
+        });
+    }
+    Ok(out)
 }
 
 /// The squared quantization error per value of `values` with the range `[lo, hi]`,
@@ -958,6 +1224,48 @@ mod tests {
             (e_mm - (20.0f64 / 15.0).powi(2) / 12.0).abs() < 0.01,
             "{e_mm}"
         );
+    }
+
+    #[test]
+    fn zero_points_agree_in_forward_and_backward() {
+        // The kernels: forward round half to even, backward trunc(zp + 0.5).
+        let forward = |z: f64| z.round_ties_even();
+        let backward = |z: f64| (z + 0.5).trunc();
+        assert_eq!(consistent_zero_point(-128.0), -128.5);
+        assert_eq!(consistent_zero_point(-27.0), -26.5);
+        assert_eq!(consistent_zero_point(0.0), 0.0);
+        assert_eq!(consistent_zero_point(5.0), 5.0);
+        for z in -128..=127 {
+            let z = z as f64;
+            let stored = consistent_zero_point(z);
+            assert_eq!(forward(stored), backward(stored), "z = {z}");
+            let used = forward(stored);
+            assert!(used == z || used == z + 1.0, "z = {z}: {used}");
+            // Stored as is, a negative zero point would disagree.
+            assert_eq!(forward(z) == backward(z), z >= 0.0, "z = {z}");
+        }
+    }
+
+    #[test]
+    fn learned_values_join_along_the_batch_axis() {
+        let a = Tensor::f32(vec![1, 2], vec![1.0, 2.0]).unwrap();
+        let b = Tensor::f32(vec![2, 2], vec![3.0, 4.0, 5.0, 6.0]).unwrap();
+        let j = joined(&[a.clone(), b.clone()], true, None).unwrap();
+        assert_eq!(j.shape, [3, 2]);
+        assert_eq!(j.data.to_f64(), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(
+            joined(&[a.clone(), b.clone()], true, Some(1))
+                .unwrap()
+                .shape,
+            [3, 2]
+        );
+        // Weights (the same in every batch), and channels along the batch axis, keep the
+        // first batch's value.
+        assert_eq!(joined(&[a.clone(), b.clone()], false, None).unwrap(), a);
+        assert_eq!(joined(&[a.clone(), b], true, Some(0)).unwrap(), a);
+        let s = Tensor::scalar_f32(1.5);
+        assert_eq!(joined(&[s.clone(), s], true, None).unwrap().shape, [2]);
+        assert_eq!(joined(&[], true, None), None);
     }
 
     #[test]

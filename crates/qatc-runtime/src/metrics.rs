@@ -1,5 +1,6 @@
 //! Per-epoch training metrics and where they go: JSON lines, CSV, or any
-//! [`Monitor`] (a closure works).
+//! [`Monitor`] (a closure works; a monitor also hears of the calibration before the first
+//! epoch).
 //!
 //! Invariant: each writer emits one complete line per epoch and flushes it, so a metrics
 //! file stays readable while training runs and after it is interrupted.
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::calibrate::CalibrationReport;
 use crate::error::{Result, RuntimeError};
 
 /// What one epoch measured.
@@ -49,10 +51,17 @@ impl EpochMetrics {
     }
 }
 
-/// Receives the metrics of every epoch.
+/// Receives the metrics of every epoch (and the calibration report, if there is one,
+/// before the first epoch).
 pub trait Monitor {
     /// Called after each epoch's evaluation.
     fn on_epoch(&mut self, m: &EpochMetrics) -> Result<()>;
+
+    /// Called once when calibration before the first epoch is done (nothing by default).
+    fn on_calibration(&mut self, report: &CalibrationReport) -> Result<()> {
+        let _ = report;
+        Ok(())
+    }
 }
 
 impl<F: FnMut(&EpochMetrics)> Monitor for F {

@@ -4,12 +4,15 @@
 //! [`Trainer::new`] optionally prepares the model for QAT (a pipeline, or the
 //! `prepare-qat` named pipeline with a scheme), builds the training step with the grad pass
 //! (forward, backward, optimizer update; the learning rate is the step's input `%lr`) and
-//! initializes parameters and state from the graph's initializers with the seed.
-//! [`Trainer::fit`] then calibrates the observers first if asked (so "prepare → calibrate
-//! → train" is one [`train`] call), and loops over epochs: shuffled batches (per seed and
-//! epoch), the scheduled learning rate, hooks after every step and epoch, evaluation of the
-//! forward model in eval mode on the test set after every epoch, metrics to the monitors,
-//! and an atomic checkpoint of parameters and state.
+//! initializes parameters and state from the graph's initializers with the seed; when the
+//! prepared model's scheme freezes batch-norm statistics after N steps (or the
+//! configuration says so), it adds the [`FreezeBatchNorm`] hook for that.
+//! [`Trainer::fit`] then calibrates first if asked (observer ranges and the initial values
+//! of learned LSQ scales, reported to the monitors before the first epoch; so "prepare →
+//! calibrate → train" is one [`train`] call), and loops over epochs: shuffled batches (per
+//! seed and epoch), the scheduled learning rate, hooks after every step and epoch,
+//! evaluation of the forward model in eval mode on the test set after every epoch, metrics
+//! to the monitors, and an atomic checkpoint of parameters and state.
 //!
 //! Invariants: a NaN or infinite loss stops training with [`RuntimeError::Diverged`]
 //! naming the epoch and step, and the store keeps the last finite step's values; the
@@ -25,16 +28,17 @@ use qir::{Data, ElemType, Graph, Tensor};
 use qir_interp::{Mode, Store};
 
 use passes::grad::{BnMode, GradOptions, Optimizer};
-use passes::{OptValue, PassManager};
+use passes::{ConfigError, OptValue, PassManager, Pipeline};
 
 use crate::calibrate::{
-    CalibrationConfig, CalibrationReport, ImageBatches, calibrate_images, find_observers,
+    CalibrationConfig, CalibrationReport, ImageBatches, calibrate_images, find_learned,
+    find_observers,
 };
 use crate::data::{Dataset, Feed, PixelScale, shuffled};
 use crate::error::{Result, RuntimeError};
 use crate::eval::{Evaluation, check_labels, classes, evaluate, logits_output};
 use crate::executor::{Executor, Interpreter};
-use crate::hooks::{Hook, HookCtx, ObserverMode};
+use crate::hooks::{FreezeBatchNorm, Hook, HookCtx, ObserverMode};
 use crate::io::weights::{params_and_state, read_safetensors, write_safetensors};
 use crate::metrics::{EpochMetrics, Monitor};
 use crate::schedule::LrSchedule;
@@ -149,6 +153,10 @@ pub struct TrainConfig {
     pub checkpoint: Option<PathBuf>,
     /// Quantization-aware training: preparation and calibration.
     pub qat: Option<QatSetup>,
+    /// Freeze batch-norm statistics after this many training steps (a
+    /// [`crate::hooks::FreezeBatchNorm`] hook). `None`: when the (prepared) model notes a
+    /// step count from its scheme (`passes::scheme::freeze_bn_after`), that one; else never.
+    pub freeze_bn_after: Option<u64>,
 }
 
 impl Default for TrainConfig {
@@ -171,6 +179,7 @@ impl Default for TrainConfig {
             progress: false,
             checkpoint: None,
             qat: None,
+            freeze_bn_after: None,
         }
     }
 }
@@ -223,43 +232,36 @@ pub fn build_step(model: &Graph, opts: &GradOptions) -> Result<Graph> {
     passes::grad::grad(model, opts).map_err(|e| RuntimeError::Graph(format!("grad: {e}")))
 }
 
-/// The pipeline text that prepares a model for QAT with `scheme`: the `prepare-qat` named
-/// pipeline with the `scheme` option of its passes set.
-pub fn prepare_pipeline(scheme: &str) -> Result<String> {
-    let mut p = passes::named("prepare-qat").map_err(|e| {
-        RuntimeError::Config(format!(
-            "QAT preparation needs the 'prepare-qat' pipeline: {e}"
-        ))
-    })?;
-    let mut set = false;
-    for spec in &mut p.passes {
-        let takes_scheme = passes::registry::lookup(&spec.name)
-            .is_some_and(|r| r.info.options.iter().any(|o| o.name == "scheme"));
-        if takes_scheme {
-            spec.options.retain(|(k, _)| k != "scheme");
-            spec.options
-                .push(("scheme".into(), OptValue::Scalar(scheme.to_string())));
-            set = true;
-        }
-    }
-    if !set {
-        return Err(RuntimeError::Config(
-            "the 'prepare-qat' pipeline has no pass with a 'scheme' option".into(),
-        ));
-    }
-    Ok(p.to_string())
+/// The pipeline that prepares a model for QAT with `scheme` (a preset name or a scheme
+/// file): the `prepare-qat` named pipeline with its `scheme` parameter set
+/// ([`passes::named_with`]), checked against the registry (an unknown scheme is an error
+/// here).
+pub fn prepare_pipeline(scheme: &str) -> Result<Pipeline> {
+    passes::named_with(
+        "prepare-qat",
+        &[("scheme", OptValue::Scalar(scheme.to_string()))],
+    )
+    .map_err(|e| match e {
+        ConfigError::UnknownPipeline { .. }
+        | ConfigError::BadNamedPipeline { .. }
+        | ConfigError::UnknownParameter { .. } => RuntimeError::Config(format!(
+            "QAT preparation needs the 'prepare-qat' pipeline with a 'scheme' parameter: {e}"
+        )),
+        other => RuntimeError::Config(other.to_string()),
+    })
 }
 
 /// The QAT setup for training `model`: `None` (float training) unless there is a
-/// preparation to apply or the model already has observers; calibration is kept only
-/// then.
+/// preparation to apply or the model already has something to calibrate (observers, or
+/// learned quantization steps with param scales); calibration is kept only then.
 pub fn qat_setup(
     model: &Graph,
     prepare: Option<Prepare>,
     calibration: Option<CalibrationSetup>,
 ) -> Result<Option<QatSetup>> {
-    let has_observers = !find_observers(model)?.is_empty();
-    Ok((prepare.is_some() || has_observers).then_some(QatSetup {
+    let calibratable =
+        !find_observers(model)?.is_empty() || find_learned(model)?.iter().any(|s| s.is_learned());
+    Ok((prepare.is_some() || calibratable).then_some(QatSetup {
         prepare,
         calibration,
     }))
@@ -267,11 +269,11 @@ pub fn qat_setup(
 
 /// Applies `prepare` to `model`.
 pub fn prepare_model(model: &mut Graph, prepare: &Prepare) -> Result<()> {
-    let text = match prepare {
-        Prepare::Scheme(s) => prepare_pipeline(s)?,
-        Prepare::Pipeline(p) => p.clone(),
-    };
-    let pm = PassManager::parse(&text).map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let pm = match prepare {
+        Prepare::Scheme(s) => PassManager::from_pipeline(&prepare_pipeline(s)?),
+        Prepare::Pipeline(p) => PassManager::parse(p),
+    }
+    .map_err(|e| RuntimeError::Config(e.to_string()))?;
     pm.run(model)
         .map_err(|e| RuntimeError::Graph(e.to_string()))?;
     Ok(())
@@ -304,6 +306,7 @@ pub struct Trainer {
     config: TrainConfig,
     executor: Box<dyn Executor>,
     hooks: Vec<Box<dyn Hook>>,
+    freeze_bn_after: Option<u64>,
     observers: ObserverMode,
     calibration: Option<CalibrationSetup>,
     global_step: u64,
@@ -331,6 +334,13 @@ impl Trainer {
         let step = build_step(&model, &grad)?;
         let store = qir_interp::init_store(&step, config.seed)?;
         let calibration = config.qat.as_ref().and_then(|q| q.calibration);
+        let freeze_bn_after = config
+            .freeze_bn_after
+            .or_else(|| passes::scheme::freeze_bn_after(&model));
+        let mut hooks: Vec<Box<dyn Hook>> = Vec::new();
+        if let Some(after_steps) = freeze_bn_after {
+            hooks.push(Box::new(FreezeBatchNorm { after_steps }));
+        }
         Ok(Trainer {
             model,
             grad,
@@ -338,7 +348,8 @@ impl Trainer {
             store,
             config,
             executor: Box::new(Interpreter::default()),
-            hooks: Vec::new(),
+            hooks,
+            freeze_bn_after,
             observers: ObserverMode::Update,
             calibration,
             global_step: 0,
@@ -385,6 +396,11 @@ impl Trainer {
     /// Training steps done.
     pub fn global_step(&self) -> u64 {
         self.global_step
+    }
+    /// The step count after which batch-norm statistics freeze (from the configuration or
+    /// the prepared model's scheme note), if they do.
+    pub fn freeze_bn_after(&self) -> Option<u64> {
+        self.freeze_bn_after
     }
 
     /// Loads parameters and state from a safetensors checkpoint (or weights file): every
@@ -532,7 +548,13 @@ impl Trainer {
         let lr_elem = lr_type(&self.step)?;
 
         let calibration = match self.calibration.take() {
-            Some(setup) => Some(self.calibrate(data, &setup)?),
+            Some(setup) => {
+                let report = self.calibrate(data, &setup)?;
+                for mon in monitors.iter_mut() {
+                    mon.on_calibration(&report)?;
+                }
+                Some(report)
+            }
             None => None,
         };
 

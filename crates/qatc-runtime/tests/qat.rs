@@ -1,15 +1,20 @@
-//! Calibration and quantization-aware training on the hand-prepared digits MLP.
+//! Calibration and quantization-aware training on the hand-prepared digits MLP, the
+//! initialization of learned (LSQ) scales, and the batch-norm freeze a scheme asks for.
 
 mod common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use runtime::calibrate::{CalibrationConfig, Method, QSpec, calibrate, find_observers};
+use runtime::calibrate::{
+    CalibrationConfig, Method, QSpec, calibrate, find_learned, find_observers,
+};
 use runtime::data::{Feed, shuffled};
 use runtime::executor::Interpreter;
 use runtime::hooks::{FreezeObservers, Hook, HookCtx, ObserverMode};
-use runtime::train::{CalibrationSetup, Prepare, QatSetup, TrainConfig, Trainer};
+use runtime::train::{
+    CalibrationSetup, Prepare, QatSetup, TrainConfig, Trainer, prepare_model, qat_setup,
+};
 
 fn qat_model() -> qir::Graph {
     common::local_model("digits_mlp_qat.qir")
@@ -181,7 +186,7 @@ fn calibration_errors() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "graph @digits_mlp has no observers (observe_min / observe_max) to calibrate"
+        "graph @digits_mlp has no observers (observe_min / observe_max) or learned quantization scales (fake_quant_lsq) to calibrate"
     );
     let g = qat_model();
     let mut store = qir_interp::init_store(&g, 0).unwrap();
@@ -282,4 +287,226 @@ fn preparation_by_pipeline_and_by_scheme() {
             t.err().map(|e| e.to_string())
         ),
     }
+}
+
+/// The digits MLP prepared with the `lsq` preset.
+fn lsq_model() -> qir::Graph {
+    let mut g = common::model("digits_mlp.qir");
+    prepare_model(&mut g, &Prepare::Scheme("lsq".into())).unwrap();
+    g
+}
+
+#[test]
+fn calibration_initializes_learned_scales_from_data() {
+    let g = lsq_model();
+    assert!(find_observers(&g).unwrap().is_empty());
+    let sites = find_learned(&g).unwrap();
+    assert_eq!(sites.len(), 5);
+    assert!(sites.iter().all(|s| s.is_learned()));
+    let mut store = qir_interp::init_store(&g, 0).unwrap();
+    let bs = batches(&g, 4);
+    let report = calibrate(
+        &g,
+        &mut store,
+        &bs,
+        &CalibrationConfig::default(),
+        &Interpreter::default(),
+    )
+    .unwrap();
+    assert!(report.sites.is_empty());
+    assert_eq!(
+        report.headlines(),
+        ["initialized 8 learned quantization parameter(s) (LSQ) on 4 batch(es)"]
+    );
+    let names: Vec<&str> = report.learned.iter().map(|l| l.param.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "x.scale",
+            "x.zp",
+            "fc1.w.scale",
+            "fc2.w.scale",
+            "relu1.scale",
+            "relu1.zp",
+            "logits.scale",
+            "logits.zp"
+        ]
+    );
+    // LSQ+ on the input: pixels in [0, 1] over int8 [-128, 127] give s = 1/255 and zero
+    // point -128, stored as -128.5 so that the kernels' forward (half to even) and
+    // backward (trunc(zp + 0.5)) zero points are both -128.
+    assert_eq!(f32s(&store, "x.scale"), [(1.0f64 / 255.0) as f32]);
+    assert_eq!(f32s(&store, "x.zp"), [-128.5]);
+    assert_eq!(report.learned[1].summary(), "%x.zp = -128.5");
+    // LSQ on the weights, per output channel: 2 * mean(|w|) / sqrt(127).
+    let w = f32s(&store, "fc1.w");
+    let ws = f32s(&store, "fc1.w.scale");
+    for r in 0..32 {
+        let mean = w[r * 64..(r + 1) * 64]
+            .iter()
+            .map(|v| v.abs() as f64)
+            .sum::<f64>()
+            / 64.0;
+        let want = (2.0 * mean / 127f64.sqrt()) as f32;
+        assert!(
+            (ws[r] - want).abs() <= want * 1e-6,
+            "row {r}: {} vs {want}",
+            ws[r]
+        );
+    }
+    // The activations' range is that of the float model over all four batches (fake
+    // quantization bypassed): relu1 in [0, max] gives s = max / 255.
+    let float = common::model("digits_mlp.qir");
+    let mut fstore = qir_interp::Store::new();
+    for n in ["fc1.w", "fc1.b", "fc2.w", "fc2.b"] {
+        fstore.insert(n, store.get(n).unwrap().clone());
+    }
+    let relu = float.find("relu1").unwrap();
+    let mut per_batch = Vec::new();
+    for b in &bs {
+        let opts = qir_interp::RunOptions {
+            apply_updates: false,
+            ..Default::default()
+        };
+        let r = qir_interp::run(&float, &mut fstore, b, &opts).unwrap();
+        let v = r.values[&relu].as_f32().unwrap();
+        per_batch.push(v.iter().copied().fold(0.0f32, f32::max));
+    }
+    let mx = per_batch.iter().copied().fold(0.0f32, f32::max);
+    assert_ne!(per_batch[0], mx, "the batches differ: all four count");
+    assert_eq!(f32s(&store, "relu1.scale"), [(mx as f64 / 255.0) as f32]);
+    assert_eq!(f32s(&store, "relu1.zp"), [-128.5]);
+    // Logits take both signs: the zero point is inside the grid, stored half a step off
+    // on the side where both roundings agree.
+    let z = f32s(&store, "logits.zp")[0];
+    assert_eq!(z.fract().abs(), 0.5, "{z}");
+    assert_eq!(z.round_ties_even(), (z + 0.5).trunc(), "{z}");
+}
+
+#[test]
+fn lsq_preset_trains_to_float_accuracy() {
+    // Prepared by the trainer, calibrated (LSQ initialization) before the first epoch,
+    // trained with the defaults (10 epochs, SGD with momentum, cosine): 98.33%, as
+    // tflite-int8 with the same settings.
+    let data = common::digits();
+    let float = common::model("digits_mlp.qir");
+    let qat = qat_setup(
+        &float,
+        Some(Prepare::Scheme("lsq".into())),
+        Some(CalibrationSetup {
+            config: CalibrationConfig::default(),
+            batches: 8,
+        }),
+    )
+    .unwrap();
+    let cfg = TrainConfig {
+        qat,
+        ..TrainConfig::default()
+    };
+    let mut calibrated = Vec::new();
+    let mut on_cal = CalibrationLog(&mut calibrated, 0);
+    let mut t = Trainer::new(&float, cfg).unwrap();
+    let s = t.fit(&data, &mut [&mut on_cal]).unwrap();
+    let acc = s.final_accuracy().unwrap();
+    assert!(acc > 0.97, "LSQ accuracy {acc}: {:?}", s.epochs);
+    assert_eq!(
+        calibrated,
+        [(0, 8)],
+        "one calibration report, before any epoch"
+    );
+    // The learned scales moved during training and stayed positive.
+    let x_scale = f32s(t.store(), "x.scale")[0];
+    assert!(
+        x_scale > 0.0 && x_scale != (1.0f64 / 255.0) as f32,
+        "{x_scale}"
+    );
+    assert!(f32s(t.store(), "fc1.w.scale").iter().all(|&s| s > 0.0));
+}
+
+/// Records (epochs seen so far, learned params initialized) at each calibration report.
+struct CalibrationLog<'a>(&'a mut Vec<(usize, usize)>, usize);
+
+impl runtime::metrics::Monitor for CalibrationLog<'_> {
+    fn on_epoch(&mut self, _: &runtime::metrics::EpochMetrics) -> runtime::Result<()> {
+        self.1 += 1;
+        Ok(())
+    }
+    fn on_calibration(
+        &mut self,
+        report: &runtime::calibrate::CalibrationReport,
+    ) -> runtime::Result<()> {
+        self.0.push((self.1, report.learned.len()));
+        Ok(())
+    }
+}
+
+/// Records the batch-norm running variance after every step.
+struct BnVar(Rc<RefCell<Vec<Vec<f32>>>>);
+
+impl Hook for BnVar {
+    fn after_step(&mut self, ctx: &mut HookCtx<'_>) -> runtime::Result<()> {
+        let v = ctx.store.get("bn.var").unwrap().as_f32().unwrap().to_vec();
+        self.0.borrow_mut().push(v);
+        Ok(())
+    }
+}
+
+/// The step after which the recorded statistics stop moving (they move at every step
+/// before it).
+fn frozen_after(seen: &[Vec<f32>]) -> usize {
+    let last_move = (1..seen.len()).rev().find(|&i| seen[i] != seen[i - 1]);
+    let n = last_move.map_or(0, |i| i + 1);
+    assert!(
+        (1..n).all(|i| seen[i] != seen[i - 1]),
+        "the statistics stood still before step {n}"
+    );
+    n
+}
+
+#[test]
+fn the_scheme_freezes_batch_norm_and_the_config_overrides_it() {
+    // testdata/schemes/freeze-after-20.toml freezes batch-norm statistics after 20
+    // steps: fold-batchnorm-qat notes it in the prepared graph and the trainer adds the
+    // FreezeBatchNorm hook by itself; `freeze_bn_after` in the configuration wins.
+    let data = common::digits();
+    let scheme = common::repo().join("testdata/schemes/freeze-after-20.toml");
+    let cnn = common::local_model("digits_cnn.qir");
+    let run = |freeze_bn_after: Option<u64>| {
+        let cfg = TrainConfig {
+            epochs: 1,
+            max_train_batches: Some(30),
+            freeze_bn_after,
+            qat: Some(QatSetup {
+                prepare: Some(Prepare::Scheme(scheme.display().to_string())),
+                calibration: None,
+            }),
+            ..TrainConfig::default()
+        };
+        let mut t = Trainer::new(&cnn, cfg).unwrap();
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        t.add_hook(Box::new(BnVar(seen.clone())));
+        t.fit(&data, &mut []).unwrap();
+        let seen = seen.borrow().clone();
+        assert_eq!(seen.len(), 30);
+        let updates_bn = t
+            .step_graph()
+            .updates()
+            .iter()
+            .any(|u| t.step_graph().node(u.target).name.as_deref() == Some("bn.var"));
+        (t.freeze_bn_after(), frozen_after(&seen), updates_bn)
+    };
+    assert_eq!(run(None), (Some(20), 20, false));
+    assert_eq!(run(Some(5)), (Some(5), 5, false));
+    // Without the note (and no setting) the statistics move at every step.
+    let cfg = TrainConfig {
+        epochs: 1,
+        max_train_batches: Some(30),
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::new(&cnn, cfg).unwrap();
+    assert_eq!(t.freeze_bn_after(), None);
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    t.add_hook(Box::new(BnVar(seen.clone())));
+    t.fit(&data, &mut []).unwrap();
+    assert_eq!(frozen_after(&seen.borrow()), 30);
 }
