@@ -193,6 +193,26 @@ fn opt_runs_passes_and_writes_the_result() {
 }
 
 #[test]
+fn opt_notes_an_egraph_pass_stopped_by_a_limit() {
+    // simplify on the digits MLP needs more than 10 e-nodes: the run stops on the node
+    // limit, says so in a note, and still succeeds with a valid graph.
+    let model = testdata()
+        .join("models/digits_mlp.qir")
+        .display()
+        .to_string();
+    let run = qatc(&["opt", &model, "--passes", "simplify{node-limit=10}"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        "note: pass 'simplify' stopped by the node limit (12 e-nodes); the graph is valid but may miss rewrites (raise node-limit, iter-limit or time-limit-ms)\n"
+    );
+    qir_reader::parse_and_verify(&run.stdout).expect("the result verifies");
+    // Within the default limits the run saturates: no note.
+    let run = qatc(&["opt", &model, "--passes", "simplify"]);
+    assert_eq!((run.code, run.stderr.as_str()), (Some(0), ""));
+}
+
+#[test]
 fn opt_dumps_ir_after_passes_to_stderr() {
     let dir = tmp_with(&[("m.qir", DUPLICATES)]);
     let header = "// -----// IR after canonicalize //----- //\n";

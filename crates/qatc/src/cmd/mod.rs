@@ -64,6 +64,16 @@ impl Command {
     }
 }
 
+/// Prints the remarks the e-graph passes recorded since the last call (a run stopped by a
+/// node, iteration or time limit) as `note: ...` lines on standard error.
+pub fn print_remarks() {
+    let notes: String = ::passes::egraph::take_remarks()
+        .iter()
+        .map(|r| format!("note: {}\n", r.strip_prefix("remark: ").unwrap_or(r)))
+        .collect();
+    write_stderr(&notes);
+}
+
 /// Parses and verifies an input, printing its diagnostics on failure.
 pub fn parse_and_verify(input: &Input) -> Result<qir::Graph, Failure> {
     qir_reader::parse_and_verify(&input.text).map_err(|diags| {

@@ -2,7 +2,8 @@
 //! print the result; the mlir-opt of qatc. IR dumps go to standard error, each after a
 //! `// -----// IR after NAME //----- //` header; `--time-passes` prints a timing table to
 //! standard error. When a pass breaks the graph, the error names the pass and the IR is
-//! shown with the verifier errors under the culprits.
+//! shown with the verifier errors under the culprits. An e-graph pass stopped by a limit
+//! (not saturation) leaves a `note:` line on standard error; the result is still valid.
 
 use std::path::PathBuf;
 
@@ -67,6 +68,7 @@ pub fn run(args: Args) -> CmdResult {
             qir::print::print(g)
         ));
     });
+    super::print_remarks();
     match result {
         Ok(report) => {
             write_output(args.output.as_deref(), &qir::print::print(&g))?;

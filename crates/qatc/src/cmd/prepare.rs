@@ -1,7 +1,8 @@
 //! `qatc prepare FILE [--scheme NAME|FILE] [-o OUT]`: prepare a float model for
 //! quantization-aware training — the `prepare-qat` named pipeline with its `scheme`
 //! parameter — and print the result. `--show-scheme` prints what the scheme means to
-//! standard error. A pass failure shows the IR with the error under the node at fault.
+//! standard error. A pass failure shows the IR with the error under the node at fault; an
+//! e-graph pass stopped by a limit leaves a `note:` line on standard error.
 
 use std::path::PathBuf;
 
@@ -42,7 +43,9 @@ pub fn run(args: Args) -> CmdResult {
     let pm = PassManager::from_pipeline(&pipeline).or_else(|e| fail(e.to_string()))?;
     let input = read_input(&args.file)?;
     let mut g = super::parse_and_verify(&input)?;
-    match pm.run(&mut g) {
+    let result = pm.run(&mut g);
+    super::print_remarks();
+    match result {
         Ok(_) => write_output(args.output.as_deref(), &qir::print::print(&g)),
         Err(e) => {
             let (headline, ir) = match &e {
