@@ -1,6 +1,7 @@
 //! `qatc calibrate FILE --data DIR [--batches N] [--method M] [--weights W] -o OUT`: run a
 //! model with observers over training batches, set every observer's range by min-max,
-//! percentile or MSE, and write the parameters and the calibrated state (safetensors).
+//! percentile or MSE, initialize its learned (LSQ) scales from the same batches, and write
+//! the parameters and the calibrated state (safetensors).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,10 +17,11 @@ use runtime::io::weights::{
 
 use crate::io::{CmdResult, fail, read_input, write_stdout};
 
-/// Calibrate a model's observers on training data.
+/// Calibrate a model's observers (and learned scales) on training data.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model, with observe_min / observe_max ops (`-` for standard input).
+    /// The model, with observe_min / observe_max ops or fake_quant_lsq with param scales
+    /// (`-` for standard input).
     #[arg(value_name = "FILE")]
     file: PathBuf,
     /// The data directory (training images are used).
@@ -98,14 +100,22 @@ pub fn run(args: Args) -> CmdResult {
     ]);
     write_safetensors(&args.output, params_and_state(&g, &store), &meta)
         .or_else(|e| fail(e.to_string()))?;
-    let mut text = format!(
-        "calibrated {} observer site(s) on {} batch(es) with {}\n",
-        report.sites.len(),
-        report.batches,
-        method.name()
-    );
-    for s in &report.sites {
-        text.push_str(&format!("  {}\n", s.summary()));
+    let mut text = String::new();
+    let headlines = report.headlines();
+    let mut headlines = headlines.iter();
+    if !report.sites.is_empty()
+        && let Some(h) = headlines.next()
+    {
+        text.push_str(&format!("{h}\n"));
+        for s in &report.sites {
+            text.push_str(&format!("  {}\n", s.summary()));
+        }
+    }
+    if let Some(h) = headlines.next() {
+        text.push_str(&format!("{h}\n"));
+        for l in &report.learned {
+            text.push_str(&format!("  {}\n", l.summary()));
+        }
     }
     text.push_str(&format!("wrote {}\n", args.output.display()));
     write_stdout(&text)

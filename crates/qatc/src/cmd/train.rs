@@ -1,14 +1,23 @@
 //! `qatc train FILE --data DIR [options]`: train a model on an IDX data set with the
 //! interpreter, printing one line per epoch and writing a checkpoint (parameters and
 //! state, safetensors) — by default `<model name>.safetensors` in the current directory.
-//! With `--scheme` the model is first prepared for QAT and calibrated; a model that
-//! already holds observers is calibrated too (`--calibrate none` skips it).
+//! With `--scheme` the model is first prepared for QAT and calibrated (observer ranges, and
+//! the initial values of learned LSQ scales); a model that already holds observers or
+//! learned scales is calibrated too (`--calibrate none` skips it, and so does `--init`
+//! unless `--calibrate` is given: the checkpoint holds the ranges to resume from). A scheme
+//! that freezes batch-norm statistics after N steps does so (`--freeze-bn-after`
+//! overrides it).
+//!
+//! Output, in order: `note:` lines (stderr) if an e-graph pass of the preparation stopped
+//! on a limit; the calibration headline(s) before the first epoch; one line per epoch;
+//! the checkpoint written with the final accuracy.
 
 use std::path::PathBuf;
 
-use runtime::calibrate::{CalibrationConfig, HISTOGRAM_BINS, Method};
+use passes::scheme::Scheme;
+use runtime::calibrate::{CalibrationConfig, CalibrationReport, HISTOGRAM_BINS, Method};
 use runtime::data::{Dataset, PixelScale};
-use runtime::hooks::{FreezeBatchNorm, FreezeObservers};
+use runtime::hooks::FreezeObservers;
 use runtime::metrics::{Csv, EpochMetrics, JsonLines, Monitor};
 use runtime::schedule::LrSchedule;
 use runtime::train::{CalibrationSetup, OptimizerKind, Prepare, TrainConfig, Trainer, qat_setup};
@@ -54,16 +63,17 @@ pub struct Args {
     /// Prepare the model for QAT with this quantization scheme (a preset name or file).
     #[arg(long, value_name = "NAME|FILE")]
     scheme: Option<String>,
-    /// How observers are calibrated before training: minmax, percentile[:P], mse or none.
-    #[arg(long, default_value = "minmax")]
-    calibrate: String,
+    /// How observers are calibrated before training: minmax, percentile[:P], mse or none
+    /// [default: minmax, or none with --init].
+    #[arg(long, value_name = "METHOD")]
+    calibrate: Option<String>,
     /// Training batches to calibrate on.
     #[arg(long, default_value_t = 8)]
     calibration_batches: usize,
     /// Stop updating the quantization ranges after this epoch.
     #[arg(long, value_name = "EPOCH")]
     freeze_observers_after: Option<usize>,
-    /// Freeze batch-norm statistics after this many steps.
+    /// Freeze batch-norm statistics after this many steps (default: as the scheme says).
     #[arg(long, value_name = "STEPS")]
     freeze_bn_after: Option<u64>,
     /// Start from these parameters and state (safetensors).
@@ -96,7 +106,12 @@ pub fn run(args: Args) -> CmdResult {
     let schedule: LrSchedule = parse("--schedule", &args.schedule)?;
     let optimizer: OptimizerKind = parse("--optimizer", &args.optimizer)?;
     let pixel_scale: PixelScale = parse("--pixel-scale", &args.pixel_scale)?;
-    let calibration = match args.calibrate.as_str() {
+    let method = match (&args.calibrate, &args.init) {
+        (Some(m), _) => m.as_str(),
+        (None, Some(_)) => "none",
+        (None, None) => "minmax",
+    };
+    let calibration = match method {
         "none" => None,
         m => Some(CalibrationSetup {
             config: CalibrationConfig {
@@ -106,6 +121,9 @@ pub fn run(args: Args) -> CmdResult {
             batches: args.calibration_batches,
         }),
     };
+    if let Some(scheme) = &args.scheme {
+        Scheme::load(scheme).or_else(|e| fail(format!("--scheme: {e}")))?;
+    }
     let input = read_input(&args.file)?;
     let model = super::parse_and_verify(&input)?;
     let data = Dataset::load(&args.data).or_else(|e| fail(e.to_string()))?;
@@ -133,10 +151,13 @@ pub fn run(args: Args) -> CmdResult {
         progress: !args.no_progress,
         checkpoint: Some(checkpoint.clone()),
         qat,
+        freeze_bn_after: args.freeze_bn_after,
         ..TrainConfig::default()
     };
     let epochs = config.epochs;
-    let mut trainer = Trainer::new(&model, config).or_else(|e| fail(e.to_string()))?;
+    let trainer = Trainer::new(&model, config);
+    super::print_remarks();
+    let mut trainer = trainer.or_else(|e| fail(e.to_string()))?;
     if let Some(p) = &args.init {
         trainer
             .load_checkpoint(p)
@@ -144,9 +165,6 @@ pub fn run(args: Args) -> CmdResult {
     }
     if let Some(e) = args.freeze_observers_after {
         trainer.add_hook(Box::new(FreezeObservers { after_epoch: e }));
-    }
-    if let Some(s) = args.freeze_bn_after {
-        trainer.add_hook(Box::new(FreezeBatchNorm { after_steps: s }));
     }
     let mut jsonl = match &args.metrics {
         Some(p) => Some(JsonLines::create(p).or_else(|e| fail(e.to_string()))?),
@@ -156,9 +174,7 @@ pub fn run(args: Args) -> CmdResult {
         Some(p) => Some(Csv::create(p).or_else(|e| fail(e.to_string()))?),
         None => None,
     };
-    let mut print = |m: &EpochMetrics| {
-        let _ = write_stdout(&format!("{}\n", m.summary(epochs)));
-    };
+    let mut print = Printer { epochs };
     let mut monitors: Vec<&mut dyn Monitor> = vec![&mut print];
     if let Some(j) = jsonl.as_mut() {
         monitors.push(j);
@@ -166,23 +182,36 @@ pub fn run(args: Args) -> CmdResult {
     if let Some(c) = csv.as_mut() {
         monitors.push(c);
     }
-    let summary = trainer
-        .fit(&data, &mut monitors)
-        .or_else(|e| fail(e.to_string()))?;
-    let mut text = String::new();
-    if let Some(cal) = &summary.calibration {
-        text.push_str(&format!(
-            "calibrated {} observer site(s) on {} batch(es) with {}\n",
-            cal.sites.len(),
-            cal.batches,
-            cal.method.name()
-        ));
-    }
-    text.push_str(&format!(
+    let summary = trainer.fit(&data, &mut monitors);
+    super::print_remarks();
+    let summary = summary.or_else(|e| fail(e.to_string()))?;
+    write_stdout(&format!(
         "wrote {} ({:.2} s, final test accuracy {:.2}%)\n",
         checkpoint.display(),
         summary.seconds,
         summary.final_accuracy().unwrap_or(0.0) * 100.0
-    ));
-    write_stdout(&text)
+    ))
+}
+
+/// Prints the calibration headlines when calibration is done and one line per epoch, to
+/// standard output.
+struct Printer {
+    epochs: usize,
+}
+
+impl Monitor for Printer {
+    fn on_epoch(&mut self, m: &EpochMetrics) -> runtime::Result<()> {
+        let _ = write_stdout(&format!("{}\n", m.summary(self.epochs)));
+        Ok(())
+    }
+
+    fn on_calibration(&mut self, report: &CalibrationReport) -> runtime::Result<()> {
+        let text: String = report
+            .headlines()
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let _ = write_stdout(&text);
+        Ok(())
+    }
 }
