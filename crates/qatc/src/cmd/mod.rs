@@ -39,7 +39,7 @@ pub enum Command {
     Grad(grad::Args),
     /// Train a model on an IDX data set and write a checkpoint
     Train(train::Args),
-    /// Calibrate a model's observers on training data
+    /// Calibrate a model's observers (and learned LSQ scales) on training data
     Calibrate(calibrate::Args),
     /// Print a model's test accuracy with trained weights
     Eval(eval::Args),
