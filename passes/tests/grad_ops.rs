@@ -608,6 +608,8 @@ struct Lsq {
     per_channel: bool,
     learn_zero_point: bool,
     grad_scale: Option<f64>,
+    /// `zero_point_rounding = torch` (PyTorch's backward rounding) instead of the default.
+    torch_rounding: bool,
 }
 
 #[test]
@@ -617,16 +619,25 @@ fn fake_quant_lsq_gradients_follow_the_formulas() {
             per_channel: false,
             learn_zero_point: false,
             grad_scale: None,
+            torch_rounding: false,
         },
         Lsq {
             per_channel: false,
             learn_zero_point: true,
             grad_scale: Some(0.5),
+            torch_rounding: false,
         },
         Lsq {
             per_channel: true,
             learn_zero_point: true,
             grad_scale: None,
+            torch_rounding: false,
+        },
+        Lsq {
+            per_channel: true,
+            learn_zero_point: true,
+            grad_scale: None,
+            torch_rounding: true,
         },
     ] {
         lsq_case(&cfg);
@@ -665,6 +676,9 @@ fn lsq_case(cfg: &Lsq) {
     if let Some(gs) = cfg.grad_scale {
         attrs.push(("grad_scale", Attr::Float(gs)));
     }
+    if cfg.torch_rounding {
+        attrs.push(("zero_point_rounding", Attr::Enum("torch")));
+    }
     let y = c.op(Op::FakeQuantLsq, &[x, s, z], &attrs);
     let c = c.finish(y);
     let store = init_store(&c.g, 7).unwrap();
@@ -692,10 +706,15 @@ fn lsq_case(cfg: &Lsq) {
     let (mut below, mut inside, mut above) = (0, 0, 0);
     for i in 0..12 {
         let ch = i / per;
-        // PyTorch's learnable backward takes the zero point as `trunc(clamp(z + 0.5))`
-        // (so -2.0 acts as -1 there), unlike the forward's round-to-nearest.
+        // By default the backward rounds the zero point as the forward does; PyTorch's
+        // learnable backward (`zero_point_rounding = torch`) takes `trunc(clamp(z + 0.5))`
+        // instead, so -2.0 acts as -1 there.
         let sv = scales[ch];
-        let zv = (zps[ch] + 0.5).clamp(qmin, qmax).trunc();
+        let zv = if cfg.torch_rounding {
+            (zps[ch] + 0.5).clamp(qmin, qmax).trunc()
+        } else {
+            round_even(zps[ch].clamp(qmin, qmax))
+        };
         let qv = q(xs[i], sv, zv);
         if qv < qmin {
             below += 1;

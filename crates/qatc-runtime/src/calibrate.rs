@@ -1001,30 +1001,6 @@ pub fn calibrate(
     })
 }
 
-/// The float zero point to store for the integer zero point `z` of an LSQ+ step, so that
-/// the forward and backward passes of `fake_quant_lsq` use the same integer zero point.
-///
-/// The kernels follow PyTorch's learnable fake-quant: the forward rounds the float zero
-/// point half to even, the backward takes `trunc(clamp(zp + 0.5, qmin, qmax))`, which for
-/// a negative integer `zp` is `zp + 1`. Stored as is, a negative zero point would make the
-/// backward see every value in the top grid step as clipped: no gradient to the value and
-/// the full `qmax - z` pull on the scale. The digits' many saturated pixels (1.0 with
-/// zero point -128) drive the input scale below zero within a few steps that way. So a
-/// negative `z` is stored as the adjacent half-integer on which both roundings agree:
-/// `z - 0.5` when `z` is even (both give `z`), `z + 0.5` when odd (both give `z + 1`,
-/// one grid step off, zero still exact). Non-negative zero points need nothing.
-fn consistent_zero_point(z: f64) -> f64 {
-    if z.is_nan() || z >= 0.0 {
-        return z;
-    }
-    let z = z.round();
-    if z.rem_euclid(2.0) == 0.0 {
-        z - 0.5
-    } else {
-        z + 0.5
-    }
-}
-
 /// Initializes the params of the learned steps `sites` from the values `seen` in every
 /// batch (see the module docs), writes them to `store` and reports them.
 fn init_learned(
@@ -1051,20 +1027,13 @@ fn init_learned(
     }
     let inits = passes::scheme::lsq::initialize(g, &|id| values.get(&id).cloned())
         .map_err(|e| RuntimeError::Graph(format!("initializing the learned scales: {e}")))?;
-    let zero_points: HashSet<&str> = sites
-        .iter()
-        .filter_map(|s| s.zero_point_param.as_deref())
-        .collect();
     let mut out = Vec::with_capacity(inits.len());
     for (name, t) in inits {
         let id = g
             .find(&name)
             .ok_or_else(|| RuntimeError::Graph(format!("param %{name} is not in the graph")))?;
         let ty = g.ty(id);
-        let mut vals = t.data.to_f64();
-        if zero_points.contains(name.as_str()) {
-            vals.iter_mut().for_each(|z| *z = consistent_zero_point(*z));
-        }
+        let vals = t.data.to_f64();
         let t = Tensor::new(t.shape, Data::from_f64(&ty.elem, &vals)).ok_or_else(|| {
             RuntimeError::Graph(format!(
                 "param %{name}: {ty} does not fit its initial value"
@@ -1224,26 +1193,6 @@ mod tests {
             (e_mm - (20.0f64 / 15.0).powi(2) / 12.0).abs() < 0.01,
             "{e_mm}"
         );
-    }
-
-    #[test]
-    fn zero_points_agree_in_forward_and_backward() {
-        // The kernels: forward round half to even, backward trunc(zp + 0.5).
-        let forward = |z: f64| z.round_ties_even();
-        let backward = |z: f64| (z + 0.5).trunc();
-        assert_eq!(consistent_zero_point(-128.0), -128.5);
-        assert_eq!(consistent_zero_point(-27.0), -26.5);
-        assert_eq!(consistent_zero_point(0.0), 0.0);
-        assert_eq!(consistent_zero_point(5.0), 5.0);
-        for z in -128..=127 {
-            let z = z as f64;
-            let stored = consistent_zero_point(z);
-            assert_eq!(forward(stored), backward(stored), "z = {z}");
-            let used = forward(stored);
-            assert!(used == z || used == z + 1.0, "z = {z}: {used}");
-            // Stored as is, a negative zero point would disagree.
-            assert_eq!(forward(z) == backward(z), z >= 0.0, "z = {z}");
-        }
     }
 
     #[test]

@@ -333,11 +333,10 @@ fn calibration_initializes_learned_scales_from_data() {
         ]
     );
     // LSQ+ on the input: pixels in [0, 1] over int8 [-128, 127] give s = 1/255 and zero
-    // point -128, stored as -128.5 so that the kernels' forward (half to even) and
-    // backward (trunc(zp + 0.5)) zero points are both -128.
+    // point -128 (the op's default backward rounds the zero point as its forward does).
     assert_eq!(f32s(&store, "x.scale"), [(1.0f64 / 255.0) as f32]);
-    assert_eq!(f32s(&store, "x.zp"), [-128.5]);
-    assert_eq!(report.learned[1].summary(), "%x.zp = -128.5");
+    assert_eq!(f32s(&store, "x.zp"), [-128.0]);
+    assert_eq!(report.learned[1].summary(), "%x.zp = -128");
     // LSQ on the weights, per output channel: 2 * mean(|w|) / sqrt(127).
     let w = f32s(&store, "fc1.w");
     let ws = f32s(&store, "fc1.w.scale");
@@ -375,12 +374,11 @@ fn calibration_initializes_learned_scales_from_data() {
     let mx = per_batch.iter().copied().fold(0.0f32, f32::max);
     assert_ne!(per_batch[0], mx, "the batches differ: all four count");
     assert_eq!(f32s(&store, "relu1.scale"), [(mx as f64 / 255.0) as f32]);
-    assert_eq!(f32s(&store, "relu1.zp"), [-128.5]);
-    // Logits take both signs: the zero point is inside the grid, stored half a step off
-    // on the side where both roundings agree.
+    assert_eq!(f32s(&store, "relu1.zp"), [-128.0]);
+    // Logits take both signs: the zero point is an integer strictly inside the grid.
     let z = f32s(&store, "logits.zp")[0];
-    assert_eq!(z.fract().abs(), 0.5, "{z}");
-    assert_eq!(z.round_ties_even(), (z + 0.5).trunc(), "{z}");
+    assert_eq!(z.fract(), 0.0, "{z}");
+    assert!(-128.0 < z && z < 127.0, "{z}");
 }
 
 #[test]

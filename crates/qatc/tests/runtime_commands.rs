@@ -634,14 +634,14 @@ fn calibrate_initializes_learned_scales() {
         "initialized 8 learned quantization parameter(s) (LSQ) on 4 batch(es)"
     );
     assert_eq!(lines[1], "  %x.scale = 0.003922");
-    assert_eq!(lines[2], "  %x.zp = -128.5");
+    assert_eq!(lines[2], "  %x.zp = -128");
     assert!(
         lines[3].starts_with("  %fc1.w.scale (32 values) in ["),
         "{}",
         lines[3]
     );
     let f = runtime::io::read_safetensors(&out).unwrap();
-    assert_eq!(f.tensors["x.zp"].as_f32().unwrap(), [-128.5]);
+    assert_eq!(f.tensors["x.zp"].as_f32().unwrap(), [-128.0]);
     // The model trains from the calibrated file (calibration is not redone: --init).
     let run = qatc(&[
         "train",

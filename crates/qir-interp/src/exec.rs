@@ -335,6 +335,10 @@ fn lsq_grad<T: Float>(c: &Ctx, which: LsqGrad) -> KResult<Tensor> {
         c.f::<T>(2)?,
         c.f::<T>(3)?,
         c.inst.float("grad_scale"),
+        match c.inst.choice("zero_point_rounding") {
+            Some("torch") => quant::ZpRounding::Torch,
+            _ => quant::ZpRounding::Nearest,
+        },
     )?;
     Ok(match which {
         LsqGrad::X => ftensor(shape.to_vec(), v),

@@ -146,6 +146,19 @@ impl Case {
         if let Some(a) = self.axis {
             inst = inst.with("axis", a).unwrap();
         }
+        // PyTorch's learnable backward rounds the zero point as trunc(zp + 0.5); the op
+        // reproduces it when asked (its default rounds as the forward does)
+        if matches!(
+            op,
+            Op::FakeQuantLsq
+                | Op::FakeQuantLsqGradX
+                | Op::FakeQuantLsqGradScale
+                | Op::FakeQuantLsqGradZeroPoint
+        ) {
+            inst = inst
+                .with("zero_point_rounding", qir::Attr::Enum("torch"))
+                .unwrap();
+        }
         if let Some(gf) = self.grad_factor
             && matches!(
                 op,

@@ -103,6 +103,11 @@ impl OpInfo {
 const ACT: &[&str] = &["none", "relu", "relu6"];
 const REDUCTION: &[&str] = &["mean", "sum"];
 const ROUNDING: &[&str] = &["half_even", "half_away_from_zero"];
+/// How the LSQ backward rounds its float zero point: `nearest` as the forward does
+/// (`clamp(nearbyint(zp))`), or `torch`, PyTorch's `trunc(clamp(zp + 0.5))`, which is one
+/// step off for negative zero points (the forward and backward then disagree on which
+/// values are clipped).
+const ZP_ROUNDING: &[&str] = &["nearest", "torch"];
 const CONV: [AttrSpec; 4] = [
     ints("stride", &[1, 1]),
     ints("padding", &[0, 0, 0, 0]),
@@ -314,8 +319,11 @@ define_ops! {
     /// scale (and zero point, f32) are trained. `grad_scale` defaults to 1/sqrt(numel * qmax),
     /// numel per channel.
     /// shape: x, scale [] or [C], zero_point f32 like scale -> x
+    /// `zero_point_rounding` says how the backward rounds the float zero point: `nearest`
+    /// (the forward's rounding) or `torch` (PyTorch's `trunc(zp + 0.5)`, kept for
+    /// conformance; it disagrees with the forward for negative zero points).
     /// example: %q = fake_quant_lsq(%w, %w.scale, %w.zp) {qmin = -8, qmax = 7, axis = 0} : f32[32, 64]
-    FakeQuantLsq = "fake_quant_lsq", FakeQuant, "x, scale, zero_point", [int_req("qmin"), int_req("qmax"), int_opt("axis"), float_opt("grad_scale"), boolean("learn_zero_point", false)];
+    FakeQuantLsq = "fake_quant_lsq", FakeQuant, "x, scale, zero_point", [int_req("qmin"), int_req("qmax"), int_opt("axis"), float_opt("grad_scale"), boolean("learn_zero_point", false), choice("zero_point_rounding", ZP_ROUNDING, "nearest")];
 
     // ---- observers -------------------------------------------------------------------------
     /// Running minimum of `x` (per channel along `axis` if given): `min(running, min(x))`, or
@@ -463,20 +471,21 @@ define_ops! {
     /// shape: dy, x, scale, zero_point -> x
     /// example: %dx = fake_quant_grad(%dy, %x, %x.scale, %x.zp) {qmin = -128, qmax = 127} : f32[B, 64]
     FakeQuantGrad = "fake_quant_grad", Backward, "dy, x, scale, zero_point", [int_req("qmin"), int_req("qmax"), int_opt("axis")];
-    /// LSQ gradient with respect to x (clipped STE, as PyTorch's learnable fake-quant).
+    /// LSQ gradient with respect to x (clipped STE, as PyTorch's learnable fake-quant, with
+    /// the zero point rounded as `zero_point_rounding` says).
     /// shape: dy, x, scale, zero_point -> x
     /// example: %dx = fake_quant_lsq_grad_x(%dy, %w, %w.scale, %w.zp) {qmin = -8, qmax = 7, axis = 0} : f32[32, 64]
-    FakeQuantLsqGradX = "fake_quant_lsq_grad_x", Backward, "dy, x, scale, zero_point", [int_req("qmin"), int_req("qmax"), int_opt("axis")];
+    FakeQuantLsqGradX = "fake_quant_lsq_grad_x", Backward, "dy, x, scale, zero_point", [int_req("qmin"), int_req("qmax"), int_opt("axis"), choice("zero_point_rounding", ZP_ROUNDING, "nearest")];
     /// LSQ gradient with respect to the scale, summed per tensor or per channel:
     /// `(q - zp) - x / scale` in range, `qmin - zp` / `qmax - zp` outside, times grad_scale.
     /// shape: dy, x, scale, zero_point -> scale
     /// example: %ds = fake_quant_lsq_grad_scale(%dy, %w, %w.scale, %w.zp) {qmin = -8, qmax = 7, axis = 0} : f32[32]
-    FakeQuantLsqGradScale = "fake_quant_lsq_grad_scale", Backward, "dy, x, scale, zero_point", [int_req("qmin"), int_req("qmax"), int_opt("axis"), float_opt("grad_scale")];
+    FakeQuantLsqGradScale = "fake_quant_lsq_grad_scale", Backward, "dy, x, scale, zero_point", [int_req("qmin"), int_req("qmax"), int_opt("axis"), float_opt("grad_scale"), choice("zero_point_rounding", ZP_ROUNDING, "nearest")];
     /// LSQ+ gradient with respect to the zero point: `-dy * scale * grad_scale` outside the
     /// range, 0 inside, summed per tensor or per channel.
     /// shape: dy, x, scale, zero_point -> zero_point
     /// example: %dz = fake_quant_lsq_grad_zero_point(%dy, %x, %x.scale, %x.zp) {qmin = 0, qmax = 255} : f32[]
-    FakeQuantLsqGradZeroPoint = "fake_quant_lsq_grad_zero_point", Backward, "dy, x, scale, zero_point", [int_req("qmin"), int_req("qmax"), int_opt("axis"), float_opt("grad_scale")];
+    FakeQuantLsqGradZeroPoint = "fake_quant_lsq_grad_zero_point", Backward, "dy, x, scale, zero_point", [int_req("qmin"), int_req("qmax"), int_opt("axis"), float_opt("grad_scale"), choice("zero_point_rounding", ZP_ROUNDING, "nearest")];
 
     // ---- optimizer -----------------------------------------------------------------------
     /// SGD step `p - lr * (g + weight_decay * p)`; `g` is the gradient or the momentum buffer.

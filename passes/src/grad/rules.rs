@@ -541,10 +541,11 @@ pub(super) fn vjp(
         Op::FakeQuantLsq => {
             let operands = [dy, x(0)?, x(1)?, x(2)?];
             if w(0) {
-                let i = copy_attrs(inst, Op::FakeQuantLsqGradX, &["qmin", "qmax", "axis"])?;
+                let attrs = ["qmin", "qmax", "axis", "zero_point_rounding"];
+                let i = copy_attrs(inst, Op::FakeQuantLsqGradX, &attrs)?;
                 out.push((0, b.emit(i, &operands)?));
             }
-            let with_scale = ["qmin", "qmax", "axis", "grad_scale"];
+            let with_scale = ["qmin", "qmax", "axis", "grad_scale", "zero_point_rounding"];
             if w(1) {
                 let i = copy_attrs(inst, Op::FakeQuantLsqGradScale, &with_scale)?;
                 out.push((1, b.emit(i, &operands)?));

@@ -168,8 +168,21 @@ pub fn lsq_forward_zp<T: Float>(zp: T, r: Range) -> i64 {
     if c.is_nan() { 0 } else { c.to_f64() as i64 }
 }
 
-/// The LSQ backward zero point: `trunc(clamp(zp + 0.5, qmin, qmax))`, as a float.
-pub fn lsq_backward_zp<T: Float>(zp: T, r: Range) -> T {
+/// How the LSQ backward rounds the float zero point (the op's `zero_point_rounding`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZpRounding {
+    /// As the forward: `clamp(nearbyint(zp), qmin, qmax)`.
+    Nearest,
+    /// PyTorch's `trunc(clamp(zp + 0.5, qmin, qmax))`: one step above the forward's zero
+    /// point for negative integer zero points.
+    Torch,
+}
+
+/// The LSQ backward zero point, as a float.
+pub fn lsq_backward_zp<T: Float>(zp: T, r: Range, rounding: ZpRounding) -> T {
+    if rounding == ZpRounding::Nearest {
+        return T::from_i64(lsq_forward_zp(zp, r));
+    }
     let z = zp + T::from_f64(0.5);
     let (lo, hi) = (T::from_i64(r.qmin), T::from_i64(r.qmax));
     let c = if z < lo {
@@ -243,6 +256,7 @@ pub fn lsq_elements<T: Float>(
     scale: &[T],
     zp: &[T],
     grad_scale: Option<f64>,
+    rounding: ZpRounding,
 ) -> KResult<(Vec<T>, (usize, usize, usize))> {
     let l = check_params(x, shape, r, scale, zp.len())?;
     if dy.len() != x.len() {
@@ -257,7 +271,7 @@ pub fn lsq_elements<T: Float>(
     for_runs(l, |c, run| {
         let s = scale[c];
         let inv = T::ONE / s;
-        let zb = lsq_backward_zp(zp[c], r);
+        let zb = lsq_backward_zp(zp[c], r, rounding);
         for i in run {
             let (dx, ds, dz) = lsq_element(dy[i], x[i], s, inv, zb, lo, hi, gf);
             out[i] = match which {
@@ -435,9 +449,16 @@ mod tests {
         assert_eq!(lsq_forward_zp(37.4f32, u8r), 37);
         assert_eq!(lsq_forward_zp(2.5f32, u8r), 2);
         assert_eq!(lsq_forward_zp(-3.0f32, u8r), 0);
-        assert_eq!(lsq_backward_zp(37.4f32, u8r), 37.0);
-        assert_eq!(lsq_backward_zp(7.6f32, u8r), 8.0);
-        assert_eq!(lsq_backward_zp(300.0f32, u8r), 255.0);
+        assert_eq!(lsq_backward_zp(37.4f32, u8r, ZpRounding::Torch), 37.0);
+        assert_eq!(lsq_backward_zp(7.6f32, u8r, ZpRounding::Torch), 8.0);
+        assert_eq!(lsq_backward_zp(300.0f32, u8r, ZpRounding::Torch), 255.0);
+        // a negative zero point: PyTorch's trunc(zp + 0.5) is one step off the forward's
+        let i8r = I8;
+        assert_eq!(lsq_backward_zp(-128.0f32, i8r, ZpRounding::Torch), -127.0);
+        assert_eq!(lsq_backward_zp(-128.0f32, i8r, ZpRounding::Nearest), -128.0);
+        assert_eq!(lsq_backward_zp(-1.0f32, i8r, ZpRounding::Torch), 0.0);
+        assert_eq!(lsq_backward_zp(-1.0f32, i8r, ZpRounding::Nearest), -1.0);
+        assert_eq!(lsq_backward_zp(36.5f32, u8r, ZpRounding::Nearest), 36.0);
     }
 
     #[test]
@@ -446,9 +467,19 @@ mod tests {
         // x = 100 -> q > 127: dscale = 127, dzp = -0.5; x = -100: dscale = -128, dzp = -0.5
         let x = [0.6f64, 100.0, -100.0];
         let g = |w| {
-            lsq_elements(w, &[1.0; 3], &x, &[3], I8, &[0.5], &[0.0], Some(1.0))
-                .unwrap()
-                .0
+            lsq_elements(
+                w,
+                &[1.0; 3],
+                &x,
+                &[3],
+                I8,
+                &[0.5],
+                &[0.0],
+                Some(1.0),
+                ZpRounding::Nearest,
+            )
+            .unwrap()
+            .0
         };
         let ds = g(LsqGrad::Scale);
         assert!((ds[0] + 0.2).abs() < 1e-15);
@@ -465,6 +496,7 @@ mod tests {
             &[0.5],
             &[0.0],
             None,
+            ZpRounding::Nearest,
         )
         .unwrap();
         let want = -0.5 / (3.0f64 * 127.0).sqrt();
