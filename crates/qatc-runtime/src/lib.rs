@@ -4,14 +4,24 @@
 //! calibration of observers. Everything here is a library; the `qatc` driver only parses
 //! arguments and prints.
 //!
-//! ```no_run
+//! ```
 //! use runtime::{data::Dataset, train::{train, TrainConfig}};
-//! # fn model() -> qir::Graph { unimplemented!() }
-//! let data = Dataset::load(std::path::Path::new("testdata/digits")).unwrap();
-//! let mut print = |m: &runtime::metrics::EpochMetrics| println!("{}", m.summary(10));
-//! let (trainer, summary) = train(&model(), &data, TrainConfig::default(), &mut [&mut print]).unwrap();
-//! trainer.save_checkpoint(std::path::Path::new("digits.safetensors")).unwrap();
-//! println!("{:.2}%", summary.final_accuracy().unwrap() * 100.0);
+//! use std::path::Path;
+//!
+//! // the default model and data set, relative to this crate's directory
+//! let text = std::fs::read_to_string("../../testdata/models/digits_mlp.qir").unwrap();
+//! let model = qir_reader::parse_and_verify(&text).unwrap();
+//! let data = Dataset::load(Path::new("../../testdata/digits")).unwrap();
+//! let config = TrainConfig { epochs: 2, ..TrainConfig::default() };
+//! let mut print = |m: &runtime::metrics::EpochMetrics| println!("{}", m.summary(2));
+//! let (trainer, summary) = train(&model, &data, config, &mut [&mut print]).unwrap();
+//! let dir = std::env::temp_dir().join(format!("qatc-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! trainer.save_checkpoint(&dir.join("digits.safetensors")).unwrap();
+//! let accuracy = summary.final_accuracy().unwrap();
+//! println!("{:.2}%", accuracy * 100.0);
+//! assert!(accuracy > 0.9);
+//! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 //!
 //! Invariants: no function here panics on user data (files, shapes, values); every error
