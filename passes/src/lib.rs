@@ -121,6 +121,8 @@ passes! {
     fold_batchnorm => FoldBatchNorm,
     fold_batchnorm_qat => FoldBatchNormQat,
     insert_fake_quant => InsertFakeQuant,
+    freeze_observers => FreezeObservers,
+    disable_fake_quant => DisableFakeQuant,
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a likely
