@@ -806,16 +806,13 @@ fn channels(g: &Graph, site: &ObserverSite) -> Result<usize> {
     }
 }
 
-/// The graph with every fake-quant use rerouted to the fake-quant's input.
-fn bypass_fake_quant(g: &Graph) -> Graph {
+/// The graph with every fake-quant removed (`passes::disable_fake_quant`): the float
+/// function whose values calibration collects. Node ids of the remaining values are kept.
+fn bypass_fake_quant(g: &Graph) -> Result<Graph> {
     let mut out = g.clone();
-    for id in out.node_ids() {
-        let fq = out.node(id).op().is_some_and(|op| op.is_fake_quant());
-        if fq && let Some(&x) = out.operands(id).first() {
-            out.replace_all_uses(id, x);
-        }
-    }
-    out
+    passes::disable_fake_quant::disable_fake_quant(&mut out, &[])
+        .map_err(|e| RuntimeError::Graph(format!("bypassing fake quantization: {e}")))?;
+    Ok(out)
 }
 
 /// Calibrates `g`'s observers on `batches` (inputs by name) with `executor`, writes the
@@ -869,7 +866,7 @@ pub fn calibrate(
         }
         chans.push(c);
     }
-    let run_graph = bypass_fake_quant(g);
+    let run_graph = bypass_fake_quant(g)?;
     let mut prog = executor.prepare(&run_graph)?;
     let fetch: Vec<NodeId> = {
         let mut seen = HashSet::new();

@@ -59,12 +59,7 @@ pub fn prepare(g: &Graph, scheme: &str) -> Graph {
 /// a prepared graph.
 pub fn bypass_fake_quant(g: &Graph) -> Graph {
     let mut g = g.clone();
-    for id in g.node_ids() {
-        if g.node(id).op().is_some_and(Op::is_fake_quant) {
-            let x = g.operands(id)[0];
-            g.replace_all_uses(id, x);
-        }
-    }
+    passes::disable_fake_quant::disable_fake_quant(&mut g, &[]).unwrap_or_else(|e| panic!("{e}"));
     qir::verify::verify(&g).unwrap();
     g
 }
