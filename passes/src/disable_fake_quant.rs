@@ -74,7 +74,7 @@ mod tests {
 
     use super::*;
     use qir::Tensor;
-    use qir_interp::{Mode, RunOptions, init_store, run};
+    use qir_interp::{RunOptions, init_store, run};
 
     const MODEL: &str = "graph @m {
   input %x: f32[B, 4]
@@ -106,11 +106,7 @@ mod tests {
         let mut store = init_store(g, 3).unwrap();
         let x: Vec<f32> = (0..8).map(|i| (i as f32 - 3.3) * 0.37).collect();
         let inputs = HashMap::from([("x".to_string(), Tensor::f32(vec![2, 4], x).unwrap())]);
-        let opts = RunOptions {
-            mode: Mode::Eval,
-            ..RunOptions::default()
-        };
-        let r = run(g, &mut store, &inputs, &opts).unwrap();
+        let r = run(g, &mut store, &inputs, &RunOptions::default()).unwrap();
         r.outputs["y"].as_f32().unwrap().to_vec()
     }
 

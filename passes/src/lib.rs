@@ -86,7 +86,7 @@ pub mod registry;
 pub mod scheme;
 
 pub use manager::{PassManager, Report, RunError};
-pub use named::{named, named_pipelines, named_with};
+pub use named::{named, named_pipelines, named_spec, named_with};
 pub use options::{OptionError, OptionKind, OptionSpec, Options};
 pub use pass::{Changed, Pass, PassDef, PassError, PassInfo};
 pub use pipeline::{OptValue, PassSpec, Pipeline};

@@ -105,6 +105,24 @@ pub fn named_with(name: &str, params: &[(&str, OptValue)]) -> Result<Pipeline, C
     Ok(pipeline)
 }
 
+/// A named pipeline written as a pass would be, with its parameters in braces:
+/// `train-step{scheme=lsq,optimizer=adam}` is [`named_with`] of `train-step` and those
+/// parameters; a bare name is [`named`].
+pub fn named_spec(text: &str) -> Result<Pipeline, ConfigError> {
+    let parsed = crate::pipeline::parse(text)?;
+    match parsed.passes.as_slice() {
+        [spec] => {
+            let params: Vec<(&str, OptValue)> = spec
+                .options
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            named_with(&spec.name, &params)
+        }
+        _ => named(text.trim()),
+    }
+}
+
 /// `text` with every `#` comment replaced by spaces (byte offsets are kept).
 pub fn strip_comments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -11,7 +11,7 @@ use std::path::Path;
 use grad_common::{Rng, model, repo_root};
 use passes::grad::{GradOptions, Optimizer, grad};
 use qir::{Graph, Tensor};
-use qir_interp::{Mode, Precision, RunOptions, Store, init_store, run};
+use qir_interp::{Precision, RunOptions, Store, init_store, run};
 
 /// One IDX file: its dimensions and its u8 data.
 fn read_idx(path: &Path) -> (Vec<usize>, Vec<u8>) {
@@ -90,7 +90,6 @@ fn batch(split: &Split, idx: &[usize]) -> HashMap<String, Tensor> {
 fn accuracy(fwd: &Graph, store: &mut Store, split: &Split) -> f64 {
     let eval = RunOptions {
         precision: Precision::F32,
-        mode: Mode::Eval,
         apply_updates: false,
     };
     let all: Vec<usize> = (0..split.n).collect();

@@ -12,7 +12,7 @@ use passes::grad::train_mode;
 use passes::scheme::{BnFolding, Scheme};
 use prepare_common::{bypass_fake_quant, model, prepare};
 use qir::{Graph, Op, Tensor};
-use qir_interp::{Mode, RunOptions, Store, init_store, run};
+use qir_interp::{RunOptions, Store, init_store, run};
 
 /// SplitMix64 in [lo, hi).
 struct Rng(u64);
@@ -57,7 +57,7 @@ fn prepared_store(prepared: &Graph, float: &Store) -> Store {
     store
 }
 
-fn logits(g: &Graph, store: &mut Store, x: &Tensor, mode: Mode) -> Vec<f32> {
+fn logits(g: &Graph, store: &mut Store, x: &Tensor) -> Vec<f32> {
     let inputs = HashMap::from([
         ("x".to_string(), x.clone()),
         (
@@ -66,7 +66,6 @@ fn logits(g: &Graph, store: &mut Store, x: &Tensor, mode: Mode) -> Vec<f32> {
         ),
     ]);
     let opts = RunOptions {
-        mode,
         apply_updates: false,
         ..RunOptions::default()
     };
@@ -123,8 +122,8 @@ fn check_mode(folding: BnFolding) {
         let x = Tensor::f32(shape, rng.vec(n, 0.0, 1.0)).unwrap();
 
         // Evaluation: running statistics.
-        let a = logits(&float, &mut fstore, &x, Mode::Eval);
-        let b = logits(&plain, &mut pstore, &x, Mode::Eval);
+        let a = logits(&float, &mut fstore, &x);
+        let b = logits(&plain, &mut pstore, &x);
         let d = max_diff(&a, &b);
         assert!(d <= 1e-5, "{m} {folding:?} eval: max difference {d}");
         assert!(
@@ -136,8 +135,8 @@ fn check_mode(folding: BnFolding) {
         let (mut ft, mut pt) = (float.clone(), plain.clone());
         assert_eq!(train_mode(&mut ft, 0.1).unwrap(), bns);
         assert_eq!(train_mode(&mut pt, 0.1).unwrap(), bns);
-        let a = logits(&ft, &mut fstore, &x, Mode::Train);
-        let b = logits(&pt, &mut pstore, &x, Mode::Train);
+        let a = logits(&ft, &mut fstore, &x);
+        let b = logits(&pt, &mut pstore, &x);
         let d = max_diff(&a, &b);
         assert!(d <= 1e-5, "{m} {folding:?} train: max difference {d}");
     }

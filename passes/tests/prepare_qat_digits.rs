@@ -9,7 +9,7 @@
 mod prepare_common;
 
 use passes::scheme::{Learned, Scheme};
-use prepare_common::{model, repo_root};
+use prepare_common::{executor, model, repo_root};
 use runtime::calibrate::CalibrationConfig;
 use runtime::data::Dataset;
 use runtime::train::{CalibrationSetup, OptimizerKind, Prepare, QatSetup, TrainConfig, Trainer};
@@ -38,7 +38,7 @@ fn train(data: &Dataset, qat: Option<&str>) -> (f64, Trainer) {
 }
 
 fn train_with(data: &Dataset, m: &str, cfg: TrainConfig) -> (f64, Trainer) {
-    let mut t = Trainer::new(&model(m), cfg).unwrap_or_else(|e| panic!("{e}"));
+    let mut t = Trainer::new(&model(m), cfg, executor()).unwrap_or_else(|e| panic!("{e}"));
     let s = t.fit(data, &mut []).unwrap_or_else(|e| panic!("{e}"));
     (s.final_accuracy().unwrap(), t)
 }
@@ -131,7 +131,7 @@ fn the_freeze_note_drives_the_trainers_batch_norm_freeze() {
         qat: Some(qat_setup(&scheme.display().to_string())),
         ..TrainConfig::default()
     };
-    let mut t = Trainer::new(&model("depthwise"), cfg).unwrap();
+    let mut t = Trainer::new(&model("depthwise"), cfg, executor()).unwrap();
     let steps = passes::scheme::freeze_bn_after(t.model()).unwrap();
     assert_eq!(steps, 20);
     let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));

@@ -35,11 +35,11 @@
 use std::collections::{HashMap, HashSet};
 
 use qir::{Data, Graph, NodeId, Op, Tensor};
-use qir_interp::{Mode, Store};
+use qir_exec::{Inputs, Store};
 
-use crate::data::{Dataset, Feed, PixelScale, shuffled};
+use crate::data::{Dataset, Feed, ImageSet, PixelScale, prefetched, shuffled};
 use crate::error::{Result, RuntimeError};
-use crate::executor::{Exec, Executor};
+use crate::executor::Executor;
 
 /// Bins of the histograms the percentile and MSE methods read (the TensorRT and PyTorch
 /// histogram-observer default).
@@ -740,6 +740,49 @@ pub struct ImageBatches {
     pub pixel_scale: PixelScale,
 }
 
+/// Calibration batches, walked once for min-max and twice for the histogram methods (a
+/// second pass over the data instead of keeping every fetched tensor of every batch).
+pub trait BatchSource {
+    /// Calls `f` on every batch, in the same order on every call.
+    fn for_each(&self, f: &mut dyn FnMut(&Inputs) -> Result<()>) -> Result<()>;
+}
+
+impl BatchSource for [Inputs] {
+    fn for_each(&self, f: &mut dyn FnMut(&Inputs) -> Result<()>) -> Result<()> {
+        self.iter().try_for_each(f)
+    }
+}
+
+impl BatchSource for Vec<Inputs> {
+    fn for_each(&self, f: &mut dyn FnMut(&Inputs) -> Result<()>) -> Result<()> {
+        self.iter().try_for_each(f)
+    }
+}
+
+/// The first batches of a shuffle of an image set, assembled on the fly.
+struct ImageSource<'a> {
+    feed: Feed,
+    set: &'a ImageSet,
+    order: Vec<usize>,
+    batch_size: usize,
+    batches: usize,
+    scale: f32,
+}
+
+impl BatchSource for ImageSource<'_> {
+    fn for_each(&self, f: &mut dyn FnMut(&Inputs) -> Result<()>) -> Result<()> {
+        let batches = self
+            .feed
+            .batches(self.set, self.order.clone(), self.batch_size, self.scale);
+        prefetched(batches, 2, |it| {
+            for b in it.take(self.batches) {
+                f(&b?.inputs)?;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Calibrates `g`'s observers on the first batches of a shuffle of `data`'s training
 /// set (see [`calibrate`]).
 pub fn calibrate_images(
@@ -750,15 +793,20 @@ pub fn calibrate_images(
     config: &CalibrationConfig,
     executor: &dyn Executor,
 ) -> Result<CalibrationReport> {
-    let feed = Feed::for_graph(g, data.train.example_dims())?;
-    let scale = pick.pixel_scale.factor(data.train.max_pixel());
-    let order = shuffled(data.train.len(), pick.seed, u64::MAX);
-    let batches = feed
-        .batches(&data.train, order, pick.batch_size, scale)
-        .take(pick.batches.max(1))
-        .map(|b| b.map(|b| b.inputs))
-        .collect::<Result<Vec<_>>>()?;
-    calibrate(g, store, &batches, config, executor)
+    if pick.batches == 0 {
+        return Err(RuntimeError::Config(
+            "calibration needs at least one batch".into(),
+        ));
+    }
+    let source = ImageSource {
+        feed: Feed::for_graph(g, data.train.example_dims())?,
+        set: &data.train,
+        order: shuffled(data.train.len(), pick.seed, u64::MAX),
+        batch_size: pick.batch_size,
+        batches: pick.batches,
+        scale: pick.pixel_scale.factor(data.train.max_pixel()),
+    };
+    calibrate(g, store, &source, config, executor)
 }
 
 /// Calls `f(channel, value)` for every element of `t`, the channel taken along `axis`.
@@ -812,6 +860,8 @@ fn bypass_fake_quant(g: &Graph) -> Result<Graph> {
     let mut out = g.clone();
     passes::disable_fake_quant::disable_fake_quant(&mut out, &[])
         .map_err(|e| RuntimeError::Graph(format!("bypassing fake quantization: {e}")))?;
+    // Calibration only reads values: nothing is written back to the store.
+    out.updates_mut().clear();
     Ok(out)
 }
 
@@ -822,7 +872,7 @@ fn bypass_fake_quant(g: &Graph) -> Result<Graph> {
 pub fn calibrate(
     g: &Graph,
     store: &mut Store,
-    batches: &[HashMap<String, Tensor>],
+    batches: &dyn BatchSource,
     config: &CalibrationConfig,
     executor: &dyn Executor,
 ) -> Result<CalibrationReport> {
@@ -836,11 +886,6 @@ pub fn calibrate(
             "graph @{} has no observers (observe_min / observe_max) or learned quantization scales (fake_quant_lsq) to calibrate",
             g.name
         )));
-    }
-    if batches.is_empty() {
-        return Err(RuntimeError::Config(
-            "calibration needs at least one batch".into(),
-        ));
     }
     if let Method::Mse = config.method
         && let Some(s) = sites.iter().find(|s| s.qspec.is_none())
@@ -867,7 +912,6 @@ pub fn calibrate(
         chans.push(c);
     }
     let run_graph = bypass_fake_quant(g)?;
-    let mut prog = executor.prepare(&run_graph)?;
     let fetch: Vec<NodeId> = {
         let mut seen = HashSet::new();
         sites
@@ -877,23 +921,25 @@ pub fn calibrate(
             .filter(|v| seen.insert(*v))
             .collect()
     };
+    let mut prog = executor.prepare(&run_graph, &fetch)?;
     let varying = if learned.is_empty() {
         HashSet::new()
     } else {
         batch_dependent(g)?
     };
     let mut learned_seen: HashMap<NodeId, Vec<Tensor>> = HashMap::new();
-    // Train mode so that observers see batch ranges (an unset +inf range would reach the
-    // qparams ops otherwise); nothing is written back.
-    let exec = Exec {
-        mode: Mode::Train,
-        apply_updates: false,
+    let fetched = |out: &qir_exec::RunOutput, id: NodeId| -> Result<Tensor> {
+        out.fetched
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::Exec(format!("{} was not fetched", g.describe(id))))
     };
+    // First pass: the ranges (and the values learned scales start from).
     let mut stats: Vec<ChannelStats> = chans.iter().map(|&c| ChannelStats::new(c)).collect();
-    let needs_hist = !matches!(config.method, Method::MinMax);
-    let mut cached: Vec<HashMap<NodeId, Tensor>> = Vec::new();
-    for inputs in batches {
-        let out = prog.run(store, inputs, exec, &fetch)?;
+    let mut n_batches = 0usize;
+    batches.for_each(&mut |inputs| {
+        let out = prog.run(store, inputs)?;
+        n_batches += 1;
         for (site, st) in sites.iter().zip(stats.iter_mut()) {
             let t = out.fetched.get(&site.value).ok_or_else(|| {
                 RuntimeError::Exec(format!("{} was not fetched", g.describe(site.value)))
@@ -912,18 +958,20 @@ pub fn calibrate(
         for site in &learned {
             let seen = learned_seen.entry(site.value).or_default();
             if seen.is_empty() || varying.contains(&site.value) {
-                let t = out.fetched.get(&site.value).ok_or_else(|| {
-                    RuntimeError::Exec(format!("{} was not fetched", g.describe(site.value)))
-                })?;
-                seen.push(t.clone());
+                seen.push(fetched(&out, site.value)?);
             }
         }
-        if needs_hist {
-            cached.push(out.fetched);
-        }
+        Ok(())
+    })?;
+    if n_batches == 0 {
+        return Err(RuntimeError::Config(
+            "calibration needs at least one batch".into(),
+        ));
     }
+    // Second pass for the histogram methods: the same batches again (the run graph writes
+    // nothing back, so every value comes out as in the first pass).
     let mut hists: Vec<Vec<Histogram>> = Vec::new();
-    if needs_hist {
+    if !matches!(config.method, Method::MinMax) {
         for st in &stats {
             hists.push(
                 st.min
@@ -936,9 +984,10 @@ pub fn calibrate(
                     .collect(),
             );
         }
-        for fetched in &cached {
+        batches.for_each(&mut |inputs| {
+            let out = prog.run(store, inputs)?;
             for (i, site) in sites.iter().enumerate() {
-                if let (Some(t), Some(hs)) = (fetched.get(&site.value), hists.get_mut(i)) {
+                if let (Some(t), Some(hs)) = (out.fetched.get(&site.value), hists.get_mut(i)) {
                     for_each(t, site.axis, |ch, v| {
                         if let Some(h) = hs.get_mut(ch) {
                             h.add(v);
@@ -946,7 +995,8 @@ pub fn calibrate(
                     })?;
                 }
             }
-        }
+            Ok(())
+        })?;
     }
     let mut report = Vec::with_capacity(sites.len());
     for (i, site) in sites.into_iter().enumerate() {
@@ -992,7 +1042,7 @@ pub fn calibrate(
     let learned = init_learned(g, store, &learned, &learned_seen, &varying)?;
     Ok(CalibrationReport {
         method: config.method,
-        batches: batches.len(),
+        batches: n_batches,
         sites: report,
         learned,
     })

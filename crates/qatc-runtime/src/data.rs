@@ -489,6 +489,30 @@ impl Iterator for Batches<'_> {
     }
 }
 
+/// Calls `f` with the batches of `batches`, each assembled on a second thread while the
+/// batch before it is being used (at most `depth` batches wait ready), so that reading and
+/// scaling pixels overlaps the training step. The producer stops when `f` returns.
+pub fn prefetched<R>(
+    batches: Batches<'_>,
+    depth: usize,
+    f: impl FnOnce(&mut dyn Iterator<Item = Result<Batch>>) -> R,
+) -> R {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(depth.max(1));
+        scope.spawn(move || {
+            for b in batches {
+                if tx.send(b).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut it = rx.into_iter();
+        f(&mut it)
+        // `it` (the receiver) drops here, before the scope joins the producer: a send
+        // that is blocked then fails and the producer ends.
+    })
+}
+
 /// `0..n` in the order of epoch `epoch` of a run seeded with `seed`: a Fisher–Yates
 /// shuffle driven by ChaCha8 with `seed` as key and `epoch` as stream, so each epoch's
 /// order depends only on (seed, epoch).

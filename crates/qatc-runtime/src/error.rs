@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use qir_interp::InterpError;
+use qir_exec::ExecError;
 
 /// An error from reading or writing data, running a graph, training or calibrating.
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +101,12 @@ pub(crate) fn lowercase_first(s: &str) -> String {
     }
 }
 
-impl From<InterpError> for RuntimeError {
-    fn from(e: InterpError) -> RuntimeError {
-        RuntimeError::Exec(e.to_string())
+impl From<ExecError> for RuntimeError {
+    fn from(e: ExecError) -> RuntimeError {
+        match e {
+            ExecError::Loss { value, .. } => RuntimeError::NonFiniteLoss { value },
+            other => RuntimeError::Exec(other.to_string()),
+        }
     }
 }
 

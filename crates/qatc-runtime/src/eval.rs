@@ -1,5 +1,5 @@
-//! Evaluation of a classifier on an image set: the forward graph in eval mode (observers
-//! frozen, nothing written back), accuracy from the argmax of its `logits` output, and the
+//! Evaluation of a classifier on an image set: the forward graph with its observers
+//! frozen and nothing written back ([`crate::executor::eval_graph`]), accuracy from the argmax of its `logits` output, and the
 //! mean loss when the graph has one.
 //!
 //! Invariant: the store is never modified; every example of the set is counted once (the
@@ -8,11 +8,12 @@
 use std::time::Instant;
 
 use qir::{Data, Graph, Tensor};
-use qir_interp::Store;
+use qir_exec::Store;
 
+use crate::data::prefetched;
 use crate::data::{Dataset, Feed, ImageSet, PixelScale};
 use crate::error::{Result, RuntimeError};
-use crate::executor::{Executor, Program};
+use crate::executor::{Executor, Program, eval_graph};
 
 /// The result of an evaluation.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,7 +120,8 @@ pub fn argmax_rows(t: &Tensor) -> Result<Vec<usize>> {
         .collect())
 }
 
-/// Evaluates `prog` (a forward graph) on every example of `set`.
+/// Evaluates `prog` (a forward graph prepared from [`eval_graph`]) on every example of
+/// `set`; batches are assembled while the previous one runs.
 pub fn evaluate(
     prog: &mut dyn Program,
     store: &mut Store,
@@ -136,23 +138,27 @@ pub fn evaluate(
     let mut examples = 0;
     let mut correct = 0;
     let mut loss_sum = 0.0;
-    for batch in feed.batches(set, (0..set.len()).collect(), batch_size, scale) {
-        let batch = batch?;
-        let out = prog.eval_batch(store, &batch.inputs)?;
-        let t = out.outputs.get(&logits).ok_or_else(|| {
-            RuntimeError::Exec(format!("the run did not produce output {logits}"))
-        })?;
-        let pred = argmax_rows(t)?;
-        correct += pred
-            .iter()
-            .zip(&batch.labels)
-            .filter(|(p, l)| p == l)
-            .count();
-        examples += batch.len();
-        if has_loss && let Some(l) = out.loss {
-            loss_sum += l * batch.len() as f64;
+    let batches = feed.batches(set, (0..set.len()).collect(), batch_size, scale);
+    prefetched(batches, 2, |batches| -> Result<()> {
+        for batch in batches {
+            let batch = batch?;
+            let out = prog.run(store, &batch.inputs)?;
+            let t = out.outputs.get(&logits).ok_or_else(|| {
+                RuntimeError::Exec(format!("the run did not produce output {logits}"))
+            })?;
+            let pred = argmax_rows(t)?;
+            correct += pred
+                .iter()
+                .zip(&batch.labels)
+                .filter(|(p, l)| p == l)
+                .count();
+            examples += batch.len();
+            if has_loss && let Some(l) = out.loss {
+                loss_sum += l * batch.len() as f64;
+            }
         }
-    }
+        Ok(())
+    })?;
     Ok(Evaluation {
         examples,
         correct,
@@ -173,7 +179,7 @@ pub fn evaluate_model(
 ) -> Result<Evaluation> {
     let feed = Feed::for_graph(g, data.test.example_dims())?;
     let scale = pixel_scale.factor(data.train.max_pixel());
-    let mut prog = executor.prepare(g)?;
+    let mut prog = executor.prepare(&eval_graph(g)?, &[])?;
     evaluate(
         prog.as_mut(),
         store,

@@ -4,8 +4,9 @@
 //! store is kept; new state is initialized).
 //!
 //! The two standard QAT schedule changes are provided: [`FreezeObservers`] ("freeze the
-//! quantization ranges after epoch k": the step runs its observers in eval mode, so they
-//! return their stored ranges and the ranges stop moving) and [`FreezeBatchNorm`]
+//! quantization ranges after epoch k": the `freeze-observers` rewrite removes the
+//! observers from the model, so the quantization parameters come from the stored ranges
+//! and the ranges stop moving — the one way observers are frozen) and [`FreezeBatchNorm`]
 //! ("freeze BN statistics after N steps": the step is rebuilt with eval-mode batch-norm,
 //! Krishnamoorthi 2018 §3.2.2). [`PipelineAt`] applies any pipeline at a boundary.
 //!
@@ -13,21 +14,12 @@
 //! naming the pass).
 
 use qir::Graph;
-use qir_interp::Store;
+use qir_exec::Store;
 
 use passes::grad::{BnMode, GradOptions};
 use passes::{Changed, Pass, PassManager};
 
 use crate::error::{Result, RuntimeError};
-
-/// Whether the training step updates the observers' ranges.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ObserverMode {
-    /// Observers fold every batch into their ranges (train mode).
-    Update,
-    /// Observers return their stored ranges (eval mode for the observers).
-    Frozen,
-}
 
 /// What a hook may look at and change.
 pub struct HookCtx<'a> {
@@ -41,8 +33,6 @@ pub struct HookCtx<'a> {
     pub grad: &'a mut GradOptions,
     /// Parameters and state.
     pub store: &'a mut Store,
-    /// Whether steps update the observers.
-    pub observers: &'a mut ObserverMode,
     pub(crate) rebuild: bool,
 }
 
@@ -86,9 +76,15 @@ impl HookCtx<'_> {
         }
     }
 
-    /// Stops the observers from updating their ranges.
-    pub fn freeze_observers(&mut self) {
-        *self.observers = ObserverMode::Frozen;
+    /// Stops the observers from updating their ranges: the `freeze-observers` pass on the
+    /// model (every observer). Returns how many observers were frozen (0 when none is left).
+    pub fn freeze_observers(&mut self) -> Result<usize> {
+        let n = passes::freeze_observers::freeze_observers(self.model, &[])
+            .map_err(|e| RuntimeError::Graph(format!("pass 'freeze-observers': {e}")))?;
+        if n > 0 {
+            self.rebuild = true;
+        }
+        Ok(n)
     }
 
     /// Asks for the step to be rebuilt from the model and options (after changing them
@@ -127,7 +123,7 @@ pub struct FreezeObservers {
 impl Hook for FreezeObservers {
     fn after_epoch(&mut self, ctx: &mut HookCtx<'_>) -> Result<()> {
         if ctx.epoch >= self.after_epoch {
-            ctx.freeze_observers();
+            ctx.freeze_observers()?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! `runtime` (package `qatc-runtime`): everything qatc needs to run models on data — the
 //! data formats (IDX, NumPy, safetensors), labelled image data sets and their batches,
-//! executors (the interpreter now, a JIT later), the training loop with QAT hooks, and
+//! the graphs executors run for evaluation and calibration (the executor itself is the
+//! caller's choice: the reference interpreter or the JIT), the training loop with QAT hooks, and
 //! calibration of observers. Everything here is a library; the `qatc` driver only parses
 //! arguments and prints.
 //!
@@ -14,7 +15,9 @@
 //! let data = Dataset::load(Path::new("../../testdata/digits")).unwrap();
 //! let config = TrainConfig { epochs: 2, ..TrainConfig::default() };
 //! let mut print = |m: &runtime::metrics::EpochMetrics| println!("{}", m.summary(2));
-//! let (trainer, summary) = train(&model, &data, config, &mut [&mut print]).unwrap();
+//! // any executor: the reference interpreter here, the JIT in the driver
+//! let executor = std::sync::Arc::new(qir_interp::Interpreter::default());
+//! let (trainer, summary) = train(&model, &data, config, executor, &mut [&mut print]).unwrap();
 //! let dir = std::env::temp_dir().join(format!("qatc-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! trainer.save_checkpoint(&dir.join("digits.safetensors")).unwrap();

@@ -25,8 +25,10 @@ pub struct EpochMetrics {
     pub test_loss: Option<f64>,
     /// Fraction of test examples classified correctly, in [0, 1].
     pub test_accuracy: f64,
-    /// Wall-clock seconds for the epoch's training and evaluation.
+    /// Wall-clock seconds of the epoch's training steps (evaluation excluded).
     pub seconds: f64,
+    /// Wall-clock seconds of the evaluation after the epoch.
+    pub eval_seconds: f64,
     /// The learning rate at the epoch's last step.
     pub lr: f64,
     /// Training steps in the epoch.
@@ -35,18 +37,19 @@ pub struct EpochMetrics {
 
 impl EpochMetrics {
     /// One human-readable line:
-    /// `epoch 3/10  train loss 0.2100  test loss 0.1900  test accuracy 95.28%  0.41 s`.
+    /// `epoch 3/10  train loss 0.2100  test loss 0.1900  test accuracy 95.28%  train 0.41 s  eval 0.05 s`.
     pub fn summary(&self, epochs: usize) -> String {
         let test_loss = match self.test_loss {
             Some(l) => format!("  test loss {l:.4}"),
             None => String::new(),
         };
         format!(
-            "epoch {}/{epochs}  train loss {:.4}{test_loss}  test accuracy {:.2}%  {:.2} s",
+            "epoch {}/{epochs}  train loss {:.4}{test_loss}  test accuracy {:.2}%  train {:.2} s  eval {:.2} s",
             self.epoch,
             self.train_loss,
             self.test_accuracy * 100.0,
-            self.seconds
+            self.seconds,
+            self.eval_seconds
         )
     }
 }
@@ -113,7 +116,8 @@ pub struct Csv {
 
 impl Csv {
     /// The header row.
-    pub const HEADER: &'static str = "epoch,train_loss,test_loss,test_accuracy,seconds,lr,steps";
+    pub const HEADER: &'static str =
+        "epoch,train_loss,test_loss,test_accuracy,seconds,eval_seconds,lr,steps";
 
     /// Creates (or truncates) `path` and writes the header.
     pub fn create(path: &Path) -> Result<Csv> {
@@ -133,8 +137,8 @@ impl Monitor for Csv {
         let test_loss = m.test_loss.map(|l| l.to_string()).unwrap_or_default();
         writeln!(
             self.w,
-            "{},{},{test_loss},{},{},{},{}",
-            m.epoch, m.train_loss, m.test_accuracy, m.seconds, m.lr, m.steps
+            "{},{},{test_loss},{},{},{},{},{}",
+            m.epoch, m.train_loss, m.test_accuracy, m.seconds, m.eval_seconds, m.lr, m.steps
         )
         .and_then(|_| self.w.flush())
         .map_err(|e| RuntimeError::io(&self.path, &e))
@@ -152,6 +156,7 @@ mod tests {
             test_loss: Some(0.25),
             test_accuracy: 0.9,
             seconds: 1.5,
+            eval_seconds: 0.25,
             lr: 0.1,
             steps: 45,
         }
@@ -176,14 +181,14 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            r#"{"epoch":2,"train_loss":0.5,"test_loss":0.25,"test_accuracy":0.9,"seconds":1.5,"lr":0.1,"steps":45}"#
+            r#"{"epoch":2,"train_loss":0.5,"test_loss":0.25,"test_accuracy":0.9,"seconds":1.5,"eval_seconds":0.25,"lr":0.1,"steps":45}"#
         );
         let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert!(v["test_loss"].is_null());
         let csv = std::fs::read_to_string(&cp).unwrap();
         assert_eq!(
             csv,
-            "epoch,train_loss,test_loss,test_accuracy,seconds,lr,steps\n2,0.5,0.25,0.9,1.5,0.1,45\n2,0.5,,0.9,1.5,0.1,45\n"
+            "epoch,train_loss,test_loss,test_accuracy,seconds,eval_seconds,lr,steps\n2,0.5,0.25,0.9,1.5,0.25,0.1,45\n2,0.5,,0.9,1.5,0.25,0.1,45\n"
         );
     }
 
@@ -191,7 +196,7 @@ mod tests {
     fn summary_line() {
         assert_eq!(
             m().summary(10),
-            "epoch 2/10  train loss 0.5000  test loss 0.2500  test accuracy 90.00%  1.50 s"
+            "epoch 2/10  train loss 0.5000  test loss 0.2500  test accuracy 90.00%  train 1.50 s  eval 0.25 s"
         );
     }
 }

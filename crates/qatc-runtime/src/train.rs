@@ -25,20 +25,20 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qir::{Data, ElemType, Graph, Tensor};
-use qir_interp::{Mode, Store};
+use qir_exec::{ExecError, Store};
 
-use passes::grad::{BnMode, GradOptions, Optimizer};
-use passes::{ConfigError, OptValue, PassManager, Pipeline};
+use passes::grad::{BnMode, Grad, GradOptions, Optimizer};
+use passes::{ConfigError, OptValue, Pass, PassManager, PassSpec, Pipeline};
 
 use crate::calibrate::{
     CalibrationConfig, CalibrationReport, ImageBatches, calibrate_images, find_learned,
     find_observers,
 };
-use crate::data::{Dataset, Feed, PixelScale, shuffled};
+use crate::data::{Dataset, Feed, PixelScale, prefetched, shuffled};
 use crate::error::{Result, RuntimeError};
 use crate::eval::{Evaluation, check_labels, classes, evaluate, logits_output};
-use crate::executor::{Executor, Interpreter};
-use crate::hooks::{FreezeBatchNorm, Hook, HookCtx, ObserverMode};
+use crate::executor::{SharedExecutor, eval_graph};
+use crate::hooks::{FreezeBatchNorm, Hook, HookCtx};
 use crate::io::weights::{params_and_state, read_safetensors, write_safetensors};
 use crate::metrics::{EpochMetrics, Monitor};
 use crate::schedule::LrSchedule;
@@ -227,9 +227,32 @@ impl TrainConfig {
     }
 }
 
-/// The training-step graph of `model`: the grad pass with `opts`.
+/// The pipeline that turns a (prepared) forward model into its training step: the grad
+/// pass with `opts`, then `simplify` — the last two passes of the `train-step` named
+/// pipeline, so `qatc opt --pipeline train-step{...}` prints exactly the graph the trainer
+/// runs.
+pub fn step_pipeline(opts: &GradOptions) -> Pipeline {
+    let grad = Grad { opts: opts.clone() };
+    let mut spec = PassSpec::new("grad");
+    spec.options = grad
+        .options()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    Pipeline {
+        passes: vec![spec, PassSpec::new("simplify")],
+    }
+}
+
+/// The training-step graph of `model`: [`step_pipeline`] run on it (verified after every
+/// pass).
 pub fn build_step(model: &Graph, opts: &GradOptions) -> Result<Graph> {
-    passes::grad::grad(model, opts).map_err(|e| RuntimeError::Graph(format!("grad: {e}")))
+    let pm = PassManager::from_pipeline(&step_pipeline(opts))
+        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let mut step = model.clone();
+    pm.run(&mut step)
+        .map_err(|e| RuntimeError::Graph(e.to_string()))?;
+    Ok(step)
 }
 
 /// The pipeline that prepares a model for QAT with `scheme` (a preset name or a scheme
@@ -304,10 +327,9 @@ pub struct Trainer {
     step: Graph,
     store: Store,
     config: TrainConfig,
-    executor: Box<dyn Executor>,
+    executor: SharedExecutor,
     hooks: Vec<Box<dyn Hook>>,
     freeze_bn_after: Option<u64>,
-    observers: ObserverMode,
     calibration: Option<CalibrationSetup>,
     global_step: u64,
     epochs_done: usize,
@@ -316,9 +338,9 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A trainer for `model` (prepared for QAT first if `config.qat` says so), run by the
-    /// interpreter, with freshly initialized parameters and state.
-    pub fn new(model: &Graph, config: TrainConfig) -> Result<Trainer> {
+    /// A trainer for `model` (prepared for QAT first if `config.qat` says so) whose graphs
+    /// `executor` runs, with freshly initialized parameters and state.
+    pub fn new(model: &Graph, config: TrainConfig, executor: SharedExecutor) -> Result<Trainer> {
         config.validate()?;
         let mut model = model.clone();
         qir::verify::verify(&model).map_err(|e| {
@@ -332,7 +354,7 @@ impl Trainer {
         }
         let grad = config.grad_options();
         let step = build_step(&model, &grad)?;
-        let store = qir_interp::init_store(&step, config.seed)?;
+        let store = qir_exec::init_store(&step, config.seed)?;
         let calibration = config.qat.as_ref().and_then(|q| q.calibration);
         let freeze_bn_after = config
             .freeze_bn_after
@@ -347,21 +369,14 @@ impl Trainer {
             step,
             store,
             config,
-            executor: Box::new(Interpreter::default()),
+            executor,
             hooks,
             freeze_bn_after,
-            observers: ObserverMode::Update,
             calibration,
             global_step: 0,
             epochs_done: 0,
             scale: None,
         })
-    }
-
-    /// Runs graphs with `executor` instead of the interpreter.
-    pub fn with_executor(mut self, executor: Box<dyn Executor>) -> Trainer {
-        self.executor = executor;
-        self
     }
 
     /// Adds a hook (run in the order added).
@@ -373,9 +388,14 @@ impl Trainer {
     pub fn model(&self) -> &Graph {
         &self.model
     }
-    /// The current training-step graph.
+    /// The current training-step graph: what `qatc opt` prints for the model with the
+    /// `train-step` pipeline and the same options.
     pub fn step_graph(&self) -> &Graph {
         &self.step
+    }
+    /// The executor that runs the trainer's graphs.
+    pub fn executor(&self) -> &SharedExecutor {
+        &self.executor
     }
     /// Parameters and state.
     pub fn store(&self) -> &Store {
@@ -389,9 +409,15 @@ impl Trainer {
     pub fn config(&self) -> &TrainConfig {
         &self.config
     }
-    /// Whether training steps update the observers.
-    pub fn observer_mode(&self) -> ObserverMode {
-        self.observers
+    /// True once the model has no observer left (frozen by a hook, or never had one):
+    /// training steps then leave the quantization ranges as they are.
+    pub fn observers_frozen(&self) -> bool {
+        !self.model.node_ids().into_iter().any(|id| {
+            matches!(
+                self.model.node(id).op(),
+                Some(qir::Op::ObserveMin | qir::Op::ObserveMax)
+            )
+        })
     }
     /// Training steps done.
     pub fn global_step(&self) -> u64 {
@@ -430,7 +456,7 @@ impl Trainer {
             }
         }
         // Checks every loaded tensor against its declaration.
-        qir_interp::fill_store(&self.step, &mut store, self.config.seed).map_err(|e| {
+        qir_exec::fill_store(&self.step, &mut store, self.config.seed).map_err(|e| {
             RuntimeError::File {
                 path: path.to_path_buf(),
                 message: e.to_string(),
@@ -454,7 +480,7 @@ impl Trainer {
 
     fn rebuild(&mut self) -> Result<()> {
         self.step = build_step(&self.model, &self.grad)?;
-        qir_interp::fill_store(&self.step, &mut self.store, self.config.seed)?;
+        qir_exec::fill_store(&self.step, &mut self.store, self.config.seed)?;
         Ok(())
     }
 
@@ -465,7 +491,6 @@ impl Trainer {
             model: &mut self.model,
             grad: &mut self.grad,
             store: &mut self.store,
-            observers: &mut self.observers,
             rebuild: false,
         };
         for h in &mut self.hooks {
@@ -482,14 +507,21 @@ impl Trainer {
         Ok(rebuild)
     }
 
-    /// Evaluates the model on `set` (eval mode, the store unchanged), pixels scaled as in
-    /// the last [`Trainer::fit`] (before any, by `set`'s own largest pixel).
+    /// The programs of the current step and of the evaluation graph.
+    fn programs(&self) -> Result<(Box<dyn qir_exec::Program>, Box<dyn qir_exec::Program>)> {
+        let step = self.executor.prepare(&self.step, &[])?;
+        let eval = self.executor.prepare(&eval_graph(&self.model)?, &[])?;
+        Ok((step, eval))
+    }
+
+    /// Evaluates the model on `set` (observers frozen, the store unchanged), pixels scaled
+    /// as in the last [`Trainer::fit`] (before any, by `set`'s own largest pixel).
     pub fn evaluate(&mut self, set: &crate::data::ImageSet) -> Result<Evaluation> {
         let feed = Feed::for_graph(&self.model, set.example_dims())?;
         let scale = self
             .scale
             .unwrap_or_else(|| self.config.pixel_scale.factor(set.max_pixel()));
-        let mut prog = self.executor.prepare(&self.model)?;
+        let mut prog = self.executor.prepare(&eval_graph(&self.model)?, &[])?;
         evaluate(
             prog.as_mut(),
             &mut self.store,
@@ -578,8 +610,7 @@ impl Trainer {
             total_steps.saturating_sub(self.global_step),
         );
 
-        let mut step_prog = self.executor.prepare(&self.step)?;
-        let mut eval_prog = self.executor.prepare(&self.model)?;
+        let (mut step_prog, mut eval_prog) = self.programs()?;
         let mut history = Vec::new();
         for epoch in first_epoch..=epochs {
             let t0 = Instant::now();
@@ -587,46 +618,55 @@ impl Trainer {
             let mut loss_sum = 0.0;
             let mut seen = 0usize;
             let mut lr = self.config.lr;
-            let batches: Vec<_> = feed
-                .batches(&data.train, order, batch_size, scale)
-                .take(per_epoch)
-                .collect();
-            for (i, batch) in batches.into_iter().enumerate() {
-                let batch = batch?;
-                lr = self.config.schedule.lr(
-                    self.config.lr,
-                    epoch - 1,
-                    self.global_step,
-                    total_steps,
-                );
-                let mut inputs = batch.inputs;
-                inputs.insert("lr".into(), scalar(&lr_elem, lr));
-                let mode = match self.observers {
-                    ObserverMode::Update => Mode::Train,
-                    ObserverMode::Frozen => Mode::Eval,
-                };
-                let diverged = |value: f64| RuntimeError::Diverged {
-                    epoch,
-                    step: i + 1,
-                    global_step: self.global_step + 1,
-                    value,
-                };
-                let loss = match step_prog.train_step(&mut self.store, &inputs, mode) {
-                    Ok(l) if l.is_finite() => l,
-                    Ok(l) => return Err(diverged(l)),
-                    Err(RuntimeError::NonFiniteLoss { value }) => return Err(diverged(value)),
-                    Err(e) => return Err(e),
-                };
-                loss_sum += loss * batch.labels.len() as f64;
-                seen += batch.labels.len();
-                self.global_step += 1;
-                bar.inc(1);
-                bar.set_message(format!("epoch {epoch}/{epochs} loss {loss:.4}"));
-                if self.run_hooks(epoch, false)? {
-                    step_prog = self.executor.prepare(&self.step)?;
-                    eval_prog = self.executor.prepare(&self.model)?;
-                    feed = Feed::for_graph(&self.model, data.train.example_dims())?;
+            let batches = feed.batches(&data.train, order, batch_size, scale);
+            let mut rebuilt = false;
+            prefetched(batches, 2, |batches| -> Result<()> {
+                for (i, batch) in batches.take(per_epoch).enumerate() {
+                    let batch = batch?;
+                    lr = self.config.schedule.lr(
+                        self.config.lr,
+                        epoch - 1,
+                        self.global_step,
+                        total_steps,
+                    );
+                    let mut inputs = batch.inputs;
+                    inputs.insert("lr".into(), scalar(&lr_elem, lr));
+                    let diverged = |value: f64| RuntimeError::Diverged {
+                        epoch,
+                        step: i + 1,
+                        global_step: self.global_step + 1,
+                        value,
+                    };
+                    let out = match step_prog.run(&mut self.store, &inputs) {
+                        Ok(out) => out,
+                        Err(ExecError::Loss { value, .. }) => return Err(diverged(value)),
+                        Err(e) => return Err(e.into()),
+                    };
+                    let loss = match out.loss {
+                        Some(l) if l.is_finite() => l,
+                        Some(l) => return Err(diverged(l)),
+                        None => {
+                            return Err(RuntimeError::Graph(format!(
+                                "graph @{} has no loss to train on",
+                                self.step.name
+                            )));
+                        }
+                    };
+                    loss_sum += loss * batch.labels.len() as f64;
+                    seen += batch.labels.len();
+                    self.global_step += 1;
+                    bar.inc(1);
+                    bar.set_message(format!("epoch {epoch}/{epochs} loss {loss:.4}"));
+                    if self.run_hooks(epoch, false)? {
+                        (step_prog, eval_prog) = self.programs()?;
+                        rebuilt = true;
+                    }
                 }
+                Ok(())
+            })?;
+            let train_seconds = t0.elapsed().as_secs_f64();
+            if rebuilt {
+                feed = Feed::for_graph(&self.model, data.train.example_dims())?;
             }
             let ev = evaluate(
                 eval_prog.as_mut(),
@@ -642,7 +682,8 @@ impl Trainer {
                 train_loss: loss_sum / seen.max(1) as f64,
                 test_loss: ev.loss,
                 test_accuracy: ev.accuracy(),
-                seconds: t0.elapsed().as_secs_f64(),
+                seconds: train_seconds,
+                eval_seconds: ev.seconds,
                 lr,
                 steps: per_epoch,
             };
@@ -657,8 +698,7 @@ impl Trainer {
             res?;
             history.push(m);
             if self.run_hooks(epoch, true)? {
-                step_prog = self.executor.prepare(&self.step)?;
-                eval_prog = self.executor.prepare(&self.model)?;
+                (step_prog, eval_prog) = self.programs()?;
                 feed = Feed::for_graph(&self.model, data.train.example_dims())?;
             }
             if let Some(p) = &self.config.checkpoint {
@@ -681,9 +721,10 @@ pub fn train(
     model: &Graph,
     data: &Dataset,
     config: TrainConfig,
+    executor: SharedExecutor,
     monitors: &mut [&mut dyn Monitor],
 ) -> Result<(Trainer, TrainSummary)> {
-    let mut t = Trainer::new(model, config)?;
+    let mut t = Trainer::new(model, config, executor)?;
     let s = t.fit(data, monitors)?;
     Ok((t, s))
 }

@@ -1,13 +1,14 @@
 //! Errors a user meets: data that do not fit the model, bad settings, bad directories.
 
 mod common;
+use common::executor;
 
 use runtime::data::Dataset;
 use runtime::train::{TrainConfig, Trainer};
 
 fn err(model: &qir::Graph, cfg: TrainConfig) -> String {
     let data = common::digits();
-    match Trainer::new(model, cfg) {
+    match Trainer::new(model, cfg, executor()) {
         Err(e) => e.to_string(),
         Ok(mut t) => t
             .fit(&data, &mut [])
@@ -61,7 +62,10 @@ fn model_without_loss_or_labels() {
 }",
     );
     let e = err(&g, TrainConfig::default());
-    assert!(e.starts_with("grad: the graph has no loss"), "{e}");
+    assert!(
+        e.starts_with("pass 'grad' failed: the graph has no loss"),
+        "{e}"
+    );
 }
 
 #[test]

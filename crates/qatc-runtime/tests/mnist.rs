@@ -2,6 +2,7 @@
 //! training run of the MNIST MLP that must clearly learn.
 
 mod common;
+use common::executor;
 
 use runtime::data::{Dataset, Feed, PixelScale};
 use runtime::train::{TrainConfig, Trainer};
@@ -58,7 +59,7 @@ fn mnist_mlp_learns_in_a_short_run() {
         lr: 0.05,
         ..TrainConfig::default()
     };
-    let mut t = Trainer::new(&common::model("mnist_mlp.qir"), cfg).unwrap();
+    let mut t = Trainer::new(&common::model("mnist_mlp.qir"), cfg, executor()).unwrap();
     let s = t.fit(&data, &mut []).unwrap();
     let acc = s.final_accuracy().unwrap();
     // 60 steps of 64 examples (6% of one epoch) already separate the digits well.

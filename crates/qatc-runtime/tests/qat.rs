@@ -2,16 +2,17 @@
 //! initialization of learned (LSQ) scales, and the batch-norm freeze a scheme asks for.
 
 mod common;
+use common::executor;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use qir_interp::Interpreter;
 use runtime::calibrate::{
     CalibrationConfig, Method, QSpec, calibrate, find_learned, find_observers,
 };
 use runtime::data::{Feed, shuffled};
-use runtime::executor::Interpreter;
-use runtime::hooks::{FreezeObservers, Hook, HookCtx, ObserverMode};
+use runtime::hooks::{FreezeObservers, Hook, HookCtx};
 use runtime::train::{
     CalibrationSetup, Prepare, QatSetup, TrainConfig, Trainer, prepare_model, qat_setup,
 };
@@ -193,7 +194,7 @@ fn calibration_errors() {
     let e = calibrate(
         &g,
         &mut store,
-        &[],
+        &Vec::new(),
         &CalibrationConfig::default(),
         &Interpreter::default(),
     )
@@ -201,14 +202,21 @@ fn calibration_errors() {
     assert_eq!(e.to_string(), "calibration needs at least one batch");
 }
 
-/// Records the observer state of the first weight row after every epoch.
-struct Ranges(Rc<RefCell<Vec<(f32, f32, ObserverMode)>>>);
+/// Records the observer state of the first weight row after every epoch, and whether the
+/// model still has observers.
+struct Ranges(Rc<RefCell<Vec<(f32, f32, bool)>>>);
 
 impl Hook for Ranges {
     fn after_epoch(&mut self, ctx: &mut HookCtx<'_>) -> runtime::Result<()> {
         let mn = ctx.store.get("fc1.w.min").unwrap().as_f32().unwrap()[0];
         let mx = ctx.store.get("relu1.max").unwrap().as_f32().unwrap()[0];
-        self.0.borrow_mut().push((mn, mx, *ctx.observers));
+        let frozen = !ctx.model.node_ids().into_iter().any(|id| {
+            matches!(
+                ctx.model.node(id).op(),
+                Some(qir::Op::ObserveMin | qir::Op::ObserveMax)
+            )
+        });
+        self.0.borrow_mut().push((mn, mx, frozen));
         Ok(())
     }
 }
@@ -227,7 +235,7 @@ fn calibrate_then_train_in_one_call_with_frozen_observers() {
         }),
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(&qat_model(), cfg).unwrap();
+    let mut trainer = Trainer::new(&qat_model(), cfg, executor()).unwrap();
     let seen = Rc::new(RefCell::new(Vec::new()));
     trainer.add_hook(Box::new(FreezeObservers { after_epoch: 2 }));
     trainer.add_hook(Box::new(Ranges(seen.clone())));
@@ -242,8 +250,8 @@ fn calibrate_then_train_in_one_call_with_frozen_observers() {
     // Epoch 2 still moved the ranges; epoch 3 ran with frozen observers.
     assert_ne!(seen[0], seen[1]);
     assert_eq!((seen[2].0, seen[2].1), (seen[1].0, seen[1].1));
-    assert_eq!(seen[2].2, ObserverMode::Frozen);
-    assert_eq!(trainer.observer_mode(), ObserverMode::Frozen);
+    assert!(!seen[0].2 && seen[1].2 && seen[2].2, "{seen:?}");
+    assert!(trainer.observers_frozen());
 }
 
 #[test]
@@ -256,18 +264,31 @@ fn preparation_by_pipeline_and_by_scheme() {
         }),
         ..TrainConfig::default()
     };
-    let t = Trainer::new(&float, cfg(Prepare::Pipeline("canonicalize".into()))).unwrap();
+    let t = Trainer::new(
+        &float,
+        cfg(Prepare::Pipeline("canonicalize".into())),
+        executor(),
+    )
+    .unwrap();
     assert_eq!(t.model().op_count(), float.op_count());
-    let e = Trainer::new(&float, cfg(Prepare::Pipeline("no-such-pass".into())))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = Trainer::new(
+        &float,
+        cfg(Prepare::Pipeline("no-such-pass".into())),
+        executor(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.starts_with("unknown pass 'no-such-pass'"), "{e}");
     // Preparing by scheme needs the prepare-qat pipeline; without it the error says so,
     // with it the model gets fake quantization.
     match (
         passes::named("prepare-qat"),
-        Trainer::new(&float, cfg(Prepare::Scheme("tflite-int8".into()))),
+        Trainer::new(
+            &float,
+            cfg(Prepare::Scheme("tflite-int8".into())),
+            executor(),
+        ),
     ) {
         (Err(_), Err(e)) => assert!(
             e.to_string()
@@ -403,7 +424,7 @@ fn lsq_preset_trains_to_float_accuracy() {
     };
     let mut calibrated = Vec::new();
     let mut on_cal = CalibrationLog(&mut calibrated, 0);
-    let mut t = Trainer::new(&float, cfg).unwrap();
+    let mut t = Trainer::new(&float, cfg, executor()).unwrap();
     let s = t.fit(&data, &mut [&mut on_cal]).unwrap();
     let acc = s.final_accuracy().unwrap();
     assert!(acc > 0.97, "LSQ accuracy {acc}: {:?}", s.epochs);
@@ -480,7 +501,7 @@ fn the_scheme_freezes_batch_norm_and_the_config_overrides_it() {
             }),
             ..TrainConfig::default()
         };
-        let mut t = Trainer::new(&cnn, cfg).unwrap();
+        let mut t = Trainer::new(&cnn, cfg, executor()).unwrap();
         let seen = Rc::new(RefCell::new(Vec::new()));
         t.add_hook(Box::new(BnVar(seen.clone())));
         t.fit(&data, &mut []).unwrap();
@@ -501,10 +522,50 @@ fn the_scheme_freezes_batch_norm_and_the_config_overrides_it() {
         max_train_batches: Some(30),
         ..TrainConfig::default()
     };
-    let mut t = Trainer::new(&cnn, cfg).unwrap();
+    let mut t = Trainer::new(&cnn, cfg, executor()).unwrap();
     assert_eq!(t.freeze_bn_after(), None);
     let seen = Rc::new(RefCell::new(Vec::new()));
     t.add_hook(Box::new(BnVar(seen.clone())));
     t.fit(&data, &mut []).unwrap();
     assert_eq!(frozen_after(&seen.borrow()), 30);
+}
+
+/// The trainer trains exactly the graph `qatc opt --pipeline train-step{...}` prints: the
+/// named pipeline with the scheme and the trainer's grad options as parameters.
+#[test]
+fn the_trainer_trains_the_graph_the_train_step_pipeline_prints() {
+    let float = common::model("mnist_cnn.qir");
+    for (optimizer, scheme) in [
+        (runtime::train::OptimizerKind::Momentum, "tflite-int8"),
+        (runtime::train::OptimizerKind::Adam, "lsq"),
+    ] {
+        let cfg = TrainConfig {
+            optimizer,
+            qat: Some(QatSetup {
+                prepare: Some(Prepare::Scheme(scheme.into())),
+                calibration: None,
+            }),
+            ..TrainConfig::default()
+        };
+        let t = Trainer::new(&float, cfg.clone(), executor()).unwrap();
+        let grad_spec = runtime::train::step_pipeline(&cfg.grad_options()).passes[0].clone();
+        let mut params = vec![("scheme", passes::OptValue::Scalar(scheme.into()))];
+        params.extend(
+            grad_spec
+                .options
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone())),
+        );
+        let pipeline = passes::named_with("train-step", &params).unwrap();
+        let mut g = float.clone();
+        passes::PassManager::from_pipeline(&pipeline)
+            .unwrap()
+            .run(&mut g)
+            .unwrap();
+        assert_eq!(
+            qir::print::print(t.step_graph()),
+            qir::print::print(&g),
+            "{scheme} with {optimizer:?}"
+        );
+    }
 }

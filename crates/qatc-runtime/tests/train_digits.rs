@@ -2,9 +2,10 @@
 //! divergence, batch-norm freezing.
 
 mod common;
+use common::executor;
 
 use runtime::RuntimeError;
-use runtime::executor::{Executor, Interpreter};
+use runtime::executor::eval_graph;
 use runtime::hooks::{FreezeBatchNorm, Hook, HookCtx};
 use runtime::io::weights::{Require, read_safetensors, store_from_file};
 use runtime::metrics::EpochMetrics;
@@ -18,7 +19,7 @@ fn digits_mlp_trains_above_90_percent() {
         epochs: 3,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(&common::model("digits_mlp.qir"), cfg).unwrap();
+    let mut trainer = Trainer::new(&common::model("digits_mlp.qir"), cfg, executor()).unwrap();
     let mut lines: Vec<EpochMetrics> = Vec::new();
     let mut mon = |m: &EpochMetrics| lines.push(m.clone());
     let summary = trainer.fit(&data, &mut [&mut mon]).unwrap();
@@ -47,7 +48,7 @@ fn same_seed_same_run() {
     };
     let model = common::model("digits_mlp.qir");
     let run = || {
-        let mut t = Trainer::new(&model, cfg.clone()).unwrap();
+        let mut t = Trainer::new(&model, cfg.clone(), executor()).unwrap();
         let s = t.fit(&data, &mut []).unwrap();
         (s.epochs[0].train_loss, t.store().clone())
     };
@@ -72,7 +73,7 @@ fn checkpoint_round_trip_gives_the_same_accuracy() {
         checkpoint: Some(ckpt.clone()),
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(&model, cfg.clone()).unwrap();
+    let mut trainer = Trainer::new(&model, cfg.clone(), executor()).unwrap();
     let summary = trainer.fit(&data, &mut []).unwrap();
     let acc = summary.final_accuracy().unwrap();
     assert!(acc > 0.8, "{acc}");
@@ -98,7 +99,7 @@ fn checkpoint_round_trip_gives_the_same_accuracy() {
     assert_eq!(file.metadata["graph"], "digits_mlp");
 
     // A fresh trainer with another seed, loaded from the checkpoint, evaluates the same.
-    let mut other = Trainer::new(&model, TrainConfig { seed: 99, ..cfg }).unwrap();
+    let mut other = Trainer::new(&model, TrainConfig { seed: 99, ..cfg }, executor()).unwrap();
     let before = other.evaluate(&data.test).unwrap().accuracy();
     other.load_checkpoint(&ckpt).unwrap();
     let ev = other.evaluate(&data.test).unwrap();
@@ -109,7 +110,9 @@ fn checkpoint_round_trip_gives_the_same_accuracy() {
     // The weights alone, through the library entry used by `qatc eval`.
     let mut store = store_from_file(&model, &file, Require::ParamsAndState, 5).unwrap();
     let feed = runtime::data::Feed::for_graph(&model, data.test.example_dims()).unwrap();
-    let mut prog = Interpreter::default().prepare(&model).unwrap();
+    let mut prog = executor()
+        .prepare(&eval_graph(&model).unwrap(), &[])
+        .unwrap();
     let ev2 = runtime::eval::evaluate(
         prog.as_mut(),
         &mut store,
@@ -137,7 +140,7 @@ fn checkpoint_round_trip_gives_the_same_accuracy() {
         &Default::default(),
     )
     .unwrap();
-    let e = Trainer::new(&model, TrainConfig::default())
+    let e = Trainer::new(&model, TrainConfig::default(), executor())
         .unwrap()
         .load_checkpoint(&p2)
         .unwrap_err()
@@ -158,7 +161,7 @@ fn nan_loss_stops_training_naming_the_step() {
         schedule: runtime::schedule::LrSchedule::Constant,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(&common::model("digits_mlp.qir"), cfg).unwrap();
+    let mut trainer = Trainer::new(&common::model("digits_mlp.qir"), cfg, executor()).unwrap();
     let e = trainer.fit(&data, &mut []).unwrap_err();
     let RuntimeError::Diverged {
         epoch,
@@ -202,7 +205,8 @@ fn cnn_on_image_shaped_input_and_batch_norm_freezing() {
         schedule: runtime::schedule::LrSchedule::Constant,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(&common::local_model("digits_cnn.qir"), cfg).unwrap();
+    let mut trainer =
+        Trainer::new(&common::local_model("digits_cnn.qir"), cfg, executor()).unwrap();
     assert!(qir::print::print(trainer.step_graph()).contains("batch_norm_train"));
     trainer.add_hook(Box::new(FreezeBatchNorm { after_steps: 30 }));
     let rec = std::rc::Rc::new(std::cell::RefCell::new(RecordMean(Vec::new())));

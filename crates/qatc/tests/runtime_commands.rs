@@ -216,7 +216,7 @@ fn grad_errors() {
     )
     .unwrap();
     let run = qatc(&["grad", &s(&m)]);
-    assert_one_line_error(&run, "grad: the graph has no loss");
+    assert_one_line_error(&run, "pass 'grad' failed: the graph has no loss");
     let run = qatc(&["grad", &digits_mlp(), "--optimizer", "lion"]);
     assert_one_line_error(
         &run,

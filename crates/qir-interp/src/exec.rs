@@ -9,6 +9,7 @@
 
 use qir::{Data, Inst, Op, QuantParams, Tensor, Type};
 
+use crate::Precision;
 use crate::fixed_point::Rounding;
 use crate::kernels::contract::{self, ConvGeom};
 use crate::kernels::elementwise::{self as ew, Act};
@@ -20,8 +21,7 @@ use crate::kernels::{
     shape_ops, to_usize,
 };
 use crate::num::Float;
-use crate::store::Store;
-use crate::{Mode, Precision};
+use qir_exec::Store;
 
 /// Everything an op's evaluation can see.
 pub(crate) struct Ctx<'a> {
@@ -30,7 +30,6 @@ pub(crate) struct Ctx<'a> {
     pub arg_tys: Vec<&'a Type>,
     pub out_ty: &'a Type,
     pub store: &'a Store,
-    pub mode: Mode,
 }
 
 impl<'a> Ctx<'a> {
@@ -567,9 +566,6 @@ fn eval_t<T: Float>(c: &Ctx) -> KResult<Tensor> {
 
         // ---- observers ----------------------------------------------------------------------
         Op::ObserveMin | Op::ObserveMax => {
-            if c.mode == Mode::Eval {
-                return Ok(c.arg(1)?.clone());
-            }
             let shape = c.shape(0)?;
             let axis = c.opt_axis(shape.len())?;
             let v = quant::observe(

@@ -30,17 +30,16 @@
 
 #![warn(missing_docs)]
 
-mod error;
 mod exec;
+mod executor;
 pub mod fixed_point;
 mod kernels;
 mod num;
 mod session;
-mod store;
 
-pub use error::InterpError;
+pub use executor::Interpreter;
+pub use qir_exec::{ExecError as InterpError, Store, fill_store, init_store};
 pub use session::{Session, run};
-pub use store::{Store, fill_store, init_store};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -55,33 +54,20 @@ pub enum Precision {
     F64,
 }
 
-/// Training or evaluation behaviour of the ops that care.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// Observers (`observe_min`, `observe_max`) fold the batch into their running range.
-    #[default]
-    Train,
-    /// Observers return their running range unchanged.
-    Eval,
-}
-
 /// Options of one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunOptions {
     /// Float precision of every value and op.
     pub precision: Precision,
-    /// Whether observers fold the batch in (train) or pass their range through (eval).
-    pub mode: Mode,
     /// Write the graph's `update` values back to the store after a successful run.
     pub apply_updates: bool,
 }
 
 impl Default for RunOptions {
-    /// f32, training mode, updates applied.
+    /// f32, updates applied.
     fn default() -> RunOptions {
         RunOptions {
             precision: Precision::F32,
-            mode: Mode::Train,
             apply_updates: true,
         }
     }

@@ -11,11 +11,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use qir::{Data, Dim, ElemType, Graph, NodeId, NodeKind, Tensor, Type};
+use qir::{Data, ElemType, Graph, NodeId, NodeKind, Tensor, Type};
 
-use crate::error::InterpError;
+use qir_exec::{ExecError as InterpError, Store, check_data, check_stored};
+
 use crate::exec::{Ctx, eval};
-use crate::store::{Store, check_data, check_stored, dtype_fits};
 use crate::{Precision, RunOptions, RunResult};
 
 /// One node of the plan: the node and the value slots of its operands.
@@ -25,12 +25,19 @@ struct Step {
     operands: Vec<NodeId>,
 }
 
+/// The evaluation plan of a verified graph: its topological order with operand lists.
+/// It does not hold the graph: run it only with the graph it was made from.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    steps: Vec<Step>,
+    slots: usize,
+}
+
 /// A verified graph with its evaluation order, ready to run many times.
 #[derive(Clone, Debug)]
 pub struct Session<'g> {
     g: &'g Graph,
-    steps: Vec<Step>,
-    slots: usize,
+    plan: Plan,
 }
 
 /// Runs `g` once (see [`Session::run`]); build a [`Session`] to run a graph repeatedly
@@ -44,9 +51,9 @@ pub fn run(
     Session::new(g)?.run(store, inputs, opts)
 }
 
-impl<'g> Session<'g> {
+impl Plan {
     /// Verifies `g` and plans its evaluation.
-    pub fn new(g: &'g Graph) -> Result<Session<'g>, InterpError> {
+    pub(crate) fn new(g: &Graph) -> Result<Plan, InterpError> {
         qir::verify::verify(g).map_err(|e| {
             let msgs: Vec<String> = e.0.iter().map(|v| v.to_string()).collect();
             InterpError::InvalidGraph(msgs.join("; "))
@@ -62,7 +69,17 @@ impl<'g> Session<'g> {
                 operands: g.operands(id),
             })
             .collect();
-        Ok(Session { g, steps, slots })
+        Ok(Plan { steps, slots })
+    }
+}
+
+impl<'g> Session<'g> {
+    /// Verifies `g` and plans its evaluation.
+    pub fn new(g: &'g Graph) -> Result<Session<'g>, InterpError> {
+        Ok(Session {
+            g,
+            plan: Plan::new(g)?,
+        })
     }
 
     /// The graph this session runs.
@@ -70,20 +87,32 @@ impl<'g> Session<'g> {
         self.g
     }
 
-    /// Runs the graph on `inputs` (by input name, without `%`) with parameters, state and
-    /// constants from `store`. Every declared input must be fed, and a name the graph does
-    /// not declare is an error (a misspelt input would otherwise go unnoticed). Float data
-    /// of either width is accepted for float values and converted to the run's precision. With `apply_updates`, the `update` values are
-    /// written back to the store (converted to the target's declared element type) after
-    /// the run succeeds.
+    /// Runs the graph on `inputs` (see [`Plan::run`]).
     pub fn run(
         &self,
         store: &mut Store,
         inputs: &HashMap<String, Tensor>,
         opts: &RunOptions,
     ) -> Result<RunResult, InterpError> {
-        let g = self.g;
-        let syms = self.bind_inputs(inputs)?;
+        self.plan.run(self.g, store, inputs, opts)
+    }
+}
+
+impl Plan {
+    /// Runs the graph on `inputs` (by input name, without `%`) with parameters, state and
+    /// constants from `store`. Every declared input must be fed, and a name the graph does
+    /// not declare is an error (a misspelt input would otherwise go unnoticed). Float data
+    /// of either width is accepted for float values and converted to the run's precision. With `apply_updates`, the `update` values are
+    /// written back to the store (converted to the target's declared element type) after
+    /// the run succeeds.
+    pub(crate) fn run(
+        &self,
+        g: &Graph,
+        store: &mut Store,
+        inputs: &HashMap<String, Tensor>,
+        opts: &RunOptions,
+    ) -> Result<RunResult, InterpError> {
+        let syms = qir_exec::bind_inputs(g, inputs)?;
         let mut vals: Vec<Option<Tensor>> = vec![None; self.slots];
         for step in &self.steps {
             let node = g.node(step.id);
@@ -129,7 +158,6 @@ impl<'g> Session<'g> {
                         arg_tys: step.operands.iter().map(|&o| g.ty(o)).collect(),
                         out_ty: &node.ty,
                         store,
-                        mode: opts.mode,
                     };
                     let out = eval(&ctx, opts.precision).map_err(node_err)?;
                     check_result(&node.ty, &out, &syms, opts.precision)
@@ -149,23 +177,7 @@ impl<'g> Session<'g> {
                     node: g.describe(l),
                     value: f64::NAN,
                 })?;
-                let v = match (&t.data, t.data.len()) {
-                    (Data::F32(v), 1) => v[0] as f64,
-                    (Data::F64(v), 1) => v[0],
-                    _ => {
-                        return Err(InterpError::Node {
-                            node: g.describe(l),
-                            message: "the loss is not a float scalar".into(),
-                        });
-                    }
-                };
-                if !v.is_finite() {
-                    return Err(InterpError::Loss {
-                        node: g.describe(l),
-                        value: v,
-                    });
-                }
-                Some(v)
+                Some(qir_exec::loss_value(g, t)?)
             }
         };
         let mut outputs = BTreeMap::new();
@@ -203,71 +215,6 @@ impl<'g> Session<'g> {
             values,
         })
     }
-
-    /// Checks every fed input against its declaration and binds the symbolic dimensions.
-    fn bind_inputs(
-        &self,
-        inputs: &HashMap<String, Tensor>,
-    ) -> Result<HashMap<String, usize>, InterpError> {
-        let g = self.g;
-        let declared = g.inputs();
-        let mut syms: HashMap<String, (usize, String)> = HashMap::new();
-        for &id in &declared {
-            let node = g.node(id);
-            let name = node.name.as_deref().unwrap_or_default();
-            let Some(t) = inputs.get(name) else {
-                return Err(InterpError::Input(format!(
-                    "missing input %{name} ({})",
-                    node.ty
-                )));
-            };
-            let bad = |why: String| InterpError::Input(format!("input %{name}: {why}"));
-            check_data(t).map_err(bad)?;
-            if !dtype_fits(&node.ty.elem, &t.data) {
-                return Err(bad(format!(
-                    "expected {}, got {} data",
-                    node.ty,
-                    t.data.dtype()
-                )));
-            }
-            let dims = node.ty.shape.dims();
-            let shape_err = || format!("expected {}, got shape {:?}", node.ty, t.shape);
-            if dims.len() != t.shape.len() {
-                return Err(bad(shape_err()));
-            }
-            for (d, &n) in dims.iter().zip(&t.shape) {
-                match d {
-                    Dim::Fixed(f) if *f == n as u64 => {}
-                    Dim::Fixed(_) => return Err(bad(shape_err())),
-                    Dim::Sym(s) => match syms.get(s) {
-                        Some((v, _)) if *v == n => {}
-                        Some((v, from)) => {
-                            return Err(bad(format!("{} ({s} = {v} from %{from})", shape_err())));
-                        }
-                        None => {
-                            syms.insert(s.clone(), (n, name.to_string()));
-                        }
-                    },
-                }
-            }
-        }
-        let unknown: Vec<&str> = inputs
-            .keys()
-            .map(String::as_str)
-            .filter(|k| g.find(k).is_none_or(|id| !g.node(id).is_input()))
-            .collect();
-        if let Some(k) = unknown.iter().min() {
-            let names: Vec<String> = declared
-                .iter()
-                .filter_map(|&id| g.node(id).name.as_ref().map(|n| format!("%{n}")))
-                .collect();
-            return Err(InterpError::Input(format!(
-                "unknown input '{k}' (the graph's inputs: {})",
-                names.join(", ")
-            )));
-        }
-        Ok(syms.into_iter().map(|(k, (v, _))| (k, v)).collect())
-    }
 }
 
 /// Float data in the run's precision (other data unchanged).
@@ -296,7 +243,7 @@ fn to_elem(t: Tensor, elem: &ElemType) -> Tensor {
 fn check_result(
     ty: &Type,
     t: &Tensor,
-    syms: &HashMap<String, usize>,
+    syms: &qir_exec::Bindings,
     p: Precision,
 ) -> Result<(), String> {
     check_data(t)?;

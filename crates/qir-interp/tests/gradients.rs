@@ -8,11 +8,10 @@ use std::collections::HashMap;
 
 use common::*;
 use qir::{Attr, ElemType, Graph, Init, Op, Tensor, Type};
-use qir_interp::{Mode, Precision, RunOptions, init_store, run};
+use qir_interp::{Precision, RunOptions, init_store, run};
 
 const OPTS: RunOptions = RunOptions {
     precision: Precision::F64,
-    mode: Mode::Train,
     apply_updates: false,
 };
 

@@ -87,7 +87,6 @@ fn every_test_model_runs_and_f32_agrees_with_f64() {
             let opts = RunOptions {
                 precision: p,
                 apply_updates: false,
-                ..RunOptions::default()
             };
             sess.run(&mut store.clone(), &inputs, &opts)
                 .unwrap_or_else(|e| panic!("{name}: {e}"))

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use common::*;
 use qir::{Attr, Data, ElemType, Graph, Init, Op, Tensor};
-use qir_interp::{Mode, RunOptions, Session, init_store};
+use qir_interp::{RunOptions, Session, init_store};
 
 /// An IDX file of u8 data: (dimensions, bytes).
 fn idx(name: &str) -> (Vec<usize>, Vec<u8>) {
@@ -130,7 +130,6 @@ fn accuracy(sess: &Session, store: &mut qir_interp::Store, images: &[u8], labels
         ("lr".to_string(), Tensor::scalar_f32(0.0)),
     ]);
     let opts = RunOptions {
-        mode: Mode::Eval,
         apply_updates: false,
         ..RunOptions::default()
     };

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use passes::egraph::{self, Limits, Report, Rewrite};
 use qir::{Data, Dim, ElemType, Graph, Storage, Tensor};
-use qir_interp::{Mode, Precision, RunOptions, init_store, run};
+use qir_interp::{Precision, RunOptions, init_store, run};
 
 /// Parses and verifies `text`, panicking with the rendered diagnostics.
 pub fn parse(text: &str) -> Graph {
@@ -171,7 +171,6 @@ pub fn evaluate(
     let mut store = init_store(g, seed).unwrap_or_else(|e| panic!("store: {e}"));
     let opts = RunOptions {
         precision: Precision::F32,
-        mode: Mode::Eval,
         apply_updates: false,
     };
     let r = run(g, &mut store, inputs, &opts).unwrap_or_else(|e| panic!("run: {e}"));

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use passes::grad::{BnMode, GradOptions, Optimizer, grad, train_mode};
 use qir::{Data, Dim, ElemType, Graph, Init, Inst, NodeId, Op, Shape, Tensor, Type};
-use qir_interp::{Mode, Precision, RunOptions, Store, fill_store, init_store, run};
+use qir_interp::{Precision, RunOptions, Store, fill_store, init_store, run};
 
 /// The finite-difference step.
 pub const H: f64 = 1e-6;
@@ -229,7 +229,6 @@ impl Case {
 fn f64_opts() -> RunOptions {
     RunOptions {
         precision: Precision::F64,
-        mode: Mode::Train,
         apply_updates: false,
     }
 }

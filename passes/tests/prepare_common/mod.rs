@@ -504,3 +504,9 @@ pub fn check_placement(
     }
     bad
 }
+
+/// The executor the trainer runs graphs with in these tests: the reference interpreter.
+#[allow(dead_code)]
+pub fn executor() -> runtime::executor::SharedExecutor {
+    std::sync::Arc::new(qir_interp::Interpreter::default())
+}

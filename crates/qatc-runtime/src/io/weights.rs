@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use qir::{Data, Graph, Tensor};
-use qir_interp::Store;
+use qir_exec::Store;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::{Result, RuntimeError};
@@ -217,7 +217,7 @@ pub fn store_from_file(g: &Graph, file: &TensorFile, require: Require, seed: u64
             _ => {}
         }
     }
-    qir_interp::fill_store(g, &mut store, seed)?;
+    qir_exec::fill_store(g, &mut store, seed)?;
     Ok(store)
 }
 

@@ -36,3 +36,8 @@ pub fn local_model(name: &str) -> qir::Graph {
         Err(d) => panic!("{}", qir_reader::render(&d, name, &src)),
     }
 }
+
+/// The executor the runtime's tests run graphs with: the reference interpreter.
+pub fn executor() -> runtime::executor::SharedExecutor {
+    std::sync::Arc::new(qir_interp::Interpreter::default())
+}

@@ -10,7 +10,6 @@ use runtime::calibrate::{
     CalibrationConfig, HISTOGRAM_BINS, ImageBatches, Method, calibrate_images,
 };
 use runtime::data::{Dataset, PixelScale};
-use runtime::executor::Interpreter;
 use runtime::io::weights::{
     Require, params_and_state, read_safetensors, store_from_file, write_safetensors,
 };
@@ -90,7 +89,7 @@ pub fn run(args: Args) -> CmdResult {
         &data,
         &pick,
         &config,
-        &Interpreter::default(),
+        super::executor().as_ref(),
     )
     .or_else(|e| fail(e.to_string()))?;
     let meta = BTreeMap::from([

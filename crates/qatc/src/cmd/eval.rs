@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use runtime::data::{Dataset, PixelScale};
 use runtime::eval::evaluate_model;
-use runtime::executor::Interpreter;
 use runtime::io::weights::{Require, read_safetensors, store_from_file};
 
 use crate::io::{CmdResult, fail, read_input, write_stdout};
@@ -47,7 +46,7 @@ pub fn run(args: Args) -> CmdResult {
         &data,
         pixel_scale,
         args.batch_size,
-        &Interpreter::default(),
+        super::executor().as_ref(),
     )
     .or_else(|e| fail(e.to_string()))?;
     let loss = ev

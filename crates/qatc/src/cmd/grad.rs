@@ -1,6 +1,7 @@
-//! `qatc grad FILE [-o OUT] [--optimizer ...]`: print the training-step graph the grad pass
-//! builds from a model with a loss (forward, backward, optimizer updates; the learning
-//! rate becomes the input `%lr`).
+//! `qatc grad FILE [-o OUT] [--optimizer ...]`: print the training-step graph of a model
+//! with a loss — the grad pass (forward, backward, optimizer updates; the learning rate
+//! becomes the input `%lr`) followed by `simplify`, exactly the graph `qatc train` runs
+//! (`runtime::train::step_pipeline`).
 
 use std::path::PathBuf;
 

@@ -81,3 +81,8 @@ pub fn parse_and_verify(input: &Input) -> Result<qir::Graph, Failure> {
         Failure::Reported
     })
 }
+
+/// The executor that runs graphs (the reference interpreter for now).
+pub(crate) fn executor() -> runtime::executor::SharedExecutor {
+    std::sync::Arc::new(qir_interp::Interpreter::default())
+}

@@ -40,7 +40,8 @@ struct PipelineSource {
     /// A pipeline, e.g. `canonicalize,fold-batchnorm{mode=fold}`.
     #[arg(long, value_name = "PIPELINE")]
     passes: Option<String>,
-    /// A named pipeline (see `qatc passes`).
+    /// A named pipeline (see `qatc passes`), optionally with parameters:
+    /// `train-step{scheme=lsq,optimizer=adam}`.
     #[arg(long, value_name = "NAME")]
     pipeline: Option<String>,
 }
@@ -49,7 +50,7 @@ struct PipelineSource {
 pub fn run(args: Args) -> CmdResult {
     let pipeline = match (&args.source.passes, &args.source.pipeline) {
         (Some(text), _) => passes::pipeline::parse(text).map_err(passes::ConfigError::from),
-        (None, Some(name)) => passes::named(name),
+        (None, Some(name)) => passes::named_spec(name),
         (None, None) => return fail("give --passes or --pipeline"),
     };
     let mut pm = pipeline

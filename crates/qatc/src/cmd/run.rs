@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use qir::{Data, ElemType, Tensor};
-use runtime::executor::{Exec, Executor, Interpreter};
+use runtime::executor::eval_graph;
 use runtime::io::weights::{Require, read_safetensors, store_from_file};
 
 use crate::io::{CmdResult, fail, read_input, write_stdout};
@@ -108,16 +108,19 @@ pub fn run(args: Args) -> CmdResult {
             .or_else(|e| fail(e.to_string()))?,
         None => qir_interp::init_store(&g, args.seed).or_else(|e| fail(e.to_string()))?,
     };
-    let exec = Exec {
-        mode: match args.mode {
-            ModeArg::Eval => qir_interp::Mode::Eval,
-            ModeArg::Train => qir_interp::Mode::Train,
-        },
-        apply_updates: false,
+    // The graph that runs: eval freezes the observers (the `freeze-observers` rewrite);
+    // either way nothing is written back, since the store is not saved.
+    let g = match args.mode {
+        ModeArg::Eval => eval_graph(&g).or_else(|e| fail(e.to_string()))?,
+        ModeArg::Train => {
+            let mut g = g;
+            g.updates_mut().clear();
+            g
+        }
     };
-    let out = Interpreter::default()
-        .prepare(&g)
-        .and_then(|mut p| p.run(&mut store, &inputs, exec, &[]))
+    let out = super::executor()
+        .prepare(&g, &[])
+        .and_then(|mut p| p.run(&mut store, &inputs))
         .or_else(|e| fail(e.to_string()))?;
     let mut arrays = out.outputs;
     if let Some(loss) = out.loss

@@ -155,7 +155,7 @@ pub fn run(args: Args) -> CmdResult {
         ..TrainConfig::default()
     };
     let epochs = config.epochs;
-    let trainer = Trainer::new(&model, config);
+    let trainer = Trainer::new(&model, config, super::executor());
     super::print_remarks();
     let mut trainer = trainer.or_else(|e| fail(e.to_string()))?;
     if let Some(p) = &args.init {

@@ -1,10 +1,10 @@
-//! The interpreter's error type: every failure is one line that names the input, stored
-//! value or node at fault and says why.
+//! The error type of every executor: each failure is one line that names the input,
+//! stored value or node at fault and says why.
 
-/// An error from initializing a store or running a graph.
+/// An error from initializing a store, preparing a graph or running it.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum InterpError {
-    /// The graph does not verify (the interpreter only runs verified graphs).
+pub enum ExecError {
+    /// The graph does not verify (executors only run verified graphs).
     #[error("the graph does not verify: {0}")]
     InvalidGraph(String),
     /// A fed input is missing, unknown, or has the wrong type or shape.
@@ -22,7 +22,7 @@ pub enum InterpError {
         /// What went wrong, starting with the op's mnemonic.
         message: String,
     },
-    /// The loss is not finite.
+    /// The loss is not finite (the store was left untouched).
     #[error("loss {node} is {value}")]
     Loss {
         /// The loss value's node.
@@ -30,4 +30,11 @@ pub enum InterpError {
         /// The non-finite value.
         value: f64,
     },
+    /// The executor cannot run this graph (an op or a type it does not lower), or a
+    /// compilation step failed.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Running the graph would need more memory than allowed.
+    #[error("{0}")]
+    Memory(String),
 }

@@ -15,7 +15,7 @@ use rand::distr::{Distribution, Uniform};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::Normal;
 
-use crate::error::InterpError;
+use crate::error::ExecError;
 
 /// Parameters, state and constants by value name.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -31,6 +31,11 @@ impl Store {
     /// The value named `name` (without the `%`).
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.values.get(name)
+    }
+    /// The value named `name`, for changing it in place (executors update parameters and
+    /// state this way; the shape and element type must stay those of the declaration).
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Tensor> {
+        self.values.get_mut(name)
     }
     /// Sets (or replaces) the value named `name`.
     pub fn insert(&mut self, name: &str, t: Tensor) {
@@ -70,7 +75,7 @@ impl FromIterator<(String, Tensor)> for Store {
 /// initializer; random initializers draw from a generator seeded by (`seed`, value name).
 /// `External` values cannot be materialized: use [`fill_store`] on a store that already
 /// holds them (read from the weights file).
-pub fn init_store(g: &Graph, seed: u64) -> Result<Store, InterpError> {
+pub fn init_store(g: &Graph, seed: u64) -> Result<Store, ExecError> {
     let mut store = Store::new();
     fill_store(g, &mut store, seed)?;
     Ok(store)
@@ -79,7 +84,7 @@ pub fn init_store(g: &Graph, seed: u64) -> Result<Store, InterpError> {
 /// Materializes every parameter, state and constant of `g` that `store` does not hold
 /// yet (see [`init_store`]); values already present are checked against their
 /// declaration and kept. An `External` value missing from the store is an error.
-pub fn fill_store(g: &Graph, store: &mut Store, seed: u64) -> Result<(), InterpError> {
+pub fn fill_store(g: &Graph, store: &mut Store, seed: u64) -> Result<(), ExecError> {
     for id in g.node_ids() {
         let node = g.node(id);
         let (what, init) = match &node.kind {
@@ -89,18 +94,18 @@ pub fn fill_store(g: &Graph, store: &mut Store, seed: u64) -> Result<(), InterpE
             NodeKind::Input | NodeKind::Op(_) => continue,
         };
         let Some(name) = node.name.as_deref() else {
-            return Err(InterpError::Store(format!(
+            return Err(ExecError::Store(format!(
                 "{} {} has no name, so it cannot be kept in the store",
                 what,
                 g.describe(id)
             )));
         };
         if let Some(t) = store.get(name) {
-            check_stored(name, &node.ty, t).map_err(InterpError::Store)?;
+            check_stored(name, &node.ty, t).map_err(ExecError::Store)?;
             continue;
         }
         let t = materialize(name, &node.ty, init, seed)
-            .map_err(|e| InterpError::Store(format!("{what} %{name}: {e}")))?;
+            .map_err(|e| ExecError::Store(format!("{what} %{name}: {e}")))?;
         store.insert(name, t);
     }
     Ok(())
@@ -108,7 +113,7 @@ pub fn fill_store(g: &Graph, store: &mut Store, seed: u64) -> Result<(), InterpE
 
 /// Checks a stored tensor against the declaration of the value it stands for. Float
 /// declarations accept f32 or f64 data (converted to the run's precision on load).
-pub(crate) fn check_stored(name: &str, ty: &Type, t: &Tensor) -> Result<(), String> {
+pub fn check_stored(name: &str, ty: &Type, t: &Tensor) -> Result<(), String> {
     let want = ty.shape.as_fixed();
     let shape_ok = want.as_ref().is_some_and(|w| {
         w.len() == t.shape.len() && w.iter().zip(&t.shape).all(|(&a, &b)| a == b as u64)
@@ -131,7 +136,7 @@ pub(crate) fn check_stored(name: &str, ty: &Type, t: &Tensor) -> Result<(), Stri
 
 /// True if `data` can stand for a value of element type `elem` (floats of either width
 /// for float types).
-pub(crate) fn dtype_fits(elem: &ElemType, data: &Data) -> bool {
+pub fn dtype_fits(elem: &ElemType, data: &Data) -> bool {
     if elem.is_float() {
         matches!(data, Data::F32(_) | Data::F64(_))
     } else {
@@ -140,7 +145,7 @@ pub(crate) fn dtype_fits(elem: &ElemType, data: &Data) -> bool {
 }
 
 /// Checks that a tensor's data length is the product of its shape.
-pub(crate) fn check_data(t: &Tensor) -> Result<(), String> {
+pub fn check_data(t: &Tensor) -> Result<(), String> {
     let n = t
         .shape
         .iter()
@@ -270,7 +275,7 @@ fn materialize(name: &str, ty: &Type, init: &Init, seed: u64) -> Result<Tensor, 
 
 /// Tensor data of element type `elem` from f64 values; integer types need integral values
 /// inside the type's range (quantized types: their storage range), bool needs 0 or 1.
-pub(crate) fn data_from_f64(elem: &ElemType, v: &[f64]) -> Result<Data, String> {
+pub fn data_from_f64(elem: &ElemType, v: &[f64]) -> Result<Data, String> {
     fn ints<T: TryFrom<i64>>(v: &[f64], ty: &str) -> Result<Vec<T>, String> {
         v.iter()
             .map(|&x| {
