@@ -10,17 +10,17 @@
 use qir::{Data, Inst, Op, QuantParams, Tensor, Type};
 
 use crate::Precision;
-use crate::fixed_point::Rounding;
 use crate::kernels::contract::{self, ConvGeom};
 use crate::kernels::elementwise::{self as ew, Act};
 use crate::kernels::integer::{self, Multipliers, QOperand, QParams};
 use crate::kernels::pool::{self, PoolGeom};
-use crate::kernels::quant::{self, LsqGrad, QparamRule, Range};
+use crate::kernels::quant::{self, LsqGrad, Range};
 use crate::kernels::{
     KResult, ftensor, int_values, norm, norm_axes, norm_axis, optim, reduce, reduced_shape,
     shape_ops, to_usize,
 };
 use crate::num::Float;
+use qir::quant::{QparamRule, Rounding};
 use qir_exec::Store;
 
 /// Everything an op's evaluation can see.
@@ -596,7 +596,7 @@ fn eval_t<T: Float>(c: &Ctx) -> KResult<Tensor> {
             let pairs: Vec<(T, i64)> = mn
                 .iter()
                 .zip(mx)
-                .map(|(&a, &b)| quant::qparams(a, b, rule))
+                .map(|(&a, &b)| T::qparams(a, b, rule))
                 .collect();
             let shape = c.shape(0)?.to_vec();
             if op == Op::QparamsScale {

@@ -32,7 +32,6 @@
 
 mod exec;
 mod executor;
-pub mod fixed_point;
 mod kernels;
 mod num;
 mod session;

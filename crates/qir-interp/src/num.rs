@@ -57,10 +57,13 @@ pub trait Float:
     fn slice(d: &Data) -> Option<&[Self]>;
     /// Wraps a vector as tensor data.
     fn into_data(v: Vec<Self>) -> Data;
+    /// `(scale, zero point)` of an observed range in this type's arithmetic
+    /// ([`qir::quant::qparams_f32`] / [`qir::quant::qparams_f64`]).
+    fn qparams(mn: Self, mx: Self, rule: qir::quant::QparamRule) -> (Self, i64);
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal, $variant:ident, $erf:path) => {
+    ($t:ty, $name:literal, $variant:ident, $erf:path, $qparams:path) => {
         impl Float for $t {
             const NAME: &'static str = $name;
             const ZERO: Self = 0.0;
@@ -118,12 +121,15 @@ macro_rules! impl_float {
             fn into_data(v: Vec<Self>) -> Data {
                 Data::$variant(v)
             }
+            fn qparams(mn: Self, mx: Self, rule: qir::quant::QparamRule) -> (Self, i64) {
+                $qparams(mn, mx, rule)
+            }
         }
     };
 }
 
-impl_float!(f32, "f32", F32, libm::erff);
-impl_float!(f64, "f64", F64, libm::erf);
+impl_float!(f32, "f32", F32, libm::erff, qir::quant::qparams_f32);
+impl_float!(f64, "f64", F64, libm::erf, qir::quant::qparams_f64);
 
 /// `max` that propagates NaN from either side (as PyTorch's `maximum`).
 pub fn max_nan<T: Float>(a: T, b: T) -> T {

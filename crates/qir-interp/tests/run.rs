@@ -378,8 +378,7 @@ fn integer_pipeline_matches_its_float_reference() {
     let acc = op(&mut g, Op::Qlinear, &[xq, wq, b], &[], "acc");
     let (mut mult, mut shift) = (Vec::new(), Vec::new());
     for s in ws {
-        let (m, sh) =
-            qir_interp::fixed_point::quantize_multiplier(sx as f64 * s as f64 / sy as f64).unwrap();
+        let (m, sh) = qir::quant::quantize_multiplier(sx as f64 * s as f64 / sy as f64).unwrap();
         mult.push(m);
         shift.push(sh);
     }

@@ -27,6 +27,7 @@ pub mod float;
 pub mod graph;
 pub mod ops;
 pub mod print;
+pub mod quant;
 pub mod shape;
 pub mod tensor;
 pub mod types;

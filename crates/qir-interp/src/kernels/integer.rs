@@ -9,12 +9,12 @@
 //!   zero point.
 //! - `dequantize`: `(q - zp) * scale`, the difference exact, one float rounding.
 //! - `requantize`: `y = clamp(zp_out + round((x - zp_in) * multiplier / 2^(31 + shift)))`,
-//!   one exact rounding in the op's `rounding` (see [`crate::fixed_point`]).
+//!   one exact rounding in the op's `rounding` (see [`qir::quant`]).
 //! - `qlinear`/`qconv2d`: `sum (x - zx) * (w - zw) + b` accumulated exactly; a result outside
 //!   i32 is an error (real int32 hardware would wrap silently).
 //! - `qadd`, `qconcat`, `qglobal_avg_pool` (no multiplier attributes): each input's rescale
 //!   factor `s_in / s_out` (for the pool `s_in / (s_out * H * W)`) is decomposed by
-//!   [`crate::fixed_point::quantize_multiplier`]; the terms are summed exactly at a common
+//!   [`qir::quant::quantize_multiplier`]; the terms are summed exactly at a common
 //!   power of two and rounded once, half away from zero (the `requantize` default).
 //! - A fused `relu` clamps below at `zp_out`; `relu6` also clamps above at the quantized
 //!   value of 6 (computed as `quantize` does, half to even).
@@ -25,8 +25,8 @@ use super::contract::{ConvGeom, conv2d, gemm};
 use super::elementwise::Act;
 use super::quant::channels;
 use super::{KResult, broadcast_map, numel};
-use crate::fixed_point::{Rounding, quantize_multiplier, rescale, shift_round};
 use crate::num::Float;
+use qir::quant::{Rounding, rescale, rescale_sum};
 
 /// Resolved quantization parameters of a quantized type.
 #[derive(Clone, Debug, PartialEq)]
@@ -215,32 +215,6 @@ pub fn qconv2d(x: &[i64], w: &[i64], g: &ConvGeom, bias: Option<&[i64]>) -> KRes
     let mut acc = conv2d(x, w, g)?;
     add_bias(&mut acc, bias, g.o, g.oh * g.ow)?;
     to_i32(acc)
-}
-
-/// `round(sum_i v_i * r_i)` for real factors `r_i`, exact at a common power of two and
-/// rounded once half away from zero; `None` when a factor or the sum cannot be represented.
-pub fn rescale_sum(terms: &[(i64, f64)]) -> Option<i128> {
-    let mut parts = Vec::with_capacity(terms.len());
-    let mut e = 0u32;
-    for &(v, real) in terms {
-        let (m, s) = quantize_multiplier(real)?;
-        let total = u32::try_from(31 + s).ok()?;
-        e = e.max(total);
-        parts.push((v as i128 * m as i128, total));
-    }
-    let mut num = 0i128;
-    for (p, total) in parts {
-        let up = e - total;
-        let scaled = if up == 0 {
-            p
-        } else if up < 100 {
-            p.checked_mul(1i128 << up)?
-        } else {
-            return None;
-        };
-        num = num.checked_add(scaled)?;
-    }
-    Some(shift_round(num, e, Rounding::HalfAwayFromZero))
 }
 
 /// A quantized operand: centered values, shape, parameters.
@@ -442,7 +416,7 @@ mod tests {
         let mut mult = Vec::new();
         let mut shift = Vec::new();
         for s in [0.02f64, 0.03] {
-            let (mm, ss) = quantize_multiplier(0.1 * s / 0.05).unwrap();
+            let (mm, ss) = qir::quant::quantize_multiplier(0.1 * s / 0.05).unwrap();
             mult.push(mm);
             shift.push(ss);
         }

@@ -16,7 +16,6 @@
 //! nothing has been observed yet and is replaced by the batch value.
 
 use super::{KResult, numel};
-use crate::fixed_point::frexp;
 use crate::num::{Float, max_nan, min_nan};
 
 /// How per-channel parameters map onto a tensor: `(outer, channels, inner)`; element
@@ -345,66 +344,6 @@ pub fn observe<T: Float>(
         .collect())
 }
 
-/// Quantization-parameter settings of `qparams_scale`/`qparams_zero_point`.
-#[derive(Clone, Copy, Debug)]
-pub struct QparamRule {
-    pub qmin: i64,
-    pub qmax: i64,
-    pub symmetric: bool,
-    pub power_of_two: bool,
-    pub eps: f64,
-}
-
-/// Rounds a positive scale up to the next power of two (powers of two are kept).
-pub fn pow2_ceil<T: Float>(s: T) -> T {
-    match frexp(s.to_f64()) {
-        Some((0.5, _)) => s,
-        Some((_, e)) => T::from_f64(2f64.powi(e)),
-        None => s,
-    }
-}
-
-/// `(scale, zero point)` from an observed range, as PyTorch's `_calculate_qparams`:
-/// the range is widened to include 0; affine `s = (max - min) / (qmax - qmin)`,
-/// `z = clamp(qmin - round(min / s), qmin, qmax)`; symmetric
-/// `s = max(-min, max) / ((qmax - qmin) / 2)`, `z = 0` for signed ranges and
-/// `(qmin + qmax + 1) / 2` for unsigned ones; then `s = max(s, eps)`, and with
-/// `power_of_two` `s` rounds up to a power of two (before the zero point is derived).
-pub fn qparams<T: Float>(mn: T, mx: T, r: QparamRule) -> (T, i64) {
-    let lo = if mn < T::ZERO || mn.is_nan() {
-        mn
-    } else {
-        T::ZERO
-    };
-    let hi = if mx > T::ZERO || mx.is_nan() {
-        mx
-    } else {
-        T::ZERO
-    };
-    let span = (r.qmax - r.qmin) as f64;
-    let mut s = if r.symmetric {
-        max_nan(-lo, hi) / T::from_f64(span / 2.0)
-    } else {
-        (hi - lo) / T::from_f64(span)
-    };
-    s = max_nan(s, T::from_f64(r.eps));
-    if r.power_of_two {
-        s = pow2_ceil(s);
-    }
-    let z = if r.symmetric {
-        if r.qmin < 0 {
-            0
-        } else {
-            (r.qmin + r.qmax + 1) / 2
-        }
-    } else {
-        let q = (lo / s).round_even().to_f64();
-        let q = if q.is_nan() { 0.0 } else { q };
-        (r.qmin as f64 - q).clamp(r.qmin as f64, r.qmax as f64) as i64
-    };
-    (s, z)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,59 +492,5 @@ mod tests {
             observe::<f32>(&[], &[0], None, &[1.5], true, Some(0.5)).unwrap(),
             [1.5]
         );
-    }
-
-    fn rule(qmin: i64, qmax: i64, symmetric: bool, power_of_two: bool) -> QparamRule {
-        QparamRule {
-            qmin,
-            qmax,
-            symmetric,
-            power_of_two,
-            eps: f32::EPSILON as f64,
-        }
-    }
-
-    #[test]
-    fn qparams_hand_computed() {
-        // affine int8 over [-1, 3]: s = 4 / 255, z = -128 - round(-1 / s) = -128 + 64 = -64
-        // (-1 / (4/255) = -63.75 -> -64)
-        let (s, z) = qparams(-1.0f32, 3.0, rule(-128, 127, false, false));
-        assert_eq!(s, 4.0f32 / 255.0);
-        assert_eq!(z, -64);
-        // the range is widened to include 0: [0.5, 2] acts as [0, 2]: z = qmin
-        let (s, z) = qparams(0.5f32, 2.0, rule(0, 255, false, false));
-        assert_eq!((s, z), (2.0f32 / 255.0, 0));
-        // negative-only range [-2, -1] -> [-2, 0]: z = 0 - round(-2 / (2/255)) = 255
-        let (s, z) = qparams(-2.0f64, -1.0, rule(0, 255, false, false));
-        assert_eq!((s, z), (2.0 / 255.0, 255));
-        // symmetric int8 over [-1, 3]: s = 3 / 127.5, z = 0
-        let (s, z) = qparams(-1.0f32, 3.0, rule(-128, 127, true, false));
-        assert_eq!((s, z), (3.0f32 / 127.5, 0));
-        // symmetric narrow range [-127, 127]: s = 3 / 127
-        let (s, _) = qparams(-1.0f32, 3.0, rule(-127, 127, true, false));
-        assert_eq!(s, 3.0f32 / 127.0);
-        // symmetric unsigned: z is the midpoint (0 + 255 + 1) / 2 = 128
-        assert_eq!(qparams(-1.0f32, 3.0, rule(0, 255, true, false)).1, 128);
-        // degenerate range -> eps scale
-        let (s, z) = qparams(0.0f32, 0.0, rule(-128, 127, false, false));
-        assert_eq!((s, z), (f32::EPSILON, -128));
-        let (s, _) = qparams(
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            rule(-128, 127, true, false),
-        );
-        assert_eq!(s, f32::EPSILON);
-        // power of two: 3/127.5 = 0.0235... -> 2^-5 = 0.03125; exact powers stay
-        let (s, z) = qparams(-1.0f32, 3.0, rule(-128, 127, true, true));
-        assert_eq!((s, z), (0.03125, 0));
-        // affine with power of two: s = 4/255 = 0.0157 rounds up to 2^-5 (2^-6 = 0.015625
-        // is below), then z = -128 - round(-1 / 0.03125) = -96
-        let (s, z) = qparams(-1.0f32, 3.0, rule(-128, 127, false, true));
-        assert_eq!((s, z), (0.03125, -96));
-        assert_eq!(pow2_ceil(0.25f32), 0.25);
-        assert_eq!(pow2_ceil(0.3f64), 0.5);
-        // a positive-only range is widened to start at 0, so z = qmin
-        let (s, z) = qparams(1e-30f32, 1.5, rule(-8, 7, false, false));
-        assert_eq!((s, z), (0.1, -8));
     }
 }
