@@ -1,0 +1,346 @@
+//! Convolution helpers: im2col (input windows to the columns of a matrix product),
+//! col2im (columns back to an input, summing overlapping windows: the input gradient),
+//! and the depthwise path (groups = channels, one filter per channel) computed directly.
+//!
+//! Layouts: input NCHW, weights OIHW, padding [top, left, bottom, right]. The column
+//! matrix of group `g` is `[K/groups, N*OH*OW]` with row `(ci * KH + ky) * KW + kx` and
+//! column `n * OH*OW + oy * OW + ox`; groups follow each other. Padding cells read 0.
+
+use rayon::prelude::*;
+
+use super::{Bound, Kernel, slice, slice_mut};
+use crate::rt::RunCtx;
+
+/// The geometry of a 2-D convolution (sizes checked by the planner).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv {
+    /// Batch.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height and width.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Stride (rows, columns).
+    pub stride: [usize; 2],
+    /// Padding (top, left, bottom, right).
+    pub pad: [usize; 4],
+    /// Dilation (rows, columns).
+    pub dil: [usize; 2],
+    /// Groups.
+    pub groups: usize,
+}
+
+impl Conv {
+    /// Input channels per group.
+    pub fn cg(&self) -> usize {
+        self.c / self.groups
+    }
+    /// Output channels per group.
+    pub fn og(&self) -> usize {
+        self.o / self.groups
+    }
+    /// Rows of one group's column matrix.
+    pub fn kg(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+    /// Output positions per image.
+    pub fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// Columns of the column matrix.
+    pub fn cols(&self) -> usize {
+        self.n * self.p()
+    }
+    /// Elements of the column matrix (all groups).
+    pub fn col_len(&self) -> usize {
+        self.groups * self.kg() * self.cols()
+    }
+    /// Elements of the input.
+    pub fn x_len(&self) -> usize {
+        self.n * self.c * self.h * self.w
+    }
+    /// True for the depthwise case the direct kernels handle.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.c && self.o == self.c
+    }
+    /// A short description.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}x{}x{}x{} -> {} k{}x{} s{:?} p{:?} d{:?} g{}",
+            self.n,
+            self.c,
+            self.h,
+            self.w,
+            self.o,
+            self.kh,
+            self.kw,
+            self.stride,
+            self.pad,
+            self.dil,
+            self.groups
+        )
+    }
+    /// The input row of output row `oy` and kernel row `ky`, if inside the input.
+    #[inline]
+    fn iy(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride[0] + ky * self.dil[0])
+            .checked_sub(self.pad[0])
+            .filter(|&v| v < self.h)
+    }
+    /// The input column of output column `ox` and kernel column `kx`, if inside.
+    #[inline]
+    fn ix(&self, ox: usize, kx: usize) -> Option<usize> {
+        (ox * self.stride[1] + kx * self.dil[1])
+            .checked_sub(self.pad[1])
+            .filter(|&v| v < self.w)
+    }
+}
+
+/// Which pass of a depthwise convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DwPass {
+    /// `y = conv(x, w)`: arguments x, w.
+    Forward,
+    /// `dx` from dy and w.
+    GradInput,
+    /// `dw` from dy and x.
+    GradWeight,
+}
+
+/// Fills the column matrix of `g` from `x`.
+pub fn im2col(g: &Conv, x: &[f32], col: &mut [f32]) {
+    let cols = g.cols();
+    let p = g.p();
+    let rows = g.groups * g.kg();
+    col.par_chunks_mut(cols)
+        .take(rows)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (ci, rest) = (row / (g.kh * g.kw), row % (g.kh * g.kw));
+            let (ky, kx) = (rest / g.kw, rest % g.kw);
+            for n in 0..g.n {
+                let plane = &x[(n * g.c + ci) * g.h * g.w..][..g.h * g.w];
+                let out = &mut dst[n * p..][..p];
+                for oy in 0..g.oh {
+                    let orow = &mut out[oy * g.ow..][..g.ow];
+                    match g.iy(oy, ky) {
+                        None => orow.fill(0.0),
+                        Some(iy) => {
+                            let irow = &plane[iy * g.w..][..g.w];
+                            for (ox, o) in orow.iter_mut().enumerate() {
+                                *o = match g.ix(ox, kx) {
+                                    Some(ix) => irow[ix],
+                                    None => 0.0,
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Sums the column matrix of `g` back into an input-shaped `dx` (overwritten).
+pub fn col2im(g: &Conv, col: &[f32], dx: &mut [f32]) {
+    let cols = g.cols();
+    let p = g.p();
+    let plane = g.h * g.w;
+    // one task per channel: each writes only its own planes
+    let per_channel: Vec<(usize, Vec<f32>)> = (0..g.c)
+        .into_par_iter()
+        .map(|ci| {
+            let mut acc = vec![0.0f32; g.n * plane];
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let row = (ci * g.kh + ky) * g.kw + kx;
+                    let src = &col[row * cols..][..cols];
+                    for n in 0..g.n {
+                        let a = &mut acc[n * plane..][..plane];
+                        let s = &src[n * p..][..p];
+                        for oy in 0..g.oh {
+                            let Some(iy) = g.iy(oy, ky) else { continue };
+                            for ox in 0..g.ow {
+                                if let Some(ix) = g.ix(ox, kx) {
+                                    a[iy * g.w + ix] += s[oy * g.ow + ox];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (ci, acc)
+        })
+        .collect();
+    for (ci, acc) in per_channel {
+        for n in 0..g.n {
+            dx[(n * g.c + ci) * plane..][..plane].copy_from_slice(&acc[n * plane..][..plane]);
+        }
+    }
+}
+
+/// Depthwise forward: `y[n, c] = sum_{ky, kx} x[n, c, iy, ix] * w[c, 0, ky, kx]`, summed
+/// over ky then kx (the interpreter's order).
+pub fn depthwise_forward(g: &Conv, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let (plane, p) = (g.h * g.w, g.p());
+    y.par_chunks_mut(p).enumerate().for_each(|(nc, out)| {
+        let ch = nc % g.c;
+        let xp = &x[nc * plane..][..plane];
+        let wk = &w[ch * g.kh * g.kw..][..g.kh * g.kw];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let mut s = 0.0f32;
+                for ky in 0..g.kh {
+                    let Some(iy) = g.iy(oy, ky) else { continue };
+                    for kx in 0..g.kw {
+                        if let Some(ix) = g.ix(ox, kx) {
+                            s += xp[iy * g.w + ix] * wk[ky * g.kw + kx];
+                        }
+                    }
+                }
+                out[oy * g.ow + ox] = s;
+            }
+        }
+    });
+}
+
+/// Depthwise input gradient.
+pub fn depthwise_grad_input(g: &Conv, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (plane, p) = (g.h * g.w, g.p());
+    dx.par_chunks_mut(plane).enumerate().for_each(|(nc, out)| {
+        out.fill(0.0);
+        let ch = nc % g.c;
+        let d = &dy[nc * p..][..p];
+        let wk = &w[ch * g.kh * g.kw..][..g.kh * g.kw];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let v = d[oy * g.ow + ox];
+                for ky in 0..g.kh {
+                    let Some(iy) = g.iy(oy, ky) else { continue };
+                    for kx in 0..g.kw {
+                        if let Some(ix) = g.ix(ox, kx) {
+                            out[iy * g.w + ix] += v * wk[ky * g.kw + kx];
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Depthwise weight gradient.
+pub fn depthwise_grad_weight(g: &Conv, dy: &[f32], x: &[f32], dw: &mut [f32]) {
+    let (plane, p, kk) = (g.h * g.w, g.p(), g.kh * g.kw);
+    dw.par_chunks_mut(kk).enumerate().for_each(|(ch, out)| {
+        out.fill(0.0);
+        for n in 0..g.n {
+            let nc = n * g.c + ch;
+            let xp = &x[nc * plane..][..plane];
+            let d = &dy[nc * p..][..p];
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let mut s = 0.0f32;
+                    for oy in 0..g.oh {
+                        let Some(iy) = g.iy(oy, ky) else { continue };
+                        for ox in 0..g.ow {
+                            if let Some(ix) = g.ix(ox, kx) {
+                                s += d[oy * g.ow + ox] * xp[iy * g.w + ix];
+                            }
+                        }
+                    }
+                    out[ky * g.kw + kx] += s;
+                }
+            }
+        }
+    });
+}
+
+/// The `qatc_im2col` kernel: argument 0 is the input, the result the column matrix.
+///
+/// # Safety
+/// `ctx` and `call` must come from the same compiled plan.
+pub unsafe extern "C" fn qatc_im2col(ctx: *const RunCtx, call: *const Bound) -> i32 {
+    // SAFETY: the compiled code passes its own context and call descriptions.
+    let (ctx, call) = unsafe { (&*ctx, &*call) };
+    let Kernel::Im2col(g) = &call.kernel else {
+        return -1;
+    };
+    // SAFETY: the plan sized the buffers for `g`.
+    let (x, col) = unsafe {
+        (
+            slice::<f32>(ctx, call.args[0], g.x_len()),
+            slice_mut::<f32>(ctx, call.out, g.col_len()),
+        )
+    };
+    im2col(g, x, col);
+    0
+}
+
+/// The `qatc_col2im` kernel: argument 0 is the column matrix, the result the input.
+///
+/// # Safety
+/// `ctx` and `call` must come from the same compiled plan.
+pub unsafe extern "C" fn qatc_col2im(ctx: *const RunCtx, call: *const Bound) -> i32 {
+    // SAFETY: the compiled code passes its own context and call descriptions.
+    let (ctx, call) = unsafe { (&*ctx, &*call) };
+    let Kernel::Col2im(g) = &call.kernel else {
+        return -1;
+    };
+    // SAFETY: the plan sized the buffers for `g`.
+    let (col, dx) = unsafe {
+        (
+            slice::<f32>(ctx, call.args[0], g.col_len()),
+            slice_mut::<f32>(ctx, call.out, g.x_len()),
+        )
+    };
+    col2im(g, col, dx);
+    0
+}
+
+/// The `qatc_depthwise` kernel.
+///
+/// # Safety
+/// `ctx` and `call` must come from the same compiled plan.
+pub unsafe extern "C" fn qatc_depthwise(ctx: *const RunCtx, call: *const Bound) -> i32 {
+    // SAFETY: the compiled code passes its own context and call descriptions.
+    let (ctx, call) = unsafe { (&*ctx, &*call) };
+    let Kernel::Depthwise(g, pass) = &call.kernel else {
+        return -1;
+    };
+    let (xl, yl, wl) = (g.x_len(), g.n * g.o * g.p(), g.o * g.kh * g.kw);
+    // SAFETY: the plan sized the buffers for `g` and the pass.
+    unsafe {
+        match pass {
+            DwPass::Forward => depthwise_forward(
+                g,
+                slice(ctx, call.args[0], xl),
+                slice(ctx, call.args[1], wl),
+                slice_mut(ctx, call.out, yl),
+            ),
+            DwPass::GradInput => depthwise_grad_input(
+                g,
+                slice(ctx, call.args[0], yl),
+                slice(ctx, call.args[1], wl),
+                slice_mut(ctx, call.out, xl),
+            ),
+            DwPass::GradWeight => depthwise_grad_weight(
+                g,
+                slice(ctx, call.args[0], yl),
+                slice(ctx, call.args[1], xl),
+                slice_mut(ctx, call.out, wl),
+            ),
+        }
+    }
+    0
+}

@@ -1,0 +1,439 @@
+//! The integer ops of converted graphs, exact: requantize, qlinear, qconv2d, qadd, qconcat
+//! and qglobal_avg_pool, with the arithmetic of `qir::quant` (one rounding of an exact
+//! product, exact sums of rescaled terms) and the interpreter's definitions: operands are
+//! centered by their zero points, accumulators that leave i32 are an error
+//! ([`super::status::OVERFLOW`]), and fused activations fold into the output clamp.
+//! Quantization parameters are resolved when the program is compiled.
+
+use qir::quant::{Rounding, rescale, rescale_sum};
+
+use super::conv::Conv;
+use super::{Bound, Kernel, status};
+use crate::dtype::DType;
+use crate::rt::{Loc, RunCtx};
+
+/// How per-channel parameters map onto a tensor: element `i` uses channel
+/// `(i / inner) % dim`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chan {
+    /// Number of channels (1 for per-tensor parameters).
+    pub dim: usize,
+    /// Elements after the channel axis.
+    pub inner: usize,
+}
+
+impl Chan {
+    /// One parameter set for every element.
+    pub const TENSOR: Chan = Chan { dim: 1, inner: 1 };
+
+    /// The channel of flat element `i`.
+    #[inline]
+    pub fn of(&self, i: usize) -> usize {
+        if self.dim == 1 {
+            0
+        } else {
+            (i / self.inner) % self.dim
+        }
+    }
+}
+
+/// Resolved quantization parameters of one tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QP {
+    /// Storage type.
+    pub dtype: DType,
+    /// The axis of per-channel parameters.
+    pub axis: Option<usize>,
+    /// Smallest value.
+    pub qmin: i64,
+    /// Largest value.
+    pub qmax: i64,
+    /// Scales per channel.
+    pub scales: Vec<f32>,
+    /// Zero points per channel.
+    pub zps: Vec<i64>,
+    /// The channel of each element.
+    pub chan: Chan,
+}
+
+/// Output clamp bounds per channel (activation folded in).
+pub type Bounds = Vec<(i64, i64)>;
+
+/// An integer op with everything resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IntOp {
+    /// `y = clamp(zp + round((x - zp_in) * m / 2^(31 + shift)))`.
+    Requantize {
+        /// Elements.
+        len: usize,
+        /// The input's type and, for a quantized input, its parameters (centered).
+        input: (DType, Option<QP>),
+        /// Multipliers per multiplier channel.
+        mult: Vec<i64>,
+        /// Shifts per multiplier channel.
+        shift: Vec<i64>,
+        /// The multipliers' channel map.
+        mchan: Chan,
+        /// The result's parameters.
+        out: QP,
+        /// Clamp bounds per result channel.
+        bounds: Bounds,
+        /// Rounding of the rescale.
+        rounding: Rounding,
+    },
+    /// `acc[n, m] = sum_k (x - zx)(w - zw) + b[m]`; arguments x, w, bias?.
+    Qlinear {
+        /// Rows of x.
+        n: usize,
+        /// Features.
+        k: usize,
+        /// Rows of w.
+        m: usize,
+        /// x's parameters.
+        x: QP,
+        /// w's parameters.
+        w: QP,
+        /// A bias argument follows.
+        bias: bool,
+    },
+    /// Integer convolution with i32 accumulators; arguments x, w, bias?.
+    Qconv {
+        /// Geometry.
+        conv: Conv,
+        /// x's parameters.
+        x: QP,
+        /// w's parameters.
+        w: QP,
+        /// A bias argument follows.
+        bias: bool,
+    },
+    /// `qadd` with broadcasting: per result element the flat indices of a and b.
+    Qadd {
+        /// Result dims.
+        dims: Vec<usize>,
+        /// a's strides over the result dims (0 where broadcast).
+        a_strides: Vec<usize>,
+        /// b's strides over the result dims.
+        b_strides: Vec<usize>,
+        /// a's parameters.
+        a: QP,
+        /// b's parameters.
+        b: QP,
+        /// The result's parameters.
+        out: QP,
+        /// Clamp bounds per result channel.
+        bounds: Bounds,
+    },
+    /// `qconcat` along an axis: `outer` rows, input `i` contributes `chunks[i]` elements
+    /// per row.
+    Qconcat {
+        /// Rows before the axis.
+        outer: usize,
+        /// Elements per row of each input.
+        chunks: Vec<usize>,
+        /// Each input's parameters.
+        inputs: Vec<QP>,
+        /// The result's parameters.
+        out: QP,
+        /// Clamp bounds per result channel.
+        bounds: Bounds,
+    },
+    /// Global average pooling of `[n, c, plane]` to `[n, c]`.
+    QglobalAvgPool {
+        /// Batch.
+        n: usize,
+        /// Channels.
+        c: usize,
+        /// Elements per plane.
+        plane: usize,
+        /// x's parameters.
+        x: QP,
+        /// The result's parameters.
+        out: QP,
+        /// Clamp bounds per result channel.
+        bounds: Bounds,
+    },
+}
+
+impl IntOp {
+    /// Scratch bytes the op needs.
+    pub fn scratch_bytes(&self) -> usize {
+        0
+    }
+    /// A short description.
+    pub fn describe(&self) -> String {
+        match self {
+            IntOp::Requantize { len, .. } => format!("requantize {len}"),
+            IntOp::Qlinear { n, k, m, .. } => format!("qlinear {n}x{k} . {m}x{k}"),
+            IntOp::Qconv { conv, .. } => format!("qconv2d {}", conv.describe()),
+            IntOp::Qadd { dims, .. } => format!("qadd {dims:?}"),
+            IntOp::Qconcat { chunks, .. } => format!("qconcat {} inputs", chunks.len()),
+            IntOp::QglobalAvgPool { n, c, .. } => format!("qglobal_avg_pool {n}x{c}"),
+        }
+    }
+}
+
+/// Reads element `i` of an integer buffer.
+///
+/// # Safety
+/// `p` must hold more than `i` elements of `d`.
+#[inline]
+unsafe fn get(p: *const u8, d: DType, i: usize) -> i64 {
+    // SAFETY: as the caller promised.
+    unsafe {
+        match d {
+            DType::I8 => *(p as *const i8).add(i) as i64,
+            DType::U8 => *p.add(i) as i64,
+            DType::I16 => *(p as *const i16).add(i) as i64,
+            DType::I32 => *(p as *const i32).add(i) as i64,
+            DType::I64 => *(p as *const i64).add(i),
+            DType::Bool => *p.add(i) as i64,
+            DType::F32 => *(p as *const f32).add(i) as i64,
+            DType::F64 => *(p as *const f64).add(i) as i64,
+        }
+    }
+}
+
+/// Writes element `i` of an integer buffer (the value fits the type).
+///
+/// # Safety
+/// `p` must hold more than `i` elements of `d`.
+#[inline]
+unsafe fn put(p: *mut u8, d: DType, i: usize, v: i64) {
+    // SAFETY: as the caller promised.
+    unsafe {
+        match d {
+            DType::I8 => *(p as *mut i8).add(i) = v as i8,
+            DType::U8 => *p.add(i) = v as u8,
+            DType::I16 => *(p as *mut i16).add(i) = v as i16,
+            DType::I32 => *(p as *mut i32).add(i) = v as i32,
+            DType::I64 => *(p as *mut i64).add(i) = v,
+            DType::Bool => *p.add(i) = (v != 0) as u8,
+            DType::F32 => *(p as *mut f32).add(i) = v as f32,
+            DType::F64 => *(p as *mut f64).add(i) = v as f64,
+        }
+    }
+}
+
+/// Element `i` of a quantized buffer, centered by its zero point.
+///
+/// # Safety
+/// As [`get`].
+#[inline]
+unsafe fn centered(p: *const u8, q: &QP, i: usize) -> i64 {
+    // SAFETY: as the caller promised.
+    unsafe { get(p, q.dtype, i) - q.zps[q.chan.of(i)] }
+}
+
+fn clamp_out(q: &QP, bounds: &Bounds, i: usize, v: i128) -> i64 {
+    let c = q.chan.of(i);
+    let (lo, hi) = bounds[c];
+    (q.zps[c] as i128 + v).clamp(lo as i128, hi as i128) as i64
+}
+
+/// Runs an integer op; returns a status code.
+///
+/// # Safety
+/// The buffers at `args` and `out` must be those the plan sized for `op`.
+unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
+    // SAFETY: the plan sized every buffer for the op's sizes.
+    unsafe {
+        let y = ctx.ptr(out);
+        let arg = |i: usize| ctx.ptr(args[i]) as *const u8;
+        match op {
+            IntOp::Requantize {
+                len,
+                input,
+                mult,
+                shift,
+                mchan,
+                out,
+                bounds,
+                rounding,
+            } => {
+                let x = arg(0);
+                for i in 0..*len {
+                    let v = match &input.1 {
+                        Some(q) => centered(x, q, i),
+                        None => get(x, input.0, i),
+                    };
+                    let c = mchan.of(i);
+                    let Some(r) = rescale(v, mult[c], shift[c], *rounding) else {
+                        return status::BAD_SCALE;
+                    };
+                    put(y, out.dtype, i, clamp_out(out, bounds, i, r));
+                }
+            }
+            IntOp::Qlinear {
+                n,
+                k,
+                m,
+                x: qx,
+                w: qw,
+                bias,
+            } => {
+                let (x, w) = (arg(0), arg(1));
+                let b = bias.then(|| arg(2));
+                let wc: Vec<i64> = (0..m * k).map(|i| centered(w, qw, i)).collect();
+                for r in 0..*n {
+                    let xr: Vec<i64> = (0..*k).map(|j| centered(x, qx, r * k + j)).collect();
+                    for c in 0..*m {
+                        let mut acc: i64 =
+                            xr.iter().zip(&wc[c * k..][..*k]).map(|(a, b)| a * b).sum();
+                        if let Some(b) = b {
+                            acc += get(b, DType::I32, c);
+                        }
+                        let Ok(v) = i32::try_from(acc) else {
+                            return status::OVERFLOW;
+                        };
+                        put(y, DType::I32, r * m + c, v as i64);
+                    }
+                }
+            }
+            IntOp::Qconv {
+                conv: g,
+                x: qx,
+                w: qw,
+                bias,
+            } => {
+                let (x, w) = (arg(0), arg(1));
+                let b = bias.then(|| arg(2));
+                let (cg, og) = (g.cg(), g.og());
+                for ni in 0..g.n {
+                    for o in 0..g.o {
+                        let gi = o / og;
+                        for oy in 0..g.oh {
+                            for ox in 0..g.ow {
+                                let mut acc = 0i64;
+                                for ci in 0..cg {
+                                    let ch = gi * cg + ci;
+                                    for ky in 0..g.kh {
+                                        let Some(iy) = (oy * g.stride[0] + ky * g.dil[0])
+                                            .checked_sub(g.pad[0])
+                                            .filter(|&v| v < g.h)
+                                        else {
+                                            continue;
+                                        };
+                                        for kx in 0..g.kw {
+                                            let Some(ix) = (ox * g.stride[1] + kx * g.dil[1])
+                                                .checked_sub(g.pad[1])
+                                                .filter(|&v| v < g.w)
+                                            else {
+                                                continue;
+                                            };
+                                            let xi = ((ni * g.c + ch) * g.h + iy) * g.w + ix;
+                                            let wi = ((o * cg + ci) * g.kh + ky) * g.kw + kx;
+                                            acc += centered(x, qx, xi) * centered(w, qw, wi);
+                                        }
+                                    }
+                                }
+                                if let Some(b) = b {
+                                    acc += get(b, DType::I32, o);
+                                }
+                                let Ok(v) = i32::try_from(acc) else {
+                                    return status::OVERFLOW;
+                                };
+                                let yi = ((ni * g.o + o) * g.oh + oy) * g.ow + ox;
+                                put(y, DType::I32, yi, v as i64);
+                            }
+                        }
+                    }
+                }
+            }
+            IntOp::Qadd {
+                dims,
+                a_strides,
+                b_strides,
+                a: qa,
+                b: qb,
+                out,
+                bounds,
+            } => {
+                let (a, b) = (arg(0), arg(1));
+                let len: usize = dims.iter().product();
+                let mut idx = vec![0usize; dims.len()];
+                for i in 0..len {
+                    let ia: usize = idx.iter().zip(a_strides).map(|(x, s)| x * s).sum();
+                    let ib: usize = idx.iter().zip(b_strides).map(|(x, s)| x * s).sum();
+                    let so = out.scales[out.chan.of(i)] as f64;
+                    let ra = qa.scales[qa.chan.of(ia)] as f64 / so;
+                    let rb = qb.scales[qb.chan.of(ib)] as f64 / so;
+                    let Some(v) =
+                        rescale_sum(&[(centered(a, qa, ia), ra), (centered(b, qb, ib), rb)])
+                    else {
+                        return status::BAD_SCALE;
+                    };
+                    put(y, out.dtype, i, clamp_out(out, bounds, i, v));
+                    for d in (0..dims.len()).rev() {
+                        idx[d] += 1;
+                        if idx[d] < dims[d] {
+                            break;
+                        }
+                        idx[d] = 0;
+                    }
+                }
+            }
+            IntOp::Qconcat {
+                outer,
+                chunks,
+                inputs,
+                out,
+                bounds,
+            } => {
+                let mut i = 0usize;
+                for o in 0..*outer {
+                    for (t, (q, &chunk)) in inputs.iter().zip(chunks).enumerate() {
+                        let src = arg(t);
+                        for j in 0..chunk {
+                            let si = o * chunk + j;
+                            let ratio =
+                                q.scales[q.chan.of(si)] as f64 / out.scales[out.chan.of(i)] as f64;
+                            let Some(v) = rescale_sum(&[(centered(src, q, si), ratio)]) else {
+                                return status::BAD_SCALE;
+                            };
+                            put(y, out.dtype, i, clamp_out(out, bounds, i, v));
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            IntOp::QglobalAvgPool {
+                n,
+                c,
+                plane,
+                x: qx,
+                out,
+                bounds,
+            } => {
+                let x = arg(0);
+                for p in 0..n * c {
+                    let mut sum = 0i64;
+                    for j in 0..*plane {
+                        sum += centered(x, qx, p * plane + j);
+                    }
+                    let sx = qx.scales[qx.chan.of(p * plane)] as f64;
+                    let real = sx / (out.scales[out.chan.of(p)] as f64 * (*plane).max(1) as f64);
+                    let Some(v) = rescale_sum(&[(sum, real)]) else {
+                        return status::BAD_SCALE;
+                    };
+                    put(y, out.dtype, p, clamp_out(out, bounds, p, v));
+                }
+            }
+        }
+    }
+    0
+}
+
+/// The `qatc_integer` kernel.
+///
+/// # Safety
+/// `ctx` and `call` must come from the same compiled plan.
+pub unsafe extern "C" fn qatc_integer(ctx: *const RunCtx, call: *const Bound) -> i32 {
+    // SAFETY: the compiled code passes its own context and call descriptions.
+    let (ctx, call) = unsafe { (&*ctx, &*call) };
+    let Kernel::Integer(op) = &call.kernel else {
+        return -1;
+    };
+    // SAFETY: the plan sized the buffers for `op`.
+    unsafe { run(ctx, op, &call.args, call.out) }
+}

@@ -1,0 +1,256 @@
+//! 2-D pooling over NCHW planes and its gradients, with the window rules of the op table:
+//! padding cells never win a max and count toward an average only with
+//! `count_include_pad`; a max's gradient goes to its window's first maximum; averages
+//! accumulate in f64 and round once (as the interpreter). Max pooling also runs on the
+//! integer storage types of converted graphs.
+
+use rayon::prelude::*;
+
+use super::{Bound, Kernel, slice, slice_mut};
+use crate::dtype::DType;
+use crate::rt::RunCtx;
+
+/// Which pooling computation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Max pooling of argument 0.
+    Max,
+    /// Gradient of max pooling: arguments dy, x.
+    MaxGrad,
+    /// Average pooling of argument 0.
+    Avg,
+    /// Gradient of average pooling: argument dy.
+    AvgGrad,
+}
+
+/// A pooling call: the geometry and the kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool {
+    /// What to compute.
+    pub kind: PoolKind,
+    /// Element type (max pooling of integers; float otherwise).
+    pub dtype: DType,
+    /// Batch.
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Window.
+    pub k: [usize; 2],
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Padding (top, left, bottom, right).
+    pub pad: [usize; 4],
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Average pooling divides by the padded window size.
+    pub include_pad: bool,
+}
+
+impl Pool {
+    fn x_len(&self) -> usize {
+        self.n * self.c * self.h * self.w
+    }
+    fn y_len(&self) -> usize {
+        self.n * self.c * self.oh * self.ow
+    }
+    /// The input cells of window `o` along dimension `d` (0 rows, 1 columns), clipped to
+    /// the input, and the window's extent clipped to the padded input.
+    fn span(&self, d: usize, o: usize) -> (usize, usize, usize) {
+        let (size, lo_pad, hi_pad) = if d == 0 {
+            (self.h, self.pad[0], self.pad[2])
+        } else {
+            (self.w, self.pad[1], self.pad[3])
+        };
+        let start = (o * self.stride[d]) as isize - lo_pad as isize;
+        let end = start + self.k[d] as isize;
+        let padded_end = end.min((size + hi_pad) as isize);
+        let lo = start.max(0) as usize;
+        let hi = (end.max(0) as usize).min(size);
+        (lo, hi.max(lo), (padded_end - start).max(0) as usize)
+    }
+    fn divisor(&self, oy: usize, ox: usize) -> usize {
+        let (y0, y1, py) = self.span(0, oy);
+        let (x0, x1, px) = self.span(1, ox);
+        let d = if self.include_pad {
+            py * px
+        } else {
+            (y1 - y0) * (x1 - x0)
+        };
+        d.max(1)
+    }
+}
+
+/// Values max pooling compares.
+trait Ordered: Copy + PartialOrd + Default + Send + Sync {
+    fn nan(self) -> bool;
+}
+impl Ordered for f32 {
+    fn nan(self) -> bool {
+        self.is_nan()
+    }
+}
+macro_rules! ordered_int {
+    ($($t:ty),*) => { $(impl Ordered for $t { fn nan(self) -> bool { false } })* };
+}
+ordered_int!(i8, u8, i16, i32, i64);
+
+/// The plane index of window (oy, ox)'s first maximum (NaN wins and stays).
+fn argmax_window<T: Ordered>(p: &Pool, xp: &[T], oy: usize, ox: usize) -> Option<usize> {
+    let (y0, y1, _) = p.span(0, oy);
+    let (x0, x1, _) = p.span(1, ox);
+    let mut best: Option<(usize, T)> = None;
+    for iy in y0..y1 {
+        for ix in x0..x1 {
+            let i = iy * p.w + ix;
+            let v = xp[i];
+            match best {
+                Some((_, b)) if b.nan() || !(v > b || v.nan()) => {}
+                _ => best = Some((i, v)),
+            }
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+fn max_pool<T: Ordered>(p: &Pool, x: &[T], y: &mut [T]) {
+    let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
+    y.par_chunks_mut(oplane).enumerate().for_each(|(pi, yp)| {
+        let xp = &x[pi * plane..][..plane];
+        for oy in 0..p.oh {
+            for ox in 0..p.ow {
+                let i = argmax_window(p, xp, oy, ox).unwrap_or(0);
+                if let Some(&v) = xp.get(i) {
+                    yp[oy * p.ow + ox] = v;
+                }
+            }
+        }
+    });
+}
+
+fn max_pool_grad(p: &Pool, dy: &[f32], x: &[f32], dx: &mut [f32]) {
+    let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
+    dx.par_chunks_mut(plane).enumerate().for_each(|(pi, dxp)| {
+        dxp.fill(0.0);
+        let xp = &x[pi * plane..][..plane];
+        let dyp = &dy[pi * oplane..][..oplane];
+        for oy in 0..p.oh {
+            for ox in 0..p.ow {
+                if let Some(i) = argmax_window(p, xp, oy, ox) {
+                    dxp[i] += dyp[oy * p.ow + ox];
+                }
+            }
+        }
+    });
+}
+
+fn avg_pool(p: &Pool, x: &[f32], y: &mut [f32]) {
+    let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
+    y.par_chunks_mut(oplane).enumerate().for_each(|(pi, yp)| {
+        let xp = &x[pi * plane..][..plane];
+        for oy in 0..p.oh {
+            let (y0, y1, _) = p.span(0, oy);
+            for ox in 0..p.ow {
+                let (x0, x1, _) = p.span(1, ox);
+                let mut acc = 0.0f64;
+                for iy in y0..y1 {
+                    for &v in &xp[iy * p.w + x0..iy * p.w + x1] {
+                        acc += v as f64;
+                    }
+                }
+                yp[oy * p.ow + ox] = (acc / p.divisor(oy, ox) as f64) as f32;
+            }
+        }
+    });
+}
+
+fn avg_pool_grad(p: &Pool, dy: &[f32], dx: &mut [f32]) {
+    let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
+    dx.par_chunks_mut(plane).enumerate().for_each(|(pi, dxp)| {
+        dxp.fill(0.0);
+        let dyp = &dy[pi * oplane..][..oplane];
+        for oy in 0..p.oh {
+            let (y0, y1, _) = p.span(0, oy);
+            for ox in 0..p.ow {
+                let (x0, x1, _) = p.span(1, ox);
+                let share = dyp[oy * p.ow + ox] / p.divisor(oy, ox) as f32;
+                for iy in y0..y1 {
+                    for v in &mut dxp[iy * p.w + x0..iy * p.w + x1] {
+                        *v += share;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The `qatc_pool` kernel.
+///
+/// # Safety
+/// `ctx` and `call` must come from the same compiled plan.
+pub unsafe extern "C" fn qatc_pool(ctx: *const RunCtx, call: *const Bound) -> i32 {
+    // SAFETY: the compiled code passes its own context and call descriptions.
+    let (ctx, call) = unsafe { (&*ctx, &*call) };
+    let Kernel::Pool(p) = &call.kernel else {
+        return -1;
+    };
+    let (xl, yl) = (p.x_len(), p.y_len());
+    // SAFETY: the plan sized the buffers for `p`.
+    unsafe {
+        match (p.kind, p.dtype) {
+            (PoolKind::Max, DType::F32) => max_pool::<f32>(
+                p,
+                slice(ctx, call.args[0], xl),
+                slice_mut(ctx, call.out, yl),
+            ),
+            (PoolKind::Max, DType::I8) => max_pool::<i8>(
+                p,
+                slice(ctx, call.args[0], xl),
+                slice_mut(ctx, call.out, yl),
+            ),
+            (PoolKind::Max, DType::U8) => max_pool::<u8>(
+                p,
+                slice(ctx, call.args[0], xl),
+                slice_mut(ctx, call.out, yl),
+            ),
+            (PoolKind::Max, DType::I16) => max_pool::<i16>(
+                p,
+                slice(ctx, call.args[0], xl),
+                slice_mut(ctx, call.out, yl),
+            ),
+            (PoolKind::Max, DType::I32) => max_pool::<i32>(
+                p,
+                slice(ctx, call.args[0], xl),
+                slice_mut(ctx, call.out, yl),
+            ),
+            (PoolKind::Max, DType::I64) => max_pool::<i64>(
+                p,
+                slice(ctx, call.args[0], xl),
+                slice_mut(ctx, call.out, yl),
+            ),
+            (PoolKind::Max, DType::Bool | DType::F64) => return -1,
+            (PoolKind::MaxGrad, _) => max_pool_grad(
+                p,
+                slice(ctx, call.args[0], yl),
+                slice(ctx, call.args[1], xl),
+                slice_mut(ctx, call.out, xl),
+            ),
+            (PoolKind::Avg, _) => avg_pool(
+                p,
+                slice(ctx, call.args[0], xl),
+                slice_mut(ctx, call.out, yl),
+            ),
+            (PoolKind::AvgGrad, _) => avg_pool_grad(
+                p,
+                slice(ctx, call.args[0], yl),
+                slice_mut(ctx, call.out, xl),
+            ),
+        }
+    }
+    0
+}

@@ -1,0 +1,350 @@
+//! A graph prepared by the JIT: one compiled program per set of symbolic-dimension
+//! values (batch size), made at the first run that needs it and kept; each run binds the
+//! inputs and the store's tensors into the io table, calls the entry function, and copies
+//! outputs, fetched values and non-in-place updates out of the arena.
+//!
+//! Invariants: inputs and stored values are checked against the graph before the code
+//! runs (the code trusts every shape); a run that fails leaves the store as it was (the
+//! loss is checked before anything is written in place, and updates are copied back only
+//! after success); a program whose baked per-axis quantization parameters no longer match
+//! the store is recompiled.
+
+use std::collections::{BTreeMap, HashMap};
+
+use qir::{Data, Graph, NodeId, Tensor};
+use qir_exec::{Bindings, ExecError, Inputs, Program, RunOutput, Store, bind_inputs, check_stored};
+
+use crate::Jit;
+use crate::codegen::{Code, compile};
+use crate::dtype::{DType, data_ptr, data_ptr_mut};
+use crate::kernels::status;
+use crate::lower::lower;
+use crate::plan::{Io, Place, Plan, Roots, plan};
+use crate::rt::RunCtx;
+
+/// One compiled program: the plan, its code and its arena.
+pub struct Compiled {
+    /// The plan (the code refers to its kernel call descriptions).
+    pub plan: Box<Plan>,
+    code: Code,
+    arena: Vec<u64>,
+    baked: Vec<(String, Tensor)>,
+    /// Seconds spent lowering and planning.
+    pub plan_seconds: f64,
+}
+
+impl Compiled {
+    /// Seconds spent in Cranelift.
+    pub fn compile_seconds(&self) -> f64 {
+        self.code.compile_seconds
+    }
+}
+
+/// A graph prepared by the JIT (see the module docs).
+pub struct JitProgram {
+    graph: Graph,
+    fetch: Vec<NodeId>,
+    jit: Jit,
+    cache: HashMap<Bindings, Compiled>,
+}
+
+impl JitProgram {
+    pub(crate) fn new(graph: Graph, fetch: Vec<NodeId>, jit: Jit) -> JitProgram {
+        JitProgram {
+            graph,
+            fetch,
+            jit,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The compiled program for `bindings` (compiled now if needed).
+    pub fn compiled(&mut self, bindings: &Bindings, store: &Store) -> Result<&Compiled, ExecError> {
+        let stale = match self.cache.get(bindings) {
+            Some(c) => c.baked.iter().any(|(name, t)| store.get(name) != Some(t)),
+            None => true,
+        };
+        if stale {
+            let c = self.build(bindings, store)?;
+            self.cache.insert(bindings.clone(), c);
+        }
+        self.cache
+            .get(bindings)
+            .ok_or_else(|| ExecError::Unsupported("the program was not compiled".into()))
+    }
+
+    fn build(&self, bindings: &Bindings, store: &Store) -> Result<Compiled, ExecError> {
+        let t0 = std::time::Instant::now();
+        let g = &self.graph;
+        let roots = Roots::of(g, &self.fetch);
+        let unsupported = |e: String| ExecError::Unsupported(format!("jit: {e}"));
+        let low = lower(g, bindings, store, &roots.nodes()).map_err(unsupported)?;
+        let p = plan(g, &low, &roots, self.jit.threads).map_err(unsupported)?;
+        if let Some(max) = self.jit.max_arena_bytes
+            && p.arena_bytes > max
+        {
+            return Err(ExecError::Memory(format!(
+                "graph @{} needs a {} arena for batch {:?}, over the limit of {}",
+                g.name,
+                bytes(p.arena_bytes),
+                bindings,
+                bytes(max)
+            )));
+        }
+        let plan_seconds = t0.elapsed().as_secs_f64();
+        let p = Box::new(p);
+        let code = compile(&p, self.jit.threads).map_err(unsupported)?;
+        let words = p.arena_bytes.div_ceil(8) + 8;
+        let mut arena = Vec::new();
+        arena.try_reserve_exact(words).map_err(|_| {
+            ExecError::Memory(format!("cannot allocate a {} arena", bytes(p.arena_bytes)))
+        })?;
+        arena.resize(words, 0u64);
+        Ok(Compiled {
+            plan: p,
+            code,
+            arena,
+            baked: low.baked,
+            plan_seconds,
+        })
+    }
+}
+
+/// `n` bytes for messages.
+pub(crate) fn bytes(n: usize) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Element type of the data a value of `dt` must be handed to the code in.
+fn want(dt: DType) -> &'static str {
+    dt.name()
+}
+
+/// Copies a value out of the buffer at `base` laid out as `place` into a row-major tensor.
+///
+/// # Safety
+/// `base` must hold every element `place` addresses.
+unsafe fn copy_out(base: *const u8, place: &Place) -> Tensor {
+    let n: usize = place.dims.iter().product();
+    let rank = place.dims.len();
+    let mut offsets = Vec::with_capacity(n);
+    let mut idx = vec![0usize; rank];
+    for _ in 0..n {
+        offsets.push(
+            idx.iter()
+                .zip(&place.strides)
+                .map(|(i, s)| i * s)
+                .sum::<usize>(),
+        );
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            if idx[d] < place.dims[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    macro_rules! read {
+        ($t:ty, $v:ident) => {
+            // SAFETY: as the caller promised.
+            Data::$v(
+                offsets
+                    .iter()
+                    .map(|&o| unsafe { *(base as *const $t).add(o) })
+                    .collect(),
+            )
+        };
+    }
+    let data = match place.dtype {
+        DType::F32 => read!(f32, F32),
+        DType::I32 => read!(i32, I32),
+        DType::I64 => read!(i64, I64),
+        DType::I16 => read!(i16, I16),
+        DType::I8 => read!(i8, I8),
+        DType::U8 => read!(u8, U8),
+        DType::F64 => read!(f64, F64),
+        DType::Bool => Data::Bool(
+            offsets
+                .iter()
+                // SAFETY: as the caller promised.
+                .map(|&o| unsafe { *base.add(o) } != 0)
+                .collect(),
+        ),
+    };
+    Tensor {
+        shape: place.dims.clone(),
+        data,
+    }
+}
+
+impl Program for JitProgram {
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    fn fetch(&self) -> &[NodeId] {
+        &self.fetch
+    }
+
+    fn run(&mut self, store: &mut Store, inputs: &Inputs) -> Result<RunOutput, ExecError> {
+        let bindings = bind_inputs(&self.graph, inputs)?;
+        // every stored value the graph declares must fit its declaration
+        for id in self.graph.node_ids() {
+            let node = self.graph.node(id);
+            if node.is_param() || node.is_state() || node.is_const() {
+                let name = node.name.as_deref().unwrap_or_default();
+                let t = store.get(name).ok_or_else(|| {
+                    ExecError::Store(format!(
+                        "%{name} ({}) is not in the store (initialize it with init_store or load it)",
+                        node.ty
+                    ))
+                })?;
+                check_stored(name, &node.ty, t).map_err(ExecError::Store)?;
+            }
+        }
+        self.compiled(&bindings, store)?;
+        let threads = self.jit.threads;
+        let graph = &self.graph;
+        let c = self
+            .cache
+            .get_mut(&bindings)
+            .ok_or_else(|| ExecError::Unsupported("the program was not compiled".into()))?;
+        let plan = &c.plan;
+
+        // the io table
+        let mut converted: Vec<Tensor> = Vec::new();
+        let mut io: Vec<*mut u8> = Vec::with_capacity(plan.io.len());
+        for entry in &plan.io {
+            let p = match entry {
+                Io::Input(name) => {
+                    let t = inputs
+                        .get(name)
+                        .ok_or_else(|| ExecError::Input(format!("missing input %{name}")))?;
+                    let id = graph
+                        .find(name)
+                        .ok_or_else(|| ExecError::Input(format!("unknown input {name}")))?;
+                    let dt = DType::of(&graph.ty(id).elem).map_err(ExecError::Unsupported)?;
+                    if dt.matches(&t.data) {
+                        data_ptr(&t.data).0 as *mut u8
+                    } else if let (DType::F32, Data::F64(v)) = (dt, &t.data) {
+                        converted.push(Tensor {
+                            shape: t.shape.clone(),
+                            data: Data::F32(v.iter().map(|&x| x as f32).collect()),
+                        });
+                        data_ptr(&converted[converted.len() - 1].data).0 as *mut u8
+                    } else {
+                        return Err(ExecError::Input(format!(
+                            "input %{name}: expected {} data, got {}",
+                            want(dt),
+                            t.data.dtype()
+                        )));
+                    }
+                }
+                Io::Stored(name) => {
+                    let id = graph
+                        .find(name)
+                        .ok_or_else(|| ExecError::Store(format!("%{name} is not in the graph")))?;
+                    let dt = DType::of(&graph.ty(id).elem).map_err(ExecError::Unsupported)?;
+                    let t = store
+                        .get_mut(name)
+                        .ok_or_else(|| ExecError::Store(format!("%{name} is not in the store")))?;
+                    if !dt.matches(&t.data) {
+                        if let (DType::F32, Data::F64(v)) = (dt, &t.data) {
+                            // the JIT runs f32: the store keeps the value in its type
+                            t.data = Data::F32(v.iter().map(|&x| x as f32).collect());
+                        } else {
+                            return Err(ExecError::Store(format!(
+                                "stored value %{name}: expected {} data, got {}",
+                                want(dt),
+                                t.data.dtype()
+                            )));
+                        }
+                    }
+                    data_ptr_mut(&mut t.data)
+                }
+                Io::Const(d) => data_ptr(d).0 as *mut u8,
+            };
+            io.push(p);
+        }
+        let arena = c.arena.as_mut_ptr() as *mut u8;
+        // 64-byte alignment of the arena base
+        let arena = arena.wrapping_add(arena.align_offset(64));
+        let ctx = RunCtx {
+            arena,
+            io: io.as_ptr(),
+            threads,
+        };
+        // SAFETY: the io table holds a valid pointer for every entry (inputs and store
+        // tensors checked against the graph above, constants owned by the plan), the arena
+        // is as large as the plan, and the code was compiled for this plan.
+        let code = unsafe { (c.code.entry)(&ctx) };
+        if code != 0 {
+            let step = ((code >> 32) - 1) as usize;
+            let st = (code & 0xffff_ffff) as i32;
+            let label = plan.step_labels.get(step).cloned().unwrap_or_default();
+            if st == 1 {
+                let v = plan
+                    .loss
+                    .as_ref()
+                    // SAFETY: the loss place lies in the arena or the io table.
+                    .map(|p| unsafe { *(ctx.ptr(p.loc) as *const f32) } as f64)
+                    .unwrap_or(f64::NAN);
+                return Err(ExecError::Loss {
+                    node: label,
+                    value: v,
+                });
+            }
+            return Err(ExecError::Node {
+                node: label,
+                message: status::message(st).to_string(),
+            });
+        }
+        // SAFETY (all copies below): every place lies in the arena or the io table.
+        let read = |p: &Place| unsafe { copy_out(ctx.ptr(p.loc), p) };
+        let mut outputs = BTreeMap::new();
+        for (name, p) in &plan.outputs {
+            outputs.insert(name.clone(), read(p));
+        }
+        let mut fetched = HashMap::new();
+        for (id, p) in &plan.fetch {
+            fetched.insert(*id, read(p));
+        }
+        let loss = plan.loss.as_ref().map(|p| {
+            let t = read(p);
+            t.data.get_f64(0)
+        });
+        let copies: Vec<(String, Tensor)> = plan
+            .copy_back
+            .iter()
+            .map(|(name, p)| (name.clone(), read(p)))
+            .collect();
+        for (name, t) in copies {
+            store.insert(&name, t);
+        }
+        Ok(RunOutput {
+            outputs,
+            loss,
+            fetched,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "jit ({} thread(s)), graph @{}, {} compiled batch size(s)",
+            self.jit.threads,
+            self.graph.name,
+            self.cache.len()
+        )
+    }
+}
