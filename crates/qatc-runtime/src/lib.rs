@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod calibrate;
 pub mod data;
 pub mod error;

@@ -52,6 +52,33 @@ pub trait Program: Send {
     fn describe(&self) -> String {
         format!("graph @{}", self.graph().name)
     }
+
+    /// What the executor prepared, one entry per compiled form (a JIT compiles one per
+    /// batch size); empty for executors that compile nothing.
+    fn stats(&self) -> Vec<ProgramStats> {
+        Vec::new()
+    }
+}
+
+/// What an executor prepared for one batch size: for benchmarks and `--print-plan`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProgramStats {
+    /// The values of the symbolic dimensions it was prepared for.
+    pub bindings: crate::Bindings,
+    /// Seconds spent lowering and planning.
+    pub plan_seconds: f64,
+    /// Seconds spent generating code.
+    pub compile_seconds: f64,
+    /// Bytes of the memory arena.
+    pub arena_bytes: usize,
+    /// Bytes of all intermediates if none shared space.
+    pub intermediate_bytes: usize,
+    /// The memory plan as text.
+    pub plan: String,
+    /// Time per step summed over profiled runs: (kind, what, seconds).
+    pub profile: Vec<(String, String, f64)>,
+    /// Runs profiled.
+    pub profiled_runs: usize,
 }
 
 /// Something that prepares graphs for running.

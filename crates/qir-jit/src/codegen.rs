@@ -112,6 +112,7 @@ impl Imports {
         let f64t = types::F64;
         let list: Vec<(&'static str, Vec<Type>, Option<Type>)> = vec![
             ("qatc_parallel_for", vec![ptr, ptr, i64t, i64t], None),
+            ("qatc_prof_step", vec![ptr, i64t], None),
             ("qatc_fill_f32", vec![ptr, i64t, f32t], None),
             ("qatc_zero_f64", vec![ptr, i64t], None),
             ("qatc_finish_sum", vec![ptr, i64t, i64t, f64t, ptr], None),
@@ -146,8 +147,9 @@ impl Imports {
     }
 }
 
-/// Compiles `plan` into native code.
-pub fn compile(plan: &Plan, threads: usize) -> Result<Code, String> {
+/// Compiles `plan` into native code; with `profile`, the entry function marks the end of
+/// every step ([`crate::rt::qatc_prof_step`]).
+pub fn compile(plan: &Plan, profile: bool) -> Result<Code, String> {
     let start = std::time::Instant::now();
     let isa = isa()?;
     let has_fma = isa
@@ -198,7 +200,7 @@ pub fn compile(plan: &Plan, threads: usize) -> Result<Code, String> {
     ctx.func.name = UserFuncName::user(0, entry_id.as_u32());
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        emit_entry(&mut b, &mut module, &imports, plan, &loop_ids, ptr, threads)?;
+        emit_entry(&mut b, &mut module, &imports, plan, &loop_ids, ptr, profile)?;
         b.seal_all_blocks();
         b.finalize(module.target_config().into());
     }
@@ -244,7 +246,7 @@ fn emit_entry(
     plan: &Plan,
     loop_ids: &[FuncId],
     ptr: Type,
-    threads: usize,
+    profile: bool,
 ) -> Result<(), String> {
     let block = b.create_block();
     b.append_block_params_for_function_params(block);
@@ -252,8 +254,12 @@ fn emit_entry(
     let ctx = b.block_params(block)[0];
     let fail = b.create_block();
     b.append_block_param(fail, types::I64);
-    let _ = threads;
     for (i, step) in plan.steps.iter().enumerate() {
+        if profile && i > 0 {
+            let f = im.get(module, b.func, "qatc_prof_step");
+            let k = b.ins().iconst(types::I64, i as i64 - 1);
+            b.ins().call(f, &[ctx, k]);
+        }
         let code_base = ((i as i64) + 1) << 32;
         match step {
             Step::Loop(l) => {
@@ -337,6 +343,11 @@ fn emit_entry(
                 b.switch_to_block(cont);
             }
         }
+    }
+    if profile && !plan.steps.is_empty() {
+        let f = im.get(module, b.func, "qatc_prof_step");
+        let k = b.ins().iconst(types::I64, plan.steps.len() as i64 - 1);
+        b.ins().call(f, &[ctx, k]);
     }
     let zero = b.ins().iconst(types::I64, 0);
     b.ins().return_(&[zero]);

@@ -9,6 +9,10 @@
 //! that computes it); and none of its other arguments depends on the cluster (which would
 //! make the clusters cyclic).
 //!
+//! A node that cannot join an argument's cluster joins a sibling instead: a cluster over
+//! the same space that already reads one of its arguments (the min and max observers of
+//! one tensor then share a pass), under the same acyclicity condition.
+//!
 //! Invariant: the units returned are in an order where every unit's arguments are computed
 //! by earlier units.
 
@@ -73,6 +77,8 @@ pub fn fuse(lg: &LGraph, late: &[bool]) -> Vec<Unit> {
     let mut clusters: Vec<(Vec<usize>, Vec<LId>)> = Vec::new();
     // deps[i]: the clusters node i depends on (its own included)
     let mut deps: Vec<Deps> = vec![Deps::default(); n];
+    // the clusters that read each node from outside
+    let mut readers: std::collections::HashMap<LId, Vec<usize>> = std::collections::HashMap::new();
     for i in 0..n {
         let node = &lg.nodes[i];
         let mut d = Deps::default();
@@ -115,6 +121,28 @@ pub fn fuse(lg: &LGraph, late: &[bool]) -> Vec<Unit> {
                     break;
                 }
             }
+            // else a sibling: a cluster over the same space that already reads one of this
+            // node's arguments (two observers of one tensor, min and max, share a pass)
+            if joined.is_none() {
+                'sib: for &a in &node.args {
+                    for &c in readers.get(&a).map(Vec::as_slice).unwrap_or(&[]) {
+                        if clusters[c].0 != space {
+                            continue;
+                        }
+                        let ok = node.args.iter().enumerate().all(|(j, &b)| {
+                            if cluster[b] == Some(c) {
+                                matches!(lg.nodes[b].kind, LKind::Map(_)) && aligned(j, b)
+                            } else {
+                                !deps[b].contains(c)
+                            }
+                        });
+                        if ok {
+                            joined = Some(c);
+                            break 'sib;
+                        }
+                    }
+                }
+            }
             let c = joined.unwrap_or_else(|| {
                 clusters.push((space, Vec::new()));
                 clusters.len() - 1
@@ -122,6 +150,14 @@ pub fn fuse(lg: &LGraph, late: &[bool]) -> Vec<Unit> {
             clusters[c].1.push(i);
             cluster[i] = Some(c);
             d.insert(c);
+            for &a in &node.args {
+                if cluster[a] != Some(c) {
+                    let r = readers.entry(a).or_default();
+                    if !r.contains(&c) {
+                        r.push(c);
+                    }
+                }
+            }
         }
         deps[i] = d;
     }

@@ -58,6 +58,8 @@ pub struct Jit {
     pub threads: usize,
     /// Refuse to run a program whose arena would exceed this many bytes.
     pub max_arena_bytes: Option<usize>,
+    /// Time every step of every run ([`JitProgram::profile`]).
+    pub profile: bool,
 }
 
 impl Default for Jit {
@@ -65,6 +67,7 @@ impl Default for Jit {
         Jit {
             threads: rayon::current_num_threads().max(1),
             max_arena_bytes: None,
+            profile: false,
         }
     }
 }

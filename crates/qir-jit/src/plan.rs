@@ -1004,3 +1004,23 @@ fn build_loop(
     steps.extend(post);
     Ok(())
 }
+
+/// The kind of a step for profiles: `gemm`, `im2col`, `loop`, ... (a kernel's family or
+/// the step's own kind).
+pub fn step_kind(s: &Step, plan: &Plan) -> String {
+    match s {
+        Step::Loop(l) => {
+            if plan.loops[*l].accs.is_empty() {
+                "loop".into()
+            } else {
+                "loop+reduce".into()
+            }
+        }
+        Step::Call(b) => b.kernel.symbol().trim_start_matches("qatc_").to_string(),
+        Step::Fill { .. }
+        | Step::Zero { .. }
+        | Step::FinishSum { .. }
+        | Step::FinishExtreme { .. } => "reduce setup".into(),
+        Step::CheckLoss(_) => "loss check".into(),
+    }
+}

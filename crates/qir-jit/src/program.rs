@@ -12,7 +12,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use qir::{Data, Graph, NodeId, Tensor};
-use qir_exec::{Bindings, ExecError, Inputs, Program, RunOutput, Store, bind_inputs, check_stored};
+use qir_exec::{
+    Bindings, ExecError, Inputs, Program, ProgramStats, RunOutput, Store, bind_inputs, check_stored,
+};
 
 use crate::Jit;
 use crate::codegen::{Code, compile};
@@ -20,7 +22,7 @@ use crate::dtype::{DType, data_ptr, data_ptr_mut};
 use crate::kernels::status;
 use crate::lower::lower;
 use crate::plan::{Io, Place, Plan, Roots, plan};
-use crate::rt::RunCtx;
+use crate::rt::{Profile, RunCtx};
 
 /// One compiled program: the plan, its code and its arena.
 pub struct Compiled {
@@ -31,12 +33,28 @@ pub struct Compiled {
     baked: Vec<(String, Tensor)>,
     /// Seconds spent lowering and planning.
     pub plan_seconds: f64,
+    profile: Option<Box<Profile>>,
 }
 
 impl Compiled {
     /// Seconds spent in Cranelift.
     pub fn compile_seconds(&self) -> f64 {
         self.code.compile_seconds
+    }
+
+    /// Seconds per step summed over the profiled runs, with each step's kind and label
+    /// (empty unless the JIT was made with `profile`).
+    pub fn profile(&self) -> Vec<(String, String, f64)> {
+        let Some(p) = &self.profile else {
+            return Vec::new();
+        };
+        self.plan
+            .steps
+            .iter()
+            .zip(&self.plan.step_labels)
+            .zip(&p.seconds)
+            .map(|((s, label), &t)| (crate::plan::step_kind(s, &self.plan), label.clone(), t))
+            .collect()
     }
 }
 
@@ -56,6 +74,11 @@ impl JitProgram {
             jit,
             cache: HashMap::new(),
         }
+    }
+
+    /// Every compiled program, by the values of the symbolic dimensions.
+    pub fn programs(&self) -> impl Iterator<Item = (&Bindings, &Compiled)> {
+        self.cache.iter()
     }
 
     /// The compiled program for `bindings` (compiled now if needed).
@@ -93,19 +116,24 @@ impl JitProgram {
         }
         let plan_seconds = t0.elapsed().as_secs_f64();
         let p = Box::new(p);
-        let code = compile(&p, self.jit.threads).map_err(unsupported)?;
+        let code = compile(&p, self.jit.profile).map_err(unsupported)?;
         let words = p.arena_bytes.div_ceil(8) + 8;
         let mut arena = Vec::new();
         arena.try_reserve_exact(words).map_err(|_| {
             ExecError::Memory(format!("cannot allocate a {} arena", bytes(p.arena_bytes)))
         })?;
         arena.resize(words, 0u64);
+        let profile = self
+            .jit
+            .profile
+            .then(|| Box::new(Profile::new(p.steps.len())));
         Ok(Compiled {
             plan: p,
             code,
             arena,
             baked: low.baked,
             plan_seconds,
+            profile,
         })
     }
 }
@@ -280,10 +308,19 @@ impl Program for JitProgram {
         let arena = c.arena.as_mut_ptr() as *mut u8;
         // 64-byte alignment of the arena base
         let arena = arena.wrapping_add(arena.align_offset(64));
+        let prof = match c.profile.as_deref_mut() {
+            Some(p) => {
+                p.last = std::time::Instant::now();
+                p.runs += 1;
+                p as *mut Profile
+            }
+            None => std::ptr::null_mut(),
+        };
         let ctx = RunCtx {
             arena,
             io: io.as_ptr(),
             threads,
+            prof,
         };
         // SAFETY: the io table holds a valid pointer for every entry (inputs and store
         // tensors checked against the graph above, constants owned by the plan), the arena
@@ -339,12 +376,42 @@ impl Program for JitProgram {
         })
     }
 
+    fn stats(&self) -> Vec<ProgramStats> {
+        let mut v: Vec<ProgramStats> = self
+            .cache
+            .iter()
+            .map(|(b, c)| ProgramStats {
+                bindings: b.clone(),
+                plan_seconds: c.plan_seconds,
+                compile_seconds: c.compile_seconds(),
+                arena_bytes: c.plan.arena_bytes,
+                intermediate_bytes: c.plan.total_intermediate_bytes(),
+                plan: c.plan.print(),
+                profile: c.profile(),
+                profiled_runs: c.profile.as_ref().map_or(0, |p| p.runs),
+            })
+            .collect();
+        v.sort_by(|a, b| a.bindings.cmp(&b.bindings));
+        v
+    }
+
     fn describe(&self) -> String {
-        format!(
+        let mut s = format!(
             "jit ({} thread(s)), graph @{}, {} compiled batch size(s)",
             self.jit.threads,
             self.graph.name,
             self.cache.len()
-        )
+        );
+        for c in self.cache.values() {
+            s.push_str(&format!(
+                "\n  {} steps, {} loops, arena {}, planned in {:.1} ms, compiled in {:.1} ms",
+                c.plan.steps.len(),
+                c.plan.loops.len(),
+                bytes(c.plan.arena_bytes),
+                c.plan_seconds * 1e3,
+                c.compile_seconds() * 1e3
+            ));
+        }
+        s
     }
 }

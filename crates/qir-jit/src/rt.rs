@@ -26,6 +26,46 @@ pub struct RunCtx {
     pub io: *const *mut u8,
     /// Threads a loop or kernel may use.
     pub threads: usize,
+    /// Per-step timing of a profiled program (null otherwise).
+    pub prof: *mut Profile,
+}
+
+/// Wall-clock time per step of a profiled program.
+#[derive(Debug)]
+pub struct Profile {
+    /// When the last step ended.
+    pub last: std::time::Instant,
+    /// Seconds spent in each step, summed over runs.
+    pub seconds: Vec<f64>,
+    /// Runs profiled.
+    pub runs: usize,
+}
+
+impl Profile {
+    /// A profile of `steps` steps.
+    pub fn new(steps: usize) -> Profile {
+        Profile {
+            last: std::time::Instant::now(),
+            seconds: vec![0.0; steps],
+            runs: 0,
+        }
+    }
+}
+
+/// Ends step `step` of a profiled run: its time since the previous mark is added.
+///
+/// # Safety
+/// `ctx.prof` must be null or point at a [`Profile`] with more than `step` steps.
+pub unsafe extern "C" fn qatc_prof_step(ctx: *const RunCtx, step: i64) {
+    // SAFETY: as the caller promised.
+    let Some(p) = (unsafe { (*ctx).prof.as_mut() }) else {
+        return;
+    };
+    let now = std::time::Instant::now();
+    if let Some(s) = p.seconds.get_mut(step as usize) {
+        *s += (now - p.last).as_secs_f64();
+    }
+    p.last = now;
 }
 
 impl RunCtx {
@@ -200,6 +240,7 @@ pub extern "C" fn qatc_adam_correction(beta: f64, step: f32) -> f32 {
 pub fn symbols() -> Vec<(&'static str, *const u8)> {
     vec![
         ("qatc_parallel_for", qatc_parallel_for as *const u8),
+        ("qatc_prof_step", qatc_prof_step as *const u8),
         ("qatc_fill_f32", qatc_fill_f32 as *const u8),
         ("qatc_zero_f64", qatc_zero_f64 as *const u8),
         ("qatc_finish_sum", qatc_finish_sum as *const u8),

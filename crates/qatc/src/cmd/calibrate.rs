@@ -49,6 +49,8 @@ pub struct Args {
     /// Where to write the parameters and calibrated state.
     #[arg(short, long, value_name = "STATE.safetensors")]
     output: PathBuf,
+    #[command(flatten)]
+    backend: super::BackendArg,
 }
 
 /// Runs the command.
@@ -89,7 +91,7 @@ pub fn run(args: Args) -> CmdResult {
         &data,
         &pick,
         &config,
-        super::executor().as_ref(),
+        args.backend.executor().as_ref(),
     )
     .or_else(|e| fail(e.to_string()))?;
     let meta = BTreeMap::from([

@@ -26,6 +26,8 @@ pub struct Args {
     /// Pixel scaling: auto (1/16 for data up to 16, else 1/255) or a divisor.
     #[arg(long, default_value = "auto")]
     pixel_scale: String,
+    #[command(flatten)]
+    backend: super::BackendArg,
 }
 
 /// Runs the command.
@@ -46,7 +48,7 @@ pub fn run(args: Args) -> CmdResult {
         &data,
         pixel_scale,
         args.batch_size,
-        super::executor().as_ref(),
+        args.backend.executor().as_ref(),
     )
     .or_else(|e| fail(e.to_string()))?;
     let loss = ev

@@ -2,6 +2,7 @@
 //! struct (`clap::Args`, its doc comment is the help text) and `pub fn run(args: Args) ->
 //! CmdResult`, then add a variant to [`Command`] and an arm to [`Command::run`].
 
+pub mod bench;
 pub mod calibrate;
 pub mod check;
 pub mod dot;
@@ -43,6 +44,8 @@ pub enum Command {
     Calibrate(calibrate::Args),
     /// Print a model's test accuracy with trained weights
     Eval(eval::Args),
+    /// Measure the speed of a model or its training step on an executor
+    Bench(bench::Args),
 }
 
 impl Command {
@@ -60,6 +63,7 @@ impl Command {
             Command::Train(a) => train::run(a),
             Command::Calibrate(a) => calibrate::run(a),
             Command::Eval(a) => eval::run(a),
+            Command::Bench(a) => bench::run(a),
         }
     }
 }
@@ -82,7 +86,30 @@ pub fn parse_and_verify(input: &Input) -> Result<qir::Graph, Failure> {
     })
 }
 
-/// The executor that runs graphs (the reference interpreter for now).
-pub(crate) fn executor() -> runtime::executor::SharedExecutor {
-    std::sync::Arc::new(qir_interp::Interpreter::default())
+/// Which executor runs a command's graphs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The Cranelift JIT: compiled native code (the default).
+    #[default]
+    Jit,
+    /// The reference interpreter: slow, the oracle the JIT is tested against.
+    Interp,
+}
+
+/// The `--backend` option of the commands that run graphs.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct BackendArg {
+    /// The executor that runs the graphs.
+    #[arg(long, value_enum, default_value_t = Backend::Jit)]
+    pub backend: Backend,
+}
+
+impl BackendArg {
+    /// The chosen executor.
+    pub fn executor(&self) -> runtime::executor::SharedExecutor {
+        match self.backend {
+            Backend::Jit => std::sync::Arc::new(qir_jit::Jit::default()),
+            Backend::Interp => std::sync::Arc::new(qir_interp::Interpreter::default()),
+        }
+    }
 }

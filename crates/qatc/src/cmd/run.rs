@@ -36,6 +36,8 @@ pub struct Args {
     /// eval: observers return their stored ranges; train: observers fold in this batch.
     #[arg(long, value_enum, default_value_t = ModeArg::Eval)]
     mode: ModeArg,
+    #[command(flatten)]
+    backend: super::BackendArg,
 }
 
 /// The `--mode` values.
@@ -118,7 +120,9 @@ pub fn run(args: Args) -> CmdResult {
             g
         }
     };
-    let out = super::executor()
+    let out = args
+        .backend
+        .executor()
         .prepare(&g, &[])
         .and_then(|mut p| p.run(&mut store, &inputs))
         .or_else(|e| fail(e.to_string()))?;

@@ -91,6 +91,8 @@ pub struct Args {
     /// Never show the progress bar.
     #[arg(long)]
     no_progress: bool,
+    #[command(flatten)]
+    backend: super::BackendArg,
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(
@@ -155,7 +157,7 @@ pub fn run(args: Args) -> CmdResult {
         ..TrainConfig::default()
     };
     let epochs = config.epochs;
-    let trainer = Trainer::new(&model, config, super::executor());
+    let trainer = Trainer::new(&model, config, args.backend.executor());
     super::print_remarks();
     let mut trainer = trainer.or_else(|e| fail(e.to_string()))?;
     if let Some(p) = &args.init {

@@ -119,6 +119,23 @@ pub enum DwPass {
     GradWeight,
 }
 
+impl Conv {
+    /// The output columns `[lo, hi)` whose kernel column `kx` reads inside the input, and
+    /// the input column of output column 0 (possibly negative).
+    fn ox_range(&self, kx: usize) -> (usize, usize, isize) {
+        let off = (kx * self.dil[1]) as isize - self.pad[1] as isize;
+        let s = self.stride[1] as isize;
+        // ix = ox * s + off must lie in [0, w)
+        let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
+        let hi = if (self.w as isize) <= off {
+            0
+        } else {
+            ((self.w as isize - off + s - 1) / s).min(self.ow as isize)
+        };
+        (lo as usize, (hi.max(lo)) as usize, off)
+    }
+}
+
 /// Fills the column matrix of `g` from `x`.
 pub fn im2col(g: &Conv, x: &[f32], col: &mut [f32]) {
     let cols = g.cols();
@@ -130,20 +147,27 @@ pub fn im2col(g: &Conv, x: &[f32], col: &mut [f32]) {
         .for_each(|(row, dst)| {
             let (ci, rest) = (row / (g.kh * g.kw), row % (g.kh * g.kw));
             let (ky, kx) = (rest / g.kw, rest % g.kw);
+            let (lo, hi, off) = g.ox_range(kx);
+            let s1 = g.stride[1];
             for n in 0..g.n {
                 let plane = &x[(n * g.c + ci) * g.h * g.w..][..g.h * g.w];
                 let out = &mut dst[n * p..][..p];
                 for oy in 0..g.oh {
                     let orow = &mut out[oy * g.ow..][..g.ow];
-                    match g.iy(oy, ky) {
-                        None => orow.fill(0.0),
-                        Some(iy) => {
-                            let irow = &plane[iy * g.w..][..g.w];
-                            for (ox, o) in orow.iter_mut().enumerate() {
-                                *o = match g.ix(ox, kx) {
-                                    Some(ix) => irow[ix],
-                                    None => 0.0,
-                                };
+                    let Some(iy) = g.iy(oy, ky) else {
+                        orow.fill(0.0);
+                        continue;
+                    };
+                    let irow = &plane[iy * g.w..][..g.w];
+                    orow[..lo].fill(0.0);
+                    orow[hi..].fill(0.0);
+                    if lo < hi {
+                        let first = (lo as isize * s1 as isize + off) as usize;
+                        if s1 == 1 {
+                            orow[lo..hi].copy_from_slice(&irow[first..first + (hi - lo)]);
+                        } else {
+                            for (k, o) in orow[lo..hi].iter_mut().enumerate() {
+                                *o = irow[first + k * s1];
                             }
                         }
                     }
@@ -157,37 +181,43 @@ pub fn col2im(g: &Conv, col: &[f32], dx: &mut [f32]) {
     let cols = g.cols();
     let p = g.p();
     let plane = g.h * g.w;
-    // one task per channel: each writes only its own planes
-    let per_channel: Vec<(usize, Vec<f32>)> = (0..g.c)
-        .into_par_iter()
-        .map(|ci| {
-            let mut acc = vec![0.0f32; g.n * plane];
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let row = (ci * g.kh + ky) * g.kw + kx;
-                    let src = &col[row * cols..][..cols];
-                    for n in 0..g.n {
-                        let a = &mut acc[n * plane..][..plane];
-                        let s = &src[n * p..][..p];
+    // one task per image: each writes only its own [C, H, W] block
+    dx.par_chunks_mut(g.c * plane)
+        .enumerate()
+        .for_each(|(n, dxn)| {
+            dxn.fill(0.0);
+            for ci in 0..g.c {
+                let a = &mut dxn[ci * plane..][..plane];
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let row = (ci * g.kh + ky) * g.kw + kx;
+                        let src = &col[row * cols + n * p..][..p];
+                        let (lo, hi, off) = g.ox_range(kx);
+                        if lo >= hi {
+                            continue;
+                        }
+                        let s1 = g.stride[1];
                         for oy in 0..g.oh {
                             let Some(iy) = g.iy(oy, ky) else { continue };
-                            for ox in 0..g.ow {
-                                if let Some(ix) = g.ix(ox, kx) {
-                                    a[iy * g.w + ix] += s[oy * g.ow + ox];
+                            let arow = &mut a[iy * g.w..][..g.w];
+                            let srow = &src[oy * g.ow..][..g.ow];
+                            let first = (lo as isize * s1 as isize + off) as usize;
+                            if s1 == 1 {
+                                for (d, &v) in
+                                    arow[first..first + (hi - lo)].iter_mut().zip(&srow[lo..hi])
+                                {
+                                    *d += v;
+                                }
+                            } else {
+                                for (k, &v) in srow[lo..hi].iter().enumerate() {
+                                    arow[first + k * s1] += v;
                                 }
                             }
                         }
                     }
                 }
             }
-            (ci, acc)
-        })
-        .collect();
-    for (ci, acc) in per_channel {
-        for n in 0..g.n {
-            dx[(n * g.c + ci) * plane..][..plane].copy_from_slice(&acc[n * plane..][..plane]);
-        }
-    }
+        });
 }
 
 /// Depthwise forward: `y[n, c] = sum_{ky, kx} x[n, c, iy, ix] * w[c, 0, ky, kx]`, summed

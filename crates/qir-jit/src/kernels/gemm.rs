@@ -8,6 +8,7 @@
 //! ascending-k sums by rounding (the JIT's stated float tolerance covers it).
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 use super::Bound;
 use crate::rt::RunCtx;
@@ -99,17 +100,36 @@ pub unsafe extern "C" fn qatc_gemm(ctx: *const RunCtx, call: *const Bound) -> i3
     0
 }
 
+/// Products with a long contraction and a small result (a convolution's weight
+/// gradient: k = batch x positions) split k over the threads instead: each thread sums its
+/// share into its own result, and the shares are added.
+const SPLIT_K_MIN: usize = 4096;
+const SPLIT_K_MAX_RESULT: usize = 1 << 16;
+
 /// Runs the products of `g` on raw operands.
 ///
 /// # Safety
 /// The operands must hold every element the offsets and strides of `g` address.
 pub unsafe fn run(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32, threads: usize) {
     let work = g.m.saturating_mul(g.n).saturating_mul(g.k);
-    let par = if threads > 1 && work >= PARALLEL_WORK {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
+    if threads > 1 && g.k >= SPLIT_K_MIN && g.m * g.n <= SPLIT_K_MAX_RESULT && work >= PARALLEL_WORK
+    {
+        // SAFETY: as the caller promised.
+        unsafe { split_k(g, a, b, c, threads) };
+        return;
+    }
+    if threads > 1
+        && work >= PARALLEL_WORK
+        && g.batch == 1
+        && (g.m >= 2 * threads || g.n >= 2 * threads)
+    {
+        // split the larger of m and n over the threads, each share single-threaded (the
+        // gemm crate's own splitting scales poorly at these sizes)
+        // SAFETY: as the caller promised.
+        unsafe { split_mn(g, a, b, c, threads) };
+        return;
+    }
+    let par = Parallelism::None;
     for i in 0..g.batch {
         // SAFETY: as the caller promised.
         unsafe {
@@ -147,4 +167,104 @@ pub unsafe fn run(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32, threads: 
             );
         }
     }
+}
+
+/// The k-split products (see [`SPLIT_K_MIN`]).
+///
+/// # Safety
+/// As [`run`].
+unsafe fn split_k(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32, threads: usize) {
+    let (m, n, k) = (g.m, g.n, g.k);
+    let (a, b, c) = (a as usize, b as usize, c as usize);
+    for bi in 0..g.batch {
+        let shares: Vec<Vec<f32>> = (0..threads)
+            .into_par_iter()
+            .map(|t| {
+                let (k0, k1) = (k * t / threads, k * (t + 1) / threads);
+                let mut part = vec![0.0f32; m * n];
+                if k1 > k0 {
+                    // SAFETY: the share reads columns k0..k1 of A and rows k0..k1 of B,
+                    // inside the operands the caller vouched for.
+                    unsafe {
+                        let pa = (a as *const f32)
+                            .add(g.a.offset + bi * g.a.batch)
+                            .offset(k0 as isize * g.a.cs);
+                        let pb = (b as *const f32)
+                            .add(g.b.offset + bi * g.b.batch)
+                            .offset(k0 as isize * g.b.rs);
+                        gemm::gemm(
+                            m,
+                            n,
+                            k1 - k0,
+                            part.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            false,
+                            pa,
+                            g.a.cs,
+                            g.a.rs,
+                            pb,
+                            g.b.cs,
+                            g.b.rs,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            Parallelism::None,
+                        );
+                    }
+                }
+                part
+            })
+            .collect();
+        // SAFETY: C holds the m x n result of entry bi, as the caller promised.
+        unsafe {
+            let dst = (c as *mut f32).add(g.c.offset + bi * g.c.batch);
+            for r in 0..m {
+                for col in 0..n {
+                    let p = dst.offset(r as isize * g.c.rs + col as isize * g.c.cs);
+                    let mut v = if g.accumulate { *p } else { 0.0 };
+                    for s in &shares {
+                        v += s[r * n + col];
+                    }
+                    *p = v;
+                }
+            }
+        }
+    }
+}
+
+/// Products split along m or n, one share per thread.
+///
+/// # Safety
+/// As [`run`].
+unsafe fn split_mn(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32, threads: usize) {
+    let (a, b, c) = (a as usize, b as usize, c as usize);
+    let along_n = g.n >= g.m;
+    let len = if along_n { g.n } else { g.m };
+    (0..threads).into_par_iter().for_each(|t| {
+        let (lo, hi) = (len * t / threads, len * (t + 1) / threads);
+        if lo >= hi {
+            return;
+        }
+        let mut share = g.clone();
+        share.batch = 1;
+        if along_n {
+            share.n = hi - lo;
+            share.b.offset = offset(g.b.offset, lo as isize * g.b.cs);
+            share.c.offset = offset(g.c.offset, lo as isize * g.c.cs);
+        } else {
+            share.m = hi - lo;
+            share.a.offset = offset(g.a.offset, lo as isize * g.a.rs);
+            share.c.offset = offset(g.c.offset, lo as isize * g.c.rs);
+        }
+        // SAFETY: the share addresses a sub-block of the operands the caller vouched for,
+        // and the shares write disjoint blocks of C.
+        unsafe { run(&share, a as *const f32, b as *const f32, c as *mut f32, 1) };
+    });
+}
+
+fn offset(base: usize, delta: isize) -> usize {
+    (base as isize + delta) as usize
 }

@@ -89,14 +89,30 @@ impl Pool {
 /// Values max pooling compares.
 trait Ordered: Copy + PartialOrd + Default + Send + Sync {
     fn nan(self) -> bool;
+    /// The maximum, NaN if either is NaN (the value of a first-maximum search).
+    fn max_nan(self, o: Self) -> Self;
 }
 impl Ordered for f32 {
     fn nan(self) -> bool {
         self.is_nan()
     }
+    #[inline]
+    fn max_nan(self, o: f32) -> f32 {
+        if self.is_nan() || o.is_nan() {
+            f32::NAN
+        } else if o > self {
+            o
+        } else {
+            self
+        }
+    }
 }
 macro_rules! ordered_int {
-    ($($t:ty),*) => { $(impl Ordered for $t { fn nan(self) -> bool { false } })* };
+    ($($t:ty),*) => { $(impl Ordered for $t {
+        fn nan(self) -> bool { false }
+        #[inline]
+        fn max_nan(self, o: $t) -> $t { if o > self { o } else { self } }
+    })* };
 }
 ordered_int!(i8, u8, i16, i32, i64);
 
@@ -118,8 +134,74 @@ fn argmax_window<T: Ordered>(p: &Pool, xp: &[T], oy: usize, ox: usize) -> Option
     best.map(|(i, _)| i)
 }
 
+/// True when every window lies inside the input (no padding): the fast paths apply.
+fn unpadded(p: &Pool) -> bool {
+    p.pad == [0; 4]
+        && (p.oh - 1) * p.stride[0] + p.k[0] <= p.h
+        && (p.ow - 1) * p.stride[1] + p.k[1] <= p.w
+}
+
+/// The plane index of the first maximum of a window that lies inside the input.
+#[inline]
+fn argmax_inside<T: Ordered>(p: &Pool, xp: &[T], oy: usize, ox: usize) -> usize {
+    let (y0, x0) = (oy * p.stride[0], ox * p.stride[1]);
+    let mut bi = y0 * p.w + x0;
+    let mut bv = xp[bi];
+    for iy in y0..y0 + p.k[0] {
+        let row = iy * p.w + x0;
+        for (j, &v) in xp[row..row + p.k[1]].iter().enumerate() {
+            if !bv.nan() && (v > bv || v.nan()) {
+                bv = v;
+                bi = row + j;
+            }
+        }
+    }
+    bi
+}
+
+/// Planes per parallel task: enough work to amortize scheduling.
+fn planes_per_task(p: &Pool) -> usize {
+    (8192 / (p.h * p.w).max(1)).max(1)
+}
+
 fn max_pool<T: Ordered>(p: &Pool, x: &[T], y: &mut [T]) {
     let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
+    if unpadded(p) {
+        // the value of the first maximum is the NaN-propagating maximum
+        let per = planes_per_task(p);
+        y.par_chunks_mut(oplane * per)
+            .enumerate()
+            .for_each(|(t, yt)| {
+                for (j, yp) in yt.chunks_mut(oplane).enumerate() {
+                    let xp = &x[(t * per + j) * plane..][..plane];
+                    for oy in 0..p.oh {
+                        let yr = &mut yp[oy * p.ow..][..p.ow];
+                        let y0 = oy * p.stride[0];
+                        if p.k == [2, 2] && p.stride[1] == 2 {
+                            let r0 = &xp[y0 * p.w..][..2 * p.ow];
+                            let r1 = &xp[(y0 + 1) * p.w..][..2 * p.ow];
+                            for (ox, o) in yr.iter_mut().enumerate() {
+                                let a = r0[2 * ox].max_nan(r0[2 * ox + 1]);
+                                let b = r1[2 * ox].max_nan(r1[2 * ox + 1]);
+                                *o = a.max_nan(b);
+                            }
+                        } else {
+                            for (ox, o) in yr.iter_mut().enumerate() {
+                                let x0 = ox * p.stride[1];
+                                let mut m = xp[y0 * p.w + x0];
+                                for iy in y0..y0 + p.k[0] {
+                                    for &v in &xp[iy * p.w + x0..][..p.k[1]] {
+                                        m = m.max_nan(v);
+                                    }
+                                }
+                                *o = m;
+                            }
+                        }
+                    }
+                }
+            });
+        return;
+    }
     y.par_chunks_mut(oplane).enumerate().for_each(|(pi, yp)| {
         let xp = &x[pi * plane..][..plane];
         for oy in 0..p.oh {
@@ -135,6 +217,71 @@ fn max_pool<T: Ordered>(p: &Pool, x: &[T], y: &mut [T]) {
 
 fn max_pool_grad(p: &Pool, dy: &[f32], x: &[f32], dx: &mut [f32]) {
     let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
+    if unpadded(p) && p.k == [2, 2] && p.stride == [2, 2] {
+        // windows do not overlap: each gets its gradient at its first maximum and zeros
+        // elsewhere, written directly (cells outside every window are zeroed)
+        let per = planes_per_task(p);
+        dx.par_chunks_mut(plane * per)
+            .enumerate()
+            .for_each(|(t, dxt)| {
+                for (j, dxp) in dxt.chunks_mut(plane).enumerate() {
+                    let pi = t * per + j;
+                    let xp = &x[pi * plane..][..plane];
+                    let dyp = &dy[pi * oplane..][..oplane];
+                    dxp[2 * p.oh * p.w..].fill(0.0);
+                    for oy in 0..p.oh {
+                        let (r0, r1) = (2 * oy * p.w, (2 * oy + 1) * p.w);
+                        for ox in 0..p.ow {
+                            let c = 2 * ox;
+                            let (a, b, cc, d) =
+                                (xp[r0 + c], xp[r0 + c + 1], xp[r1 + c], xp[r1 + c + 1]);
+                            let g = dyp[oy * p.ow + ox];
+                            let nan = a.is_nan() | b.is_nan() | cc.is_nan() | d.is_nan();
+                            let (ea, eb, ec) = if nan {
+                                // the first NaN is the maximum
+                                let (na, nb, nc) = (a.is_nan(), b.is_nan(), cc.is_nan());
+                                (na, !na & nb, !na & !nb & nc)
+                            } else {
+                                let m = a.max(b).max(cc).max(d);
+                                let (ea, eb, ec) = (a == m, b == m, cc == m);
+                                (ea, !ea & eb, !ea & !eb & ec)
+                            };
+                            let ed = !(ea | eb | ec);
+                            let keep =
+                                |e: bool| f32::from_bits(g.to_bits() & 0u32.wrapping_sub(e as u32));
+                            dxp[r0 + c] = keep(ea);
+                            dxp[r0 + c + 1] = keep(eb);
+                            dxp[r1 + c] = keep(ec);
+                            dxp[r1 + c + 1] = keep(ed);
+                        }
+                        // an odd last column is in no window
+                        for r in [r0, r1] {
+                            dxp[r + 2 * p.ow..r + p.w].fill(0.0);
+                        }
+                    }
+                }
+            });
+        return;
+    }
+    if unpadded(p) {
+        let per = planes_per_task(p);
+        dx.par_chunks_mut(plane * per)
+            .enumerate()
+            .for_each(|(t, dxt)| {
+                dxt.fill(0.0);
+                for (j, dxp) in dxt.chunks_mut(plane).enumerate() {
+                    let pi = t * per + j;
+                    let xp = &x[pi * plane..][..plane];
+                    let dyp = &dy[pi * oplane..][..oplane];
+                    for oy in 0..p.oh {
+                        for ox in 0..p.ow {
+                            dxp[argmax_inside(p, xp, oy, ox)] += dyp[oy * p.ow + ox];
+                        }
+                    }
+                }
+            });
+        return;
+    }
     dx.par_chunks_mut(plane).enumerate().for_each(|(pi, dxp)| {
         dxp.fill(0.0);
         let xp = &x[pi * plane..][..plane];
