@@ -41,3 +41,8 @@ pub fn local_model(name: &str) -> qir::Graph {
 pub fn executor() -> runtime::executor::SharedExecutor {
     std::sync::Arc::new(qir_interp::Interpreter::default())
 }
+
+/// The JIT executor.
+pub fn jit() -> runtime::executor::SharedExecutor {
+    std::sync::Arc::new(qir_jit::Jit::default())
+}
