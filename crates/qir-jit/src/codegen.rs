@@ -182,7 +182,7 @@ pub fn compile(plan: &Plan, profile: bool) -> Result<Code, String> {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
             LoopGen::new(&mut b, &mut module, &imports, lp, ptr, has_fma).emit()?;
             b.seal_all_blocks();
-            b.finalize(module.target_config().into());
+            b.finalize(module.target_config());
         }
         module
             .define_function(id, &mut ctx)
@@ -202,7 +202,7 @@ pub fn compile(plan: &Plan, profile: bool) -> Result<Code, String> {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         emit_entry(&mut b, &mut module, &imports, plan, &loop_ids, ptr, profile)?;
         b.seal_all_blocks();
-        b.finalize(module.target_config().into());
+        b.finalize(module.target_config());
     }
     module
         .define_function(entry_id, &mut ctx)
@@ -368,6 +368,10 @@ fn cl_ty(t: Ty, w: usize) -> Type {
     }
 }
 
+/// The register accumulators of a reduction along the innermost dimension: the scalar
+/// one, and the vector ones (one f32x4 for min/max, two f64x2 for sums).
+type RegAcc = (Variable, Option<Variable>, Option<Variable>);
+
 struct LoopGen<'a, 'b> {
     b: &'a mut FunctionBuilder<'b>,
     module: &'a mut JITModule,
@@ -507,8 +511,8 @@ impl<'a, 'b> LoopGen<'a, 'b> {
         let iv = self.b.declare_var(types::I64);
         let zero = self.b.ins().iconst(types::I64, 0);
         self.b.def_var(iv, zero);
-        for k in 0..n_ops {
-            self.b.def_var(self.ptrs[d][k], start[k]);
+        for (k, &p) in start.iter().enumerate() {
+            self.b.def_var(self.ptrs[d][k], p);
         }
         self.b.ins().jump(header, &[]);
 
@@ -556,7 +560,7 @@ impl<'a, 'b> LoopGen<'a, 'b> {
         let n_ops = lp.ops.len();
         let d = inner;
         // accumulators kept in registers over the inner loop
-        let mut acc_vars: Vec<Option<(Variable, Option<Variable>, Option<Variable>)>> = Vec::new();
+        let mut acc_vars: Vec<Option<RegAcc>> = Vec::new();
         for (k, a) in lp.accs.iter().enumerate() {
             if !self.reg_acc[k] {
                 acc_vars.push(None);
@@ -604,8 +608,8 @@ impl<'a, 'b> LoopGen<'a, 'b> {
         let iv = self.b.declare_var(types::I64);
         let zero = self.b.ins().iconst(types::I64, 0);
         self.b.def_var(iv, zero);
-        for k in 0..n_ops {
-            self.b.def_var(self.ptrs[d][k], start[k]);
+        for (k, &p) in start.iter().enumerate() {
+            self.b.def_var(self.ptrs[d][k], p);
         }
 
         for &w in if lp.vector {
@@ -645,12 +649,12 @@ impl<'a, 'b> LoopGen<'a, 'b> {
             };
             // stores
             for &(op, e) in &lp.stores {
-                let v = get(&self, e);
+                let v = get(self, e);
                 self.store(op, v, cur[op], w);
             }
             // reductions
             for (k, a) in lp.accs.iter().enumerate() {
-                let v = get(&self, a.value);
+                let v = get(self, a.value);
                 match acc_vars[k] {
                     Some((sv, v1, v2)) => {
                         if w == 1 {

@@ -108,7 +108,7 @@ pub enum LKind {
     /// A reduction of argument 0.
     Reduce(Reduce),
     /// A runtime kernel.
-    Kernel(Kernel),
+    Kernel(Box<Kernel>),
     /// Argument 0's data under this node's dimensions (the argument is row-major).
     View,
 }

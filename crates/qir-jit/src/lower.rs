@@ -364,7 +364,7 @@ impl Lower<'_> {
         dims: Vec<usize>,
         dtype: DType,
     ) -> LId {
-        self.push(id, what, LKind::Kernel(k), args, dims, dtype)
+        self.push(id, what, LKind::Kernel(Box::new(k)), args, dims, dtype)
     }
 
     /// A reduction of `x` over `axes` (true = reduced) to `dims`.
@@ -402,7 +402,8 @@ impl Lower<'_> {
         let out = b.arg(0);
         let f = b.finish(out, vec![(0..rank).collect()]);
         let label = format!("{} (row-major copy)", n.label);
-        let id = self.lg.push(LNode {
+
+        self.lg.push(LNode {
             kind: LKind::Map(f),
             args: vec![x],
             dims,
@@ -411,8 +412,7 @@ impl Lower<'_> {
             layout_fixed: true,
             origin,
             label,
-        });
-        id
+        })
     }
 
     /// A view of `x` under `dims` (x is made row-major first).
@@ -498,7 +498,7 @@ impl Lower<'_> {
         let pad = self.usizes::<4>(id, "padding", 0)?;
         let dil = self.usizes::<2>(id, "dilation", 1)?;
         let groups = usize::try_from(self.attr_int(id, "groups")?).map_err(|_| "bad groups")?;
-        if groups == 0 || x[1] % groups != 0 || o % groups != 0 {
+        if groups == 0 || !x[1].is_multiple_of(groups) || !o.is_multiple_of(groups) {
             return Err(format!("groups = {groups} must divide the channels"));
         }
         let out = |input: usize, k: usize, s: usize, p: usize, d: usize| -> Option<usize> {
@@ -1182,7 +1182,7 @@ impl Lower<'_> {
                         let rn = b.push(Ex::Eq(r, ninf));
                         let unset = b.push(Ex::Or(rp, rn));
                         let combined = match averaging {
-                            Some(c) if c == 1.0 => bv,
+                            Some(1.0) => bv,
                             Some(c) => {
                                 let c = b.f(c as f32);
                                 let d = b.sub(bv, r);
@@ -1330,7 +1330,7 @@ impl Lower<'_> {
                     bounds,
                     rounding: rounding_of(self.attr_choice(id, "rounding")),
                 };
-                Ok(self.kernel(id, "", Kernel::Integer(op), vec![x], dims, dtype))
+                Ok(self.kernel(id, "", Kernel::Integer(Box::new(op)), vec![x], dims, dtype))
             }
             Op::Qlinear => {
                 let ops = self.g.operands(id);
@@ -1354,7 +1354,14 @@ impl Lower<'_> {
                     w: qw,
                     bias: ops.len() > 2,
                 };
-                Ok(self.kernel(id, "", Kernel::Integer(op), args, dims, DType::I32))
+                Ok(self.kernel(
+                    id,
+                    "",
+                    Kernel::Integer(Box::new(op)),
+                    args,
+                    dims,
+                    DType::I32,
+                ))
             }
             Op::Qconv2d => {
                 let ops = self.g.operands(id);
@@ -1377,7 +1384,14 @@ impl Lower<'_> {
                     w: qw,
                     bias: ops.len() > 2,
                 };
-                Ok(self.kernel(id, "", Kernel::Integer(op), args, dims, DType::I32))
+                Ok(self.kernel(
+                    id,
+                    "",
+                    Kernel::Integer(Box::new(op)),
+                    args,
+                    dims,
+                    DType::I32,
+                ))
             }
             Op::Qadd => {
                 let ops = self.g.operands(id);
@@ -1398,7 +1412,14 @@ impl Lower<'_> {
                     out,
                     bounds,
                 };
-                Ok(self.kernel(id, "", Kernel::Integer(op), vec![x, y], dims, dtype))
+                Ok(self.kernel(
+                    id,
+                    "",
+                    Kernel::Integer(Box::new(op)),
+                    vec![x, y],
+                    dims,
+                    dtype,
+                ))
             }
             Op::Qconcat => {
                 let axis = self
@@ -1426,7 +1447,7 @@ impl Lower<'_> {
                     out,
                     bounds,
                 };
-                Ok(self.kernel(id, "", Kernel::Integer(op), args, dims, dtype))
+                Ok(self.kernel(id, "", Kernel::Integer(Box::new(op)), args, dims, dtype))
             }
             Op::QglobalAvgPool => {
                 let xty = self.g.ty(self.g.operands(id)[0]).clone();
@@ -1449,7 +1470,7 @@ impl Lower<'_> {
                     out,
                     bounds,
                 };
-                Ok(self.kernel(id, "", Kernel::Integer(op), vec![x], dims, dtype))
+                Ok(self.kernel(id, "", Kernel::Integer(Box::new(op)), vec![x], dims, dtype))
             }
 
             // ---- backward -------------------------------------------------------------------------

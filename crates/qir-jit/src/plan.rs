@@ -481,7 +481,7 @@ pub fn plan(g: &Graph, low: &Lowered, roots: &Roots, threads: usize) -> Result<P
                         loc[i] = loc[node.args[0]];
                     }
                     LKind::Kernel(k) => {
-                        if let crate::kernels::Kernel::Gemm(gm) = k {
+                        if let crate::kernels::Kernel::Gemm(gm) = &**k {
                             gemm_flops += gm.flops();
                         }
                         let args = node
@@ -503,7 +503,7 @@ pub fn plan(g: &Graph, low: &Lowered, roots: &Roots, threads: usize) -> Result<P
                             loc[i].ok_or_else(|| format!("{}: result not placed", node.label))?;
                         steps.push((
                             Step::Call(Box::new(Bound {
-                                kernel: k.clone(),
+                                kernel: (**k).clone(),
                                 args,
                                 out,
                                 scratch,

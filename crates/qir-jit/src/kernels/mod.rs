@@ -58,7 +58,7 @@ pub enum Kernel {
     /// Copies blocks between buffers: slices and concatenations.
     Copy(misc::Copy),
     /// The integer ops of converted graphs.
-    Integer(integer::IntOp),
+    Integer(Box<integer::IntOp>),
 }
 
 impl Kernel {
