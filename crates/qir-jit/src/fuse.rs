@@ -69,8 +69,10 @@ impl Deps {
 }
 
 /// Groups the nodes of `lg` into units, in execution order. `late` marks nodes whose
-/// units should run as late as dependencies allow (updates written in place); among
-/// ready units, the earliest node goes first.
+/// units should run as late as dependencies allow (updates written in place); among the
+/// other ready units, the one that grows the live memory least goes first (a
+/// convolution's weight gradient, the last reader of its column matrix, before the input
+/// gradient that allocates another), then the earliest.
 pub fn fuse(lg: &LGraph, late: &[bool]) -> Vec<Unit> {
     let n = lg.nodes.len();
     let mut cluster: Vec<Option<usize>> = vec![None; n];
@@ -208,21 +210,75 @@ pub fn fuse(lg: &LGraph, late: &[bool]) -> Vec<Unit> {
         .iter()
         .map(|u| u.members().iter().copied().min().unwrap_or(0))
         .collect();
-    // Kahn's algorithm: non-late before late, then by first node
+    // Memory: the buffer each unit's values live in (views share their argument's), the
+    // bytes a unit allocates, and the units reading each buffer.
+    let mut base: Vec<LId> = (0..n).collect();
+    for (i, node) in lg.nodes.iter().enumerate() {
+        if matches!(node.kind, LKind::View) {
+            base[i] = base[node.args[0]];
+        }
+    }
+    let in_arena = |b: LId| {
+        !matches!(
+            lg.nodes[b].kind,
+            LKind::Input(_) | LKind::Stored(_) | LKind::Const(_)
+        )
+    };
+    let users = lg.users();
+    let mut alloc = vec![0i64; m];
+    for i in 0..n {
+        let materialized = match lg.nodes[i].kind {
+            LKind::Kernel(_) | LKind::Reduce(_) => true,
+            LKind::Map(_) => users[i].iter().any(|&u| unit_of[u] != unit_of[i]),
+            _ => false,
+        };
+        if materialized {
+            alloc[unit_of[i]] += lg.nodes[i].bytes() as i64;
+        }
+    }
+    // reads[u]: the arena buffers unit u reads from other units
+    let mut reads: Vec<Vec<LId>> = vec![Vec::new(); m];
+    let mut remaining = vec![0usize; n];
+    for i in 0..n {
+        for &a in &lg.nodes[i].args {
+            let b = base[a];
+            let u = unit_of[i];
+            if unit_of[b] != u && in_arena(b) && !reads[u].contains(&b) {
+                reads[u].push(b);
+                remaining[b] += 1;
+            }
+        }
+    }
+    // List scheduling (Kahn's algorithm): late units last; among the others, the unit
+    // that grows the live memory least (its allocations minus the buffers it reads last),
+    // then the earliest.
     let mut indeg: Vec<usize> = preds.iter().map(Vec::len).collect();
-    let mut ready: std::collections::BTreeSet<(bool, usize, usize)> = (0..m)
-        .filter(|&u| indeg[u] == 0)
-        .map(|u| (is_late[u], first[u], u))
-        .collect();
+    let mut ready: Vec<usize> = (0..m).filter(|&u| indeg[u] == 0).collect();
     let mut order = Vec::with_capacity(m);
-    while let Some(&key) = ready.iter().next() {
-        ready.remove(&key);
-        let u = key.2;
+    while !ready.is_empty() {
+        let score = |u: usize| -> (bool, i64, usize) {
+            let freed: i64 = reads[u]
+                .iter()
+                .filter(|&&b| remaining[b] == 1)
+                .map(|&b| lg.nodes[b].bytes() as i64)
+                .sum();
+            (is_late[u], alloc[u] - freed, first[u])
+        };
+        let (k, _) = ready
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, u)| score(**u))
+            .map(|(k, &u)| (k, u))
+            .unwrap_or((0, ready[0]));
+        let u = ready.swap_remove(k);
         order.push(u);
+        for &b in &reads[u] {
+            remaining[b] -= 1;
+        }
         for &v in &succs[u] {
             indeg[v] -= 1;
             if indeg[v] == 0 {
-                ready.insert((is_late[v], first[v], v));
+                ready.push(v);
             }
         }
     }
