@@ -34,6 +34,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use qir::quant::{QparamRule, qparams_f64};
 use qir::{Data, Graph, NodeId, Op, Tensor};
 use qir_exec::{Inputs, Store};
 
@@ -120,41 +121,33 @@ impl QSpec {
         }
     }
 
-    /// Scale and zero point for the range `[lo, hi]`, by the rules of `qparams_scale` and
-    /// `qparams_zero_point`: the range is widened to include 0; affine
-    /// `s = (hi - lo) / (qmax - qmin)`, `z = clamp(qmin - round(lo / s), qmin, qmax)`;
-    /// symmetric `s = max(-lo, hi) / ((qmax - qmin) / 2)`, `z = 0` (signed) or the
-    /// midpoint (unsigned); `s ≥ eps`, then rounded up to a power of two if asked.
-    pub fn qparams(&self, lo: f64, hi: f64) -> (f64, i64) {
-        let lo = lo.min(0.0);
-        let hi = hi.max(0.0);
-        let span = (self.qmax - self.qmin) as f64;
-        let mut s = if self.symmetric {
-            (-lo).max(hi) / (span / 2.0)
-        } else {
-            (hi - lo) / span
-        };
-        s = s.max(self.eps);
-        if self.power_of_two {
-            s = 2f64.powf(s.log2().ceil());
+    /// The rule as `qir::quant` states it.
+    pub fn rule(&self) -> QparamRule {
+        QparamRule {
+            qmin: self.qmin,
+            qmax: self.qmax,
+            symmetric: self.symmetric,
+            power_of_two: self.power_of_two,
+            eps: self.eps,
         }
-        let z = if self.symmetric {
-            if self.qmin < 0 {
-                0
-            } else {
-                (self.qmin + self.qmax + 1) / 2
-            }
-        } else {
-            let q = (lo / s).round_ties_even();
-            (self.qmin as f64 - q).clamp(self.qmin as f64, self.qmax as f64) as i64
-        };
-        (s, z)
     }
 
-    /// `x` quantized and dequantized with scale `s` and zero point `z`.
+    /// Scale and zero point for the range `[lo, hi]`, by the rules of `qparams_scale` and
+    /// `qparams_zero_point` (`qir::quant::qparams_f64`, the ops' rule in f64).
+    pub fn qparams(&self, lo: f64, hi: f64) -> (f64, i64) {
+        qparams_f64(lo, hi, self.rule())
+    }
+
+    /// `x` quantized and dequantized with scale `s` and zero point `z`, as `fake_quant`
+    /// computes it: multiplied by the inverse scale and rounded half to even.
     pub fn fake_quant(&self, x: f64, s: f64, z: i64) -> f64 {
-        let q = ((x / s).round_ties_even() + z as f64).clamp(self.qmin as f64, self.qmax as f64);
+        let q = (self.grid(x, s) + z as f64).clamp(self.qmin as f64, self.qmax as f64);
         (q - z as f64) * s
+    }
+
+    /// The integer grid point of `x` before the zero point: `round(x * (1 / s))`.
+    fn grid(&self, x: f64, s: f64) -> f64 {
+        (x * (1.0 / s)).round_ties_even()
     }
 }
 
@@ -554,7 +547,7 @@ fn bin_error(a: f64, b: f64, n: f64, s: f64, z: i64, spec: &QSpec) -> f64 {
     }
     let density = n / (b - a);
     let zf = z as f64;
-    let level = |x: f64| ((x / s).round_ties_even() + zf).clamp(spec.qmin as f64, spec.qmax as f64);
+    let level = |x: f64| (spec.grid(x, s) + zf).clamp(spec.qmin as f64, spec.qmax as f64);
     let (ka, kb) = (level(a), level(b));
     if kb - ka > 64.0 {
         // Many levels inside the bin: the clipped ends exactly, the inside as uniform

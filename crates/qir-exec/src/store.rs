@@ -161,19 +161,7 @@ pub fn check_data(t: &Tensor) -> Result<(), String> {
     Ok(())
 }
 
-/// The (fan_in, fan_out) of a weight of this shape: rank 1 `[n]` gives (n, n); rank >= 2
-/// `[out, in, k...]` gives (in * prod(k), out * prod(k)) — for a linear weight [out, in]
-/// that is (in, out), for a conv weight [O, C/g, KH, KW] (C/g*KH*KW, O*KH*KW), as PyTorch.
-pub fn fans(shape: &[usize]) -> Option<(usize, usize)> {
-    match shape {
-        [] => None,
-        [n] => Some((*n, *n)),
-        [out, inp, rest @ ..] => {
-            let receptive = rest.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
-            Some((inp.checked_mul(receptive)?, out.checked_mul(receptive)?))
-        }
-    }
-}
+pub use qir::graph::fans;
 
 /// A stable 64-bit key for (seed, name): FNV-1a over the name, mixed with the seed by
 /// SplitMix64 finalizers (std's hashers are not promised to be stable across releases).

@@ -86,6 +86,20 @@ impl Init {
     }
 }
 
+/// The (fan_in, fan_out) of a weight of this shape: rank 1 `[n]` gives (n, n); rank >= 2
+/// `[out, in, k...]` gives (in * prod(k), out * prod(k)) — for a linear weight [out, in]
+/// that is (in, out), for a conv weight [O, C/g, KH, KW] (C/g*KH*KW, O*KH*KW), as PyTorch.
+pub fn fans(shape: &[usize]) -> Option<(usize, usize)> {
+    match shape {
+        [] => None,
+        [n] => Some((*n, *n)),
+        [out, inp, rest @ ..] => {
+            let receptive = rest.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+            Some((inp.checked_mul(receptive)?, out.checked_mul(receptive)?))
+        }
+    }
+}
+
 /// What a node is.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NodeKind {

@@ -31,7 +31,7 @@ pub fn scale_from_mean_abs(mean_abs: f64, qmax: i64) -> f64 {
 /// The expected `mean(|w|)` of a value drawn from `init` with shape `shape`, when it is
 /// known without drawing (random initializers, constant fills); `None` otherwise.
 pub fn expected_mean_abs(init: &Init, shape: &[usize]) -> Option<f64> {
-    let (fan_in, fan_out) = fans(shape).unwrap_or((1, 1));
+    let (fan_in, fan_out) = qir::graph::fans(shape).unwrap_or((1, 1));
     let (fan_in, fan_out) = (fan_in.max(1) as f64, fan_out.max(1) as f64);
     // U(-b, b): E|w| = b / 2; N(0, s): E|w| = s * sqrt(2 / pi).
     let half_normal = (2.0 / std::f64::consts::PI).sqrt();
@@ -59,18 +59,6 @@ pub fn expected_mean_abs(init: &Init, shape: &[usize]) -> Option<f64> {
         }
     };
     (v.is_finite() && v > 0.0).then_some(v)
-}
-
-/// PyTorch's (fan_in, fan_out) of a weight shape `[out, in, k...]`.
-fn fans(shape: &[usize]) -> Option<(usize, usize)> {
-    match shape {
-        [] => None,
-        [n] => Some((*n, *n)),
-        [out, inp, rest @ ..] => {
-            let r: usize = rest.iter().product();
-            Some((inp * r, out * r))
-        }
-    }
 }
 
 /// Per-channel mean magnitudes of inline weights along axis 0 (`None` when `init` is not
@@ -120,13 +108,18 @@ fn channel_groups(x: &[f64], shape: &[usize], axis: Option<usize>) -> Option<Vec
     Some(groups)
 }
 
-/// Affine scale and (float) zero point of a range, as `qparams_scale`/`qparams_zero_point`.
+/// Affine scale and (float) zero point of a range, as `qparams_scale`/`qparams_zero_point`
+/// compute them (`qir::quant`).
 fn affine(lo: f64, hi: f64, qmin: i64, qmax: i64) -> (f64, f64) {
-    let lo = lo.min(0.0);
-    let hi = hi.max(0.0);
-    let s = ((hi - lo) / (qmax - qmin) as f64).max(MIN_SCALE);
-    let z = (qmin as f64 - (lo / s).round_ties_even()).clamp(qmin as f64, qmax as f64);
-    (s, z)
+    let rule = qir::quant::QparamRule {
+        qmin,
+        qmax,
+        symmetric: false,
+        power_of_two: false,
+        eps: MIN_SCALE,
+    };
+    let (s, z) = qir::quant::qparams_f64(lo, hi, rule);
+    (s, z as f64)
 }
 
 /// Initial values of the learned scales and zero points of every `fake_quant_lsq` of `g`
