@@ -12,6 +12,9 @@
 //! remainder. Reductions whose accumulator does not move along the innermost dimension
 //! accumulate in registers and are combined with memory once per inner loop.
 //!
+//! Debugging: with `QATC_JIT_DISASM=TEXT` in the environment, the IR and machine code of
+//! every loop whose label contains TEXT are printed to standard error.
+//!
 //! Invariants: every address a loop forms lies inside the buffer its operand names (the
 //! planner sized them); the entry function returns 0, or `(step + 1) << 32 | status` for
 //! the first step that failed (status 1: a non-finite loss; others: a kernel's status).
@@ -61,7 +64,7 @@ impl Drop for Code {
 // called from one thread at a time (a program is used through `&mut`).
 unsafe impl Send for Code {}
 
-/// The host ISA with optimization on.
+/// The host ISA (register allocation and instruction selection; no e-graph mid-end).
 fn isa() -> Result<OwnedTargetIsa, String> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| {
@@ -70,7 +73,11 @@ fn isa() -> Result<OwnedTargetIsa, String> {
     };
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "is_pic", "false")?;
-    set(&mut flags, "opt_level", "speed")?;
+    // The code generator hoists loop-invariant values itself (each body entry is emitted at
+    // the depth of the innermost dimension it depends on); Cranelift's e-graph mid-end
+    // would place those pure values back at their uses inside the inner loops (its
+    // elaboration does not hoist them), so it is off.
+    set(&mut flags, "opt_level", "none")?;
     let builder = cranelift_native::builder().map_err(|e| format!("unsupported host: {e}"))?;
     builder
         .finish(settings::Flags::new(flags))
@@ -178,6 +185,8 @@ pub fn compile(plan: &Plan, profile: bool) -> Result<Code, String> {
             .map_err(|e| e.to_string())?;
         ctx.func.signature = loop_sig.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
+        let disasm = std::env::var("QATC_JIT_DISASM").is_ok_and(|v| lp.label.contains(&v));
+        ctx.set_disasm(disasm);
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
             LoopGen::new(&mut b, &mut module, &imports, lp, ptr, has_fma).emit()?;
@@ -187,6 +196,12 @@ pub fn compile(plan: &Plan, profile: bool) -> Result<Code, String> {
         module
             .define_function(id, &mut ctx)
             .map_err(|e| format!("loop {i} ({}): {e:?}", lp.label))?;
+        if disasm
+            && let Some(code) = ctx.compiled_code()
+            && let Some(text) = &code.vcode
+        {
+            eprintln!("; loop {i}: {}\n{}\n{text}", lp.label, ctx.func.display());
+        }
         module.clear_context(&mut ctx);
         loop_ids.push(id);
     }
