@@ -47,6 +47,9 @@ pub struct LNode {
     pub origin: Option<NodeId>,
     /// A short description for printed plans (`%relu1`, `%conv1 (im2col)`).
     pub label: String,
+    /// Bytes the node's buffer holds after its value (a max pool's argmax indices, read by
+    /// its gradient).
+    pub extra_bytes: usize,
 }
 
 impl LNode {
@@ -56,7 +59,7 @@ impl LNode {
     }
     /// Bytes of the node's buffer.
     pub fn bytes(&self) -> usize {
-        self.numel() * self.dtype.size()
+        self.numel() * self.dtype.size() + self.extra_bytes
     }
     /// The physical strides (row-major when none are set).
     pub fn phys_strides(&self) -> Vec<usize> {

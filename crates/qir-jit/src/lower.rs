@@ -318,6 +318,7 @@ impl Lower<'_> {
             layout_fixed: false,
             origin: Some(id),
             label,
+            extra_bytes: 0,
         })
     }
 
@@ -412,6 +413,7 @@ impl Lower<'_> {
             layout_fixed: true,
             origin,
             label,
+            extra_bytes: 0,
         })
     }
 
@@ -608,6 +610,32 @@ impl Lower<'_> {
             }
             b.act(v, act)
         })
+    }
+
+    /// The forward f32 max pool of `x` with the geometry of `grad`, switched to record its
+    /// argmax positions (one byte per output, after its values), if there is one and its
+    /// windows lie inside the input.
+    fn indexed_pool(&mut self, x: LId, grad: &Pool) -> Option<LId> {
+        let fwd = self.lg.nodes.iter().position(|n| {
+            n.args.first() == Some(&x)
+                && matches!(&n.kind, LKind::Kernel(k) if matches!(&**k, Kernel::Pool(p)
+                    if matches!(p.kind, PoolKind::Max | PoolKind::MaxIndexed)
+                        && p.dtype == DType::F32
+                        && (p.k, p.stride, p.pad) == (grad.k, grad.stride, grad.pad)))
+        })?;
+        let node = &mut self.lg.nodes[fwd];
+        let LKind::Kernel(k) = &mut node.kind else {
+            return None;
+        };
+        let Kernel::Pool(p) = &mut **k else {
+            return None;
+        };
+        if !p.unpadded() || p.k[0] * p.k[1] > 256 {
+            return None;
+        }
+        p.kind = PoolKind::MaxIndexed;
+        node.extra_bytes = node.numel();
+        Some(fwd)
     }
 
     /// Resolved quantization parameters of a quantized type over `dims`.
@@ -1636,6 +1664,22 @@ impl Lower<'_> {
                 let (dy, x) = (self.row_major(dy), self.row_major(x));
                 let xd = four(&adims(self, x))?;
                 let p = self.pool(id, xd, PoolKind::MaxGrad, DType::F32)?;
+                // the forward pool of the same input records where each maximum was, so
+                // the gradient need not read the input again
+                if let Some(fwd) = self.indexed_pool(x, &p) {
+                    let p = Pool {
+                        kind: PoolKind::MaxGradIndexed,
+                        ..p
+                    };
+                    return Ok(self.kernel(
+                        id,
+                        "",
+                        Kernel::Pool(p),
+                        vec![dy, fwd],
+                        dims,
+                        DType::F32,
+                    ));
+                }
                 Ok(self.kernel(id, "", Kernel::Pool(p), vec![dy, x], dims, DType::F32))
             }
             Op::AvgPool2dGrad => {
@@ -2374,6 +2418,7 @@ impl Lower<'_> {
             layout_fixed: true,
             origin,
             label,
+            extra_bytes: 0,
         })
     }
 }

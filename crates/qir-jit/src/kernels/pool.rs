@@ -17,6 +17,12 @@ pub enum PoolKind {
     Max,
     /// Gradient of max pooling: arguments dy, x.
     MaxGrad,
+    /// Max pooling that also records, after its values, each output's argmax position in
+    /// its window (one byte; unpadded windows of at most 256 cells).
+    MaxIndexed,
+    /// Gradient of max pooling from the recorded positions: arguments dy, the forward
+    /// result of [`PoolKind::MaxIndexed`].
+    MaxGradIndexed,
     /// Average pooling of argument 0.
     Avg,
     /// Gradient of average pooling: argument dy.
@@ -134,11 +140,96 @@ fn argmax_window<T: Ordered>(p: &Pool, xp: &[T], oy: usize, ox: usize) -> Option
     best.map(|(i, _)| i)
 }
 
-/// True when every window lies inside the input (no padding): the fast paths apply.
+impl Pool {
+    /// True when every window lies inside the input (no padding): the fast paths apply.
+    pub fn unpadded(&self) -> bool {
+        self.pad == [0; 4]
+            && (self.oh - 1) * self.stride[0] + self.k[0] <= self.h
+            && (self.ow - 1) * self.stride[1] + self.k[1] <= self.w
+    }
+}
+
 fn unpadded(p: &Pool) -> bool {
-    p.pad == [0; 4]
-        && (p.oh - 1) * p.stride[0] + p.k[0] <= p.h
-        && (p.ow - 1) * p.stride[1] + p.k[1] <= p.w
+    p.unpadded()
+}
+
+/// Max pooling of unpadded windows, recording each window's first-maximum position.
+fn max_pool_indexed(p: &Pool, x: &[f32], y: &mut [f32], idx: &mut [u8]) {
+    let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
+    let per = planes_per_task(p);
+    y.par_chunks_mut(oplane * per)
+        .zip(idx.par_chunks_mut(oplane * per))
+        .enumerate()
+        .for_each(|(t, (yt, it))| {
+            for (j, (yp, ip)) in yt.chunks_mut(oplane).zip(it.chunks_mut(oplane)).enumerate() {
+                let xp = &x[(t * per + j) * plane..][..plane];
+                if p.k == [2, 2] && p.stride == [2, 2] {
+                    for oy in 0..p.oh {
+                        let (r0, r1) = (2 * oy * p.w, (2 * oy + 1) * p.w);
+                        for ox in 0..p.ow {
+                            let c = 2 * ox;
+                            let v = [xp[r0 + c], xp[r0 + c + 1], xp[r1 + c], xp[r1 + c + 1]];
+                            let (pos, m) = first_max4(v);
+                            yp[oy * p.ow + ox] = m;
+                            ip[oy * p.ow + ox] = pos;
+                        }
+                    }
+                    continue;
+                }
+                for oy in 0..p.oh {
+                    for ox in 0..p.ow {
+                        let i = argmax_inside(p, xp, oy, ox);
+                        let (iy, ix) = (i / p.w, i % p.w);
+                        let pos = (iy - oy * p.stride[0]) * p.k[1] + (ix - ox * p.stride[1]);
+                        yp[oy * p.ow + ox] = xp[i];
+                        ip[oy * p.ow + ox] = pos as u8;
+                    }
+                }
+            }
+        });
+}
+
+/// The position (0..4) and value of the first maximum of a 2x2 window in row-major
+/// order (NaN counts as the maximum), branch-free so that a row of windows vectorizes: the
+/// maximum is the NaN-propagating max, and the position the first cell equal to it (or
+/// NaN when it is NaN).
+#[inline]
+fn first_max4(v: [f32; 4]) -> (u8, f32) {
+    let [a, b, c, d] = v;
+    let m = a.max_nan(b).max_nan(c.max_nan(d));
+    let hit = |x: f32| ((x == m) | x.is_nan()) as u8;
+    let (ha, hb, hc) = (hit(a), hit(b), hit(c));
+    ((1 - ha) * (1 + (1 - hb) * (1 + (1 - hc))), m)
+}
+
+/// The gradient of max pooling from recorded positions.
+fn max_pool_grad_indexed(p: &Pool, dy: &[f32], idx: &[u8], dx: &mut [f32]) {
+    let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
+    let per = planes_per_task(p);
+    let disjoint = p.stride[0] >= p.k[0] && p.stride[1] >= p.k[1];
+    dx.par_chunks_mut(plane * per)
+        .enumerate()
+        .for_each(|(t, dxt)| {
+            dxt.fill(0.0);
+            for (j, dxp) in dxt.chunks_mut(plane).enumerate() {
+                let pi = t * per + j;
+                let dyp = &dy[pi * oplane..][..oplane];
+                let ip = &idx[pi * oplane..][..oplane];
+                for oy in 0..p.oh {
+                    for ox in 0..p.ow {
+                        let o = oy * p.ow + ox;
+                        let pos = ip[o] as usize;
+                        let (wy, wx) = (pos / p.k[1], pos % p.k[1]);
+                        let cell = (oy * p.stride[0] + wy) * p.w + ox * p.stride[1] + wx;
+                        if disjoint {
+                            dxp[cell] = dyp[o];
+                        } else {
+                            dxp[cell] += dyp[o];
+                        }
+                    }
+                }
+            }
+        });
 }
 
 /// The plane index of the first maximum of a window that lies inside the input.
@@ -381,6 +472,22 @@ pub unsafe extern "C" fn qatc_pool(ctx: *const RunCtx, call: *const Bound) -> i3
                 slice_mut(ctx, call.out, yl),
             ),
             (PoolKind::Max, DType::Bool | DType::F64) => return -1,
+            (PoolKind::MaxIndexed, _) => {
+                let out = ctx.ptr(call.out);
+                let y = std::slice::from_raw_parts_mut(out as *mut f32, yl);
+                let idx = std::slice::from_raw_parts_mut(out.add(yl * 4), yl);
+                max_pool_indexed(p, slice(ctx, call.args[0], xl), y, idx)
+            }
+            (PoolKind::MaxGradIndexed, _) => {
+                let fwd = ctx.ptr(call.args[1]);
+                let idx = std::slice::from_raw_parts(fwd.add(yl * 4) as *const u8, yl);
+                max_pool_grad_indexed(
+                    p,
+                    slice(ctx, call.args[0], yl),
+                    idx,
+                    slice_mut(ctx, call.out, xl),
+                )
+            }
             (PoolKind::MaxGrad, _) => max_pool_grad(
                 p,
                 slice(ctx, call.args[0], yl),
@@ -400,4 +507,48 @@ pub unsafe extern "C" fn qatc_pool(ctx: *const RunCtx, call: *const Bound) -> i3
         }
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geom(kind: PoolKind) -> Pool {
+        Pool {
+            kind,
+            dtype: DType::F32,
+            n: 2,
+            c: 3,
+            h: 6,
+            w: 7,
+            k: [2, 2],
+            stride: [2, 2],
+            pad: [0; 4],
+            oh: 3,
+            ow: 3,
+            include_pad: false,
+        }
+    }
+
+    /// The indexed forward and gradient equal the recomputing ones, ties, NaN and an odd
+    /// last column included.
+    #[test]
+    fn indexed_pooling_matches_recomputation() {
+        let p = geom(PoolKind::Max);
+        let mut x: Vec<f32> = (0..2 * 3 * 6 * 7)
+            .map(|i| ((i * 37) % 11) as f32 - 5.0)
+            .collect();
+        x[9] = f32::NAN;
+        x[30] = x[31];
+        let (xl, yl) = (x.len(), 2 * 3 * 3 * 3);
+        let (mut y1, mut y2, mut idx) = (vec![0.0; yl], vec![0.0; yl], vec![0u8; yl]);
+        max_pool(&p, &x, &mut y1);
+        max_pool_indexed(&p, &x, &mut y2, &mut idx);
+        assert_eq!(format!("{y1:?}"), format!("{y2:?}"));
+        let dy: Vec<f32> = (0..yl).map(|i| i as f32 + 0.5).collect();
+        let (mut d1, mut d2) = (vec![1.0; xl], vec![1.0; xl]);
+        max_pool_grad(&p, &dy, &x, &mut d1);
+        max_pool_grad_indexed(&p, &dy, &idx, &mut d2);
+        assert_eq!(d1, d2);
+    }
 }
