@@ -321,9 +321,9 @@ pub(crate) fn import_model(m: &ModelProto, opts: &ImportOptions) -> Result<Impor
         .collect::<Vec<_>>()
         .join(" ");
     imp.g.comments.push(if producer.is_empty() {
-        format!("imported from ONNX (opset {opset})")
+        format!(" imported from ONNX (opset {opset})")
     } else {
-        format!("imported from ONNX (opset {opset}, producer {producer})")
+        format!(" imported from ONNX (opset {opset}, producer {producer})")
     });
 
     if let Some(s) = graph.sparse_initializer.first() {

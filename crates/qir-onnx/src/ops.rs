@@ -436,7 +436,7 @@ impl Importer<'_> {
         }
         if let Some(hi) = hi {
             let n = self.emit_op(Op::Neg, &[y])?;
-            let m = self.max_with(n, -hi, &format!("{base}.max"))?;
+            let m = self.max_with(n, -hi, &format!("{base}.neg_max"))?;
             y = self.emit_op(Op::Neg, &[m])?;
         }
         Ok(Out::New(y))

@@ -8,6 +8,7 @@ pub mod dot;
 pub mod eval;
 pub mod fmt;
 pub mod grad;
+pub mod import;
 pub mod opt;
 pub mod passes;
 pub mod prepare;
@@ -43,6 +44,8 @@ pub enum Command {
     Calibrate(calibrate::Args),
     /// Print a model's test accuracy with trained weights
     Eval(eval::Args),
+    /// Import an ONNX model as a .qir graph and its weights
+    Import(import::Args),
 }
 
 impl Command {
@@ -60,6 +63,7 @@ impl Command {
             Command::Train(a) => train::run(a),
             Command::Calibrate(a) => calibrate::run(a),
             Command::Eval(a) => eval::run(a),
+            Command::Import(a) => import::run(a),
         }
     }
 }
