@@ -147,17 +147,27 @@ fn window_pads(
         "SAME_UPPER" | "SAME_LOWER" => {
             let mut pads = [0i64; 4];
             for d in 0..2 {
+                // out = ceil(in / stride); total = max(0, (out - 1) * stride + span - in)
                 let out = input[d].div_ceil(stride[d]);
-                let span = dil[d] * (k[d] - 1) + 1;
-                let total = ((out.saturating_sub(1)) * stride[d] + span).saturating_sub(input[d]);
+                let total = dil[d]
+                    .checked_mul(k[d] - 1)
+                    .and_then(|s| s.checked_add(1))
+                    .and_then(|span| {
+                        out.saturating_sub(1)
+                            .checked_mul(stride[d])?
+                            .checked_add(span)
+                    })
+                    .map(|t| t.saturating_sub(input[d]))
+                    .and_then(|t| i64::try_from(t).ok())
+                    .ok_or("the window is too large")?;
                 let (small, big) = (total / 2, total - total / 2);
                 let (begin, end) = if auto == "SAME_UPPER" {
                     (small, big)
                 } else {
                     (big, small)
                 };
-                pads[d] = begin as i64;
-                pads[d + 2] = end as i64;
+                pads[d] = begin;
+                pads[d + 2] = end;
             }
             Ok(pads)
         }
@@ -545,13 +555,18 @@ impl Importer<'_> {
         if at.flag("ceil_mode", false)? {
             // Rounding up only matters when it adds a window; then the sizes differ.
             for d in 0..2 {
-                let padded = hw[d] + pads[d] as u64 + pads[d + 2] as u64;
+                let too_large = || "the window is too large".to_string();
+                let begin = hw[d].checked_add(pads[d] as u64).ok_or_else(too_large)?;
+                let padded = begin
+                    .checked_add(pads[d + 2] as u64)
+                    .ok_or_else(too_large)?;
                 let Some(span) = padded.checked_sub(k[d]) else {
                     break;
                 };
                 let floor = span / stride[d] + 1;
                 let mut ceil = span.div_ceil(stride[d]) + 1;
-                if (ceil - 1) * stride[d] >= hw[d] + pads[d] as u64 {
+                // the last window must start inside the input or its leading padding
+                if (ceil - 1).checked_mul(stride[d]).is_none_or(|s| s >= begin) {
                     ceil -= 1;
                 }
                 if ceil != floor {
