@@ -81,7 +81,7 @@ impl Extent {
     }
     /// `self / o` when it divides exactly.
     fn div(&self, o: &Extent) -> Option<Extent> {
-        if o.fixed == 0 || self.fixed % o.fixed != 0 {
+        if o.fixed == 0 || !self.fixed.is_multiple_of(o.fixed) {
             return None;
         }
         let mut syms = self.syms.clone();
