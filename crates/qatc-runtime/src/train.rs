@@ -4,7 +4,9 @@
 //! [`Trainer::new`] optionally prepares the model for QAT (a pipeline, or the
 //! `prepare-qat` named pipeline with a scheme), builds the training step with the grad pass
 //! (forward, backward, optimizer update; the learning rate is the step's input `%lr`) and
-//! initializes parameters and state from the graph's initializers with the seed; when the
+//! initializes parameters and state from the graph's initializers with the seed
+//! ([`Trainer::with_weights`] loads a weights file first, which `external` declarations
+//! need); when the
 //! prepared model's scheme freezes batch-norm statistics after N steps (or the
 //! configuration says so), it adds the [`FreezeBatchNorm`] hook for that.
 //! [`Trainer::fit`] then calibrates first if asked (observer ranges and the initial values

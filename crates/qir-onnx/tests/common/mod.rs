@@ -7,6 +7,7 @@
 pub mod builder;
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -27,7 +28,9 @@ pub fn python() -> Option<PathBuf> {
             if std::env::var("QATC_REQUIRE_PYTHON").as_deref() == Ok("1") {
                 panic!("QATC_REQUIRE_PYTHON=1 but {why}");
             }
-            eprintln!("skipped: {why}");
+            // Written to the process's stderr directly, past the test harness's capture,
+            // so that a plain `cargo test` shows why nothing was compared.
+            let _ = writeln!(std::io::stderr(), "skipped: {why}");
             None
         }
     }
