@@ -172,7 +172,7 @@ pub struct LossSpec {
     /// The name of the label input to add (`label` by convention).
     pub label: String,
     /// The output holding the logits, by its ONNX (or sanitized) name; `None` for the
-    /// model's only output.
+    /// model's only output, or the output named `logits` when there are several.
     pub logits: Option<String>,
 }
 

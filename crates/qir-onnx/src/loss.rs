@@ -3,7 +3,8 @@
 //! `loss`, so that `qatc prepare` and `qatc train` take the imported model like a
 //! hand-written one.
 //!
-//! Invariants: the logits are a float `[N, C]` output (a model whose output is a Softmax
+//! The logits are the output named in the [`LossSpec`], else the only output, else the
+//! output named `logits`. Invariants: the logits are a float `[N, C]` output (a model whose output is a Softmax
 //! gets the loss on the Softmax's input, with a note, since cross-entropy needs logits);
 //! the label input's name is free; the graph's outputs are kept as they are.
 
@@ -42,9 +43,11 @@ pub(crate) fn add_loss(
                 ))
             })?,
         (None, [(_, q)]) => q.clone(),
+        // as the runtime's evaluation does: the output named `logits`
+        (None, _) if outputs.iter().any(|(_, q)| q == "logits") => "logits".to_string(),
         (None, _) => {
             return Err(err(format!(
-                "the model has several outputs ({}); name the logits output",
+                "the model has several outputs ({}) and none is named 'logits'; name the logits output",
                 listed()
             )));
         }

@@ -449,12 +449,28 @@ fn loss_errors_name_the_problem() {
     );
     let mut two = digits_mlp();
     two.output("/relu/Relu_output_0");
+    // several outputs: the one named logits
+    let ok = import(&two.bytes(), &opts("y", None)).unwrap();
+    let loss = ok.graph.loss().unwrap();
+    assert_eq!(
+        ok.graph.operands(loss)[0],
+        ok.graph.output("logits").unwrap()
+    );
+    let ok = import(&two.bytes(), &opts("y", Some("/relu/Relu_output_0"))).unwrap();
+    let loss = ok.graph.loss().unwrap();
+    assert_eq!(
+        ok.graph.operands(loss)[0],
+        ok.graph.find("_relu_Relu_output_0").unwrap()
+    );
+    two.graph.node[2].output[0] = "z".into();
+    two.graph.output[0].name = Some("z".into());
     let e = import(&two.bytes(), &opts("label", None))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("several outputs"), "{e}");
-    let ok = import(&two.bytes(), &opts("y", Some("logits"))).unwrap();
-    assert!(ok.graph.find("y").is_some());
+    assert_eq!(
+        e,
+        "--loss: the model has several outputs ('z', '/relu/Relu_output_0') and none is named 'logits'; name the logits output"
+    );
     let e = import(&digits_cnn().bytes(), &opts("label", Some("logits")));
     assert!(e.is_ok());
     let mut b = Builder::new(17);
