@@ -33,7 +33,8 @@ pub struct Args {
     /// The name of the label input the loss adds.
     #[arg(long, value_name = "NAME", default_value = "label", requires = "loss")]
     label: String,
-    /// The output holding the logits (by its ONNX name) [default: the only output].
+    /// The output holding the logits (by its ONNX name) [default: the only output, or the
+    /// one named logits].
     #[arg(long, value_name = "OUTPUT", requires = "loss")]
     logits: Option<String>,
     /// The graph's name [default: the output file's name, or the ONNX graph's].
