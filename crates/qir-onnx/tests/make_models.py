@@ -85,8 +85,6 @@ class Model:
             opset_imports=[helper.make_opsetid("", opset)],
             producer_name="qir-onnx-tests",
         )
-        # onnxruntime 1.32 reads IR versions up to 11
-        model.ir_version = min(model.ir_version, 10)
         # strict shape inference fills in the outputs' types (which the importer checks)
         model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
         onnx.checker.check_model(model, full_check=True)
