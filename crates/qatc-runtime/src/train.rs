@@ -4,7 +4,9 @@
 //! [`Trainer::new`] optionally prepares the model for QAT (a pipeline, or the
 //! `prepare-qat` named pipeline with a scheme), builds the training step with the grad pass
 //! (forward, backward, optimizer update; the learning rate is the step's input `%lr`) and
-//! initializes parameters and state from the graph's initializers with the seed; when the
+//! initializes parameters and state from the graph's initializers with the seed
+//! ([`Trainer::with_weights`] loads a weights file first, which `external` declarations
+//! need); when the
 //! prepared model's scheme freezes batch-norm statistics after N steps (or the
 //! configuration says so), it adds the [`FreezeBatchNorm`] hook for that.
 //! [`Trainer::fit`] then calibrates first if asked (observer ranges and the initial values
@@ -39,7 +41,7 @@ use crate::error::{Result, RuntimeError};
 use crate::eval::{Evaluation, check_labels, classes, evaluate, logits_output};
 use crate::executor::{SharedExecutor, eval_graph};
 use crate::hooks::{FreezeBatchNorm, Hook, HookCtx};
-use crate::io::weights::{params_and_state, read_safetensors, write_safetensors};
+use crate::io::weights::{TensorFile, params_and_state, read_safetensors, write_safetensors};
 use crate::metrics::{EpochMetrics, Monitor};
 use crate::schedule::LrSchedule;
 
@@ -341,7 +343,43 @@ impl Trainer {
     /// A trainer for `model` (prepared for QAT first if `config.qat` says so) whose graphs
     /// `executor` runs, with freshly initialized parameters and state.
     pub fn new(model: &Graph, config: TrainConfig, executor: SharedExecutor) -> Result<Trainer> {
+        Trainer::build(model, config, executor, None)
+    }
+
+    /// A trainer whose parameters, state and constants start from `weights` (a weights
+    /// file, such as `qatc import` writes, or a checkpoint): the file's tensors that the
+    /// training step declares are loaded before anything else is initialized, so a model
+    /// with `external` declarations can be trained. Every parameter of `model` must be in
+    /// the file; the step's other values (optimizer state, the parameters and state QAT
+    /// preparation adds) are initialized with the seed. Errors about the file's content
+    /// are [`RuntimeError::Format`], for the caller to attach the path to.
+    pub fn with_weights(
+        model: &Graph,
+        config: TrainConfig,
+        executor: SharedExecutor,
+        weights: &TensorFile,
+    ) -> Result<Trainer> {
+        Trainer::build(model, config, executor, Some(weights))
+    }
+
+    fn build(
+        model: &Graph,
+        config: TrainConfig,
+        executor: SharedExecutor,
+        weights: Option<&TensorFile>,
+    ) -> Result<Trainer> {
         config.validate()?;
+        if let Some(file) = weights {
+            for id in model.params() {
+                let name = model.node(id).name.as_deref().unwrap_or_default();
+                if !file.tensors.contains_key(name) {
+                    return Err(RuntimeError::Format(format!(
+                        "no tensor for param %{name}: {}",
+                        model.ty(id)
+                    )));
+                }
+            }
+        }
         let mut model = model.clone();
         qir::verify::verify(&model).map_err(|e| {
             RuntimeError::Graph(format!(
@@ -354,7 +392,22 @@ impl Trainer {
         }
         let grad = config.grad_options();
         let step = build_step(&model, &grad)?;
-        let store = qir_exec::init_store(&step, config.seed)?;
+        let mut store = Store::new();
+        if let Some(file) = weights {
+            for id in step.node_ids() {
+                let node = step.node(id);
+                if let Some(name) = node.name.as_deref()
+                    && (node.is_param() || node.is_state() || node.is_const())
+                    && let Some(t) = file.tensors.get(name)
+                {
+                    store.insert(name, t.clone());
+                }
+            }
+        }
+        qir_exec::fill_store(&step, &mut store, config.seed).map_err(|e| match weights {
+            Some(_) => RuntimeError::Format(e.to_string()),
+            None => e.into(),
+        })?;
         let calibration = config.qat.as_ref().and_then(|q| q.calibration);
         let freeze_bn_after = config
             .freeze_bn_after

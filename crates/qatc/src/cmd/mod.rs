@@ -9,6 +9,7 @@ pub mod dot;
 pub mod eval;
 pub mod fmt;
 pub mod grad;
+pub mod import;
 pub mod opt;
 pub mod passes;
 pub mod prepare;
@@ -46,6 +47,8 @@ pub enum Command {
     Eval(eval::Args),
     /// Measure the speed of a model or its training step on an executor
     Bench(bench::Args),
+    /// Import an ONNX model as a .qir graph and its weights
+    Import(import::Args),
 }
 
 impl Command {
@@ -64,6 +67,7 @@ impl Command {
             Command::Calibrate(a) => calibrate::run(a),
             Command::Eval(a) => eval::run(a),
             Command::Bench(a) => bench::run(a),
+            Command::Import(a) => import::run(a),
         }
     }
 }

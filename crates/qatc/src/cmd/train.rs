@@ -18,6 +18,7 @@ use passes::scheme::Scheme;
 use runtime::calibrate::{CalibrationConfig, CalibrationReport, HISTOGRAM_BINS, Method};
 use runtime::data::{Dataset, PixelScale};
 use runtime::hooks::FreezeObservers;
+use runtime::io::read_safetensors;
 use runtime::metrics::{Csv, EpochMetrics, JsonLines, Monitor};
 use runtime::schedule::LrSchedule;
 use runtime::train::{CalibrationSetup, OptimizerKind, Prepare, TrainConfig, Trainer, qat_setup};
@@ -157,14 +158,16 @@ pub fn run(args: Args) -> CmdResult {
         ..TrainConfig::default()
     };
     let epochs = config.epochs;
-    let trainer = Trainer::new(&model, config, args.backend.executor());
+    // With --init the weights are in the store before anything is initialized, so that
+    // models with `external` declarations (imported ones) train too.
+    let trainer = match &args.init {
+        Some(p) => read_safetensors(p).and_then(|f| {
+            Trainer::with_weights(&model, config, args.backend.executor(), &f).map_err(|e| e.at(p))
+        }),
+        None => Trainer::new(&model, config, args.backend.executor()),
+    };
     super::print_remarks();
     let mut trainer = trainer.or_else(|e| fail(e.to_string()))?;
-    if let Some(p) = &args.init {
-        trainer
-            .load_checkpoint(p)
-            .or_else(|e| fail(e.to_string()))?;
-    }
     if let Some(e) = args.freeze_observers_after {
         trainer.add_hook(Box::new(FreezeObservers { after_epoch: e }));
     }
