@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine as on a developer's: sets up what the tests
+# that compare against real components need, then runs every test of the workspace.
+#
+#   - the Python environment with pinned onnx/onnxruntime/numpy (scripts/python-env.sh),
+#     which the ONNX tests compare with; QATC_REQUIRE_PYTHON=1 makes them fail, not skip,
+#     if it is missing;
+#   - ../shared/data beside the repository (MNIST, the PyTorch fake-quant vectors).
+#
+# CI runs exactly this (.ci/run). Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -d ../shared/data ]; then
+  echo "error: ../shared/data is missing (the shared data folder must sit beside the repository)" >&2
+  exit 1
+fi
+
+QATC_PYTHON="$(scripts/python-env.sh | tail -n 1)"
+export QATC_PYTHON
+export QATC_REQUIRE_PYTHON=1
+
+cargo test --workspace --locked "$@"
