@@ -436,9 +436,9 @@ fn pixel_sums(t: &[u8], k: usize, pp: usize, plane: usize, sums: &mut Vec<i32>) 
     }
 }
 
-/// im2col of input channels `c0..c0 + cg` of one image into `rows` (`[k][pixels]`, pixels
-/// padded to a multiple of 16 with zeros) and then `panels` (the panel layout, `kp` deep).
-/// Values are in the unsigned domain (`^ flip`); padding cells hold `zu`.
+/// im2col of input channels `c0..c0 + cg` of one image into `rows` (`[k][pixels]`, row
+/// stride [`row_stride`], pixels past the plane zero) and then `panels` (the panel layout,
+/// `kp` deep). Values are in the unsigned domain (`^ flip`); padding cells hold `zu`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn im2col(
     x: &[u8],
@@ -451,45 +451,48 @@ pub(crate) fn im2col(
     panels: &mut AlignedBuf,
 ) {
     let (oh, ow, plane) = (g.oh, g.ow, g.plane());
-    let pp = plane.div_ceil(16) * 16;
+    let ts = row_stride(plane);
     let k = g.k();
-    rows.set_len(k * pp);
+    rows.set_len(k * ts + 16);
     let t = rows.as_mut_slice();
+    let s1 = g.stride[1];
     for cl in 0..g.cg() {
-        let xc = &x[(c0 + cl) * g.h * g.w..][..g.h * g.w];
+        let cbase = (c0 + cl) * g.h * g.w;
         for ki in 0..g.kh {
             let (y0, y1, yoff) = valid(oh, g.h, g.stride[0], ki * g.dil[0], g.pad[0]);
             for kj in 0..g.kw {
-                let (x0, x1, xoff) = valid(ow, g.w, g.stride[1], kj * g.dil[1], g.pad[1]);
+                let (x0, x1, xoff) = valid(ow, g.w, s1, kj * g.dil[1], g.pad[1]);
                 let kk = (cl * g.kh + ki) * g.kw + kj;
-                let row = &mut t[kk * pp..(kk + 1) * pp];
-                for oy in 0..oh {
-                    let r = &mut row[oy * ow..(oy + 1) * ow];
-                    if oy < y0 || oy >= y1 || x0 >= x1 {
-                        r.fill(zu);
-                        continue;
+                // the row plus 16 bytes of slack: copies may write up to 15 bytes past a
+                // segment's end; later segments (or the zero tail) overwrite them
+                let row = &mut t[kk * ts..(kk + 1) * ts + 16];
+                let empty = x0 >= x1;
+                if y0 > 0 || empty {
+                    fill(&mut row[..if empty { oh } else { y0 } * ow], zu);
+                }
+                if !empty {
+                    let start = ((x0 * s1) as isize + xoff) as usize;
+                    for oy in y0..y1 {
+                        let iy = ((oy * g.stride[0]) as isize + yoff) as usize;
+                        let r = &mut row[oy * ow..];
+                        if x0 > 0 {
+                            fill(&mut r[..x0], zu);
+                        }
+                        let src = cbase + iy * g.w + start;
+                        copy_row(x, src, s1, flip, &mut r[x0..], x1 - x0);
+                        if x1 < ow {
+                            fill(&mut r[x1..ow], zu);
+                        }
                     }
-                    let iy = (oy * g.stride[0]) as isize + yoff;
-                    let xr = &xc[iy as usize * g.w..][..g.w];
-                    r[..x0].fill(zu);
-                    r[x1..].fill(zu);
-                    let start = ((x0 * g.stride[1]) as isize + xoff) as usize;
-                    let s1 = g.stride[1];
-                    if s1 == 1 {
-                        for (d, &v) in r[x0..x1].iter_mut().zip(&xr[start..]) {
-                            *d = v ^ flip;
-                        }
-                    } else {
-                        for (d, &v) in r[x0..x1].iter_mut().zip(xr[start..].iter().step_by(s1)) {
-                            *d = v ^ flip;
-                        }
+                    if y1 < oh {
+                        fill(&mut row[y1 * ow..oh * ow], zu);
                     }
                 }
-                row[plane..].fill(0);
+                row[plane..ts].fill(0);
             }
         }
     }
-    let np = pp / 16;
+    let np = ts / 16;
     let kg = k.div_ceil(4);
     panels.set_len(np * 16 * kp);
     let p = panels.as_mut_slice();
@@ -500,14 +503,56 @@ pub(crate) fn im2col(
             let src: [&[u8]; 4] = std::array::from_fn(|q| {
                 let kk = 4 * gi + q;
                 if kk < k {
-                    &t[kk * pp + pb * 16..kk * pp + pb * 16 + 16]
+                    &t[kk * ts + pb * 16..kk * ts + pb * 16 + 16]
                 } else {
                     &ZERO[..]
                 }
             });
             interleave4(src, &mut panel[gi * 64..gi * 64 + 64]);
         }
-        panel[kg * 64..].fill(0);
+        if kg * 64 < panel.len() {
+            panel[kg * 64..].fill(0);
+        }
+    }
+}
+
+/// The im2col row stride for `plane` pixels: a whole number of 16-pixel panels.
+pub(crate) fn row_stride(plane: usize) -> usize {
+    plane.div_ceil(16) * 16
+}
+
+#[inline(always)]
+fn fill(d: &mut [u8], v: u8) {
+    for b in d {
+        *b = v;
+    }
+}
+
+/// `dst[i] = x[src + i * s] ^ flip` for `i < len`; `dst` has at least `len + 15` bytes and
+/// may be written up to 15 bytes past `len`.
+#[inline(always)]
+fn copy_row(x: &[u8], src: usize, s: usize, flip: u8, dst: &mut [u8], len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if s == 1 {
+        use std::arch::x86_64::*;
+        let mut i = 0;
+        // SSE2 is part of x86-64; every 16-byte load is checked to stay inside `x` and
+        // every store inside `dst`
+        unsafe {
+            let f = _mm_set1_epi8(flip as i8);
+            while i < len && src + i + 16 <= x.len() && i + 16 <= dst.len() {
+                let v = _mm_loadu_si128(x.as_ptr().add(src + i).cast());
+                _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), _mm_xor_si128(v, f));
+                i += 16;
+            }
+        }
+        for j in i..len {
+            dst[j] = x[src + j] ^ flip;
+        }
+        return;
+    }
+    for (j, d) in dst[..len].iter_mut().enumerate() {
+        *d = x[src + j * s] ^ flip;
     }
 }
 
@@ -594,7 +639,7 @@ fn depthwise_image(
             unsafe {
                 epi(
                     &mut s.ints,
-                    plane,
+                    row_stride(plane),
                     1,
                     plane,
                     0,

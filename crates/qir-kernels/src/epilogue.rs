@@ -150,47 +150,116 @@ mod x86 {
     use super::{Axis, OutKind, OutView, Step};
     use crate::requant::{Requant, Rounding};
 
-    /// Requantize 16 lanes: `acc` with per-lane multipliers `m` and total shifts `t`.
-    #[inline(always)]
-    unsafe fn requant16(acc: __m512i, m: __m512i, t: __m512i, q: &Requant) -> __m512i {
-        // SAFETY (all intrinsics): AVX-512 F/BW is enabled in the calling function.
-        unsafe {
-            let lo32 = _mm512_set1_epi64(0xffff_ffff);
+    /// Rounding constants of 16 lanes, hoisted out of the loops over the tile.
+    #[derive(Clone, Copy)]
+    struct Rq {
+        m: __m512i,
+        mo: __m512i,
+        te: __m512i,
+        to: __m512i,
+        half_e: __m512i,
+        half_o: __m512i,
+        nz_e: __mmask8,
+        nz_o: __mmask8,
+        lo: __m512i,
+        hi: __m512i,
+        zp: __m512i,
+        even: bool,
+    }
+
+    impl Rq {
+        /// From per-lane multipliers `m` and total shifts `t` (`[0, 62]`).
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn new(m: __m512i, t: __m512i, q: &Requant) -> Rq {
             let one = _mm512_set1_epi64(1);
-            let lo = _mm512_set1_epi64((q.lo - q.zp) as i64);
-            let hi = _mm512_set1_epi64((q.hi - q.zp) as i64);
-            let round = |p: __m512i, t: __m512i| -> __m512i {
-                // t = 0 lanes: no rounding (half = 0, adjustments masked off)
-                let nz = _mm512_test_epi64_mask(t, t);
-                let half = _mm512_srli_epi64(_mm512_sllv_epi64(one, t), 1);
-                let bias = match q.rounding {
-                    Rounding::HalfAwayFromZero => {
-                        // half - 1 below zero
-                        _mm512_mask_add_epi64(half, nz, half, _mm512_srai_epi64(p, 63))
-                    }
-                    Rounding::HalfEven => {
-                        let odd = _mm512_and_si512(_mm512_srav_epi64(p, t), one);
-                        let adj = _mm512_sub_epi64(odd, one);
-                        _mm512_mask_add_epi64(half, nz, half, adj)
-                    }
-                };
-                let r = _mm512_srav_epi64(_mm512_add_epi64(p, bias), t);
-                _mm512_min_epi64(_mm512_max_epi64(r, lo), hi)
+            let te = _mm512_and_si512(t, _mm512_set1_epi64(0xffff_ffff));
+            let to = _mm512_srli_epi64(t, 32);
+            Rq {
+                m,
+                mo: _mm512_srli_epi64(m, 32),
+                te,
+                to,
+                half_e: _mm512_srli_epi64(_mm512_sllv_epi64(one, te), 1),
+                half_o: _mm512_srli_epi64(_mm512_sllv_epi64(one, to), 1),
+                nz_e: _mm512_test_epi64_mask(te, te),
+                nz_o: _mm512_test_epi64_mask(to, to),
+                lo: _mm512_set1_epi64((q.lo - q.zp) as i64),
+                hi: _mm512_set1_epi64((q.hi - q.zp) as i64),
+                zp: _mm512_set1_epi32(q.zp),
+                even: q.rounding == Rounding::HalfEven,
+            }
+        }
+
+        /// `clamp(round(p / 2^t), lo, hi)` on 8 i64 lanes: `t = 0` lanes are not rounded
+        /// (half is 0 there and the adjustments are masked off).
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn round8(&self, p: __m512i, t: __m512i, half: __m512i, nz: __mmask8) -> __m512i {
+            let bias = if self.even {
+                // half - 1 + (floor(p / 2^t) & 1)
+                let one = _mm512_set1_epi64(1);
+                let odd = _mm512_and_si512(_mm512_srav_epi64(p, t), one);
+                _mm512_mask_add_epi64(half, nz, half, _mm512_sub_epi64(odd, one))
+            } else {
+                // half, minus 1 below zero
+                _mm512_mask_add_epi64(half, nz, half, _mm512_srai_epi64(p, 63))
             };
+            let q = _mm512_srav_epi64(_mm512_add_epi64(p, bias), t);
+            _mm512_min_epi64(_mm512_max_epi64(q, self.lo), self.hi)
+        }
+
+        /// The requantized 16 lanes of `acc`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn apply(&self, acc: __m512i) -> __m512i {
             // even lanes: the low dword of each qword; odd lanes: the high dword
-            let pe = _mm512_mul_epi32(acc, m);
-            let po = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), _mm512_srli_epi64(m, 32));
-            let re = round(pe, _mm512_and_si512(t, lo32));
-            let ro = round(po, _mm512_srli_epi64(t, 32));
+            let pe = _mm512_mul_epi32(acc, self.m);
+            let po = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), self.mo);
+            let re = self.round8(pe, self.te, self.half_e, self.nz_e);
+            let ro = self.round8(po, self.to, self.half_o, self.nz_o);
             let r = _mm512_mask_blend_epi32(0xaaaa, re, _mm512_slli_epi64(ro, 32));
-            _mm512_add_epi32(r, _mm512_set1_epi32(q.zp))
+            _mm512_add_epi32(r, self.zp)
         }
     }
 
-    /// The AVX-512 epilogue: 16 columns at a time, masked at the right edge.
+    #[inline(always)]
+    fn mask_of(n: usize) -> __mmask16 {
+        if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
+    }
+
+    /// Stores 16 lanes (the first `n` of them) at element `o` of the output.
     ///
     /// # Safety
-    /// As [`super::epilogue_portable`], and AVX-512 F/BW/VL are available.
+    /// Elements `o..o + n` are inside the output.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn store16(out: &OutView, o: usize, n: usize, v: __m512i) {
+        // full vectors with plain stores: the memory forms of the narrowing and masked
+        // stores are slow on some cores (vpmovdb m128{k} is microcoded on Zen 4)
+        // SAFETY: the caller's contract.
+        unsafe {
+            match (out.kind, n >= 16) {
+                (OutKind::I32, true) => _mm512_storeu_si512(out.ptr.cast::<i32>().add(o).cast(), v),
+                (OutKind::I32, false) => {
+                    _mm512_mask_storeu_epi32(out.ptr.cast::<i32>().add(o), mask_of(n), v)
+                }
+                (OutKind::I8 | OutKind::U8, true) => {
+                    _mm_storeu_si128(out.ptr.add(o).cast(), _mm512_cvtepi32_epi8(v))
+                }
+                (OutKind::I8 | OutKind::U8, false) => {
+                    _mm_mask_storeu_epi8(out.ptr.add(o).cast(), mask_of(n), _mm512_cvtepi32_epi8(v))
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 epilogue: one pass over the tile per step (constants hoisted out of the
+    /// loops), the final requantize fused with the store.
+    ///
+    /// # Safety
+    /// As [`super::epilogue_portable`], and AVX-512 F/BW/VL are available; `nr` is a
+    /// multiple of 16 and the tile holds `vr` rows of `nr`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(crate) unsafe fn epilogue_avx512(
         tile: &mut [i32],
@@ -202,69 +271,131 @@ mod x86 {
         steps: &[Step],
         out: &OutView,
     ) {
-        for i in 0..vr {
-            let r = r0 + i;
-            let mut j = 0;
-            while j < vc {
-                let c = c0 + j;
-                let n = (vc - j).min(16);
-                let mask: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
-                // SAFETY: columns j..j+16 of tile row i are inside the tile (nr is a
-                // multiple of 16); the masked loads touch only valid parameter entries.
-                unsafe {
-                    let mut v = _mm512_loadu_si512(tile.as_ptr().add(i * nr + j).cast());
-                    for s in steps {
-                        v = match *s {
-                            Step::AddRow(a) => _mm512_add_epi32(v, _mm512_set1_epi32(a[r])),
-                            Step::AddCol(a) => _mm512_add_epi32(
-                                v,
-                                _mm512_maskz_loadu_epi32(mask, a.as_ptr().add(c)),
-                            ),
-                            Step::SubRowCol(a, b) => {
-                                let p = _mm512_mullo_epi32(
-                                    _mm512_set1_epi32(a[r]),
-                                    _mm512_maskz_loadu_epi32(mask, b.as_ptr().add(c)),
+        let nv = vc.div_ceil(16);
+        assert!(tile.len() >= vr * nr && nv * 16 <= nr);
+        let tp = tile.as_mut_ptr();
+        // SAFETY (every access below): tile element (i, 16 jv + lane) for i < vr and
+        // jv < nv is inside the tile (asserted); parameter arrays are read with masks at
+        // columns c0 + 16 jv.. (valid lanes only) or at rows r0 + i < r0 + vr (covered
+        // by the drivers); output elements are inside the view (caller's contract).
+        let at = |i: usize, jv: usize| unsafe { tp.add(i * nr + jv * 16) };
+        let (body, last) = match steps.split_last() {
+            Some((Step::Requant(q, axis, off), body)) => (body, Some((*q, *axis, *off))),
+            _ => (steps, None),
+        };
+        unsafe {
+            for s in body {
+                match *s {
+                    Step::AddRow(a) => {
+                        for i in 0..vr {
+                            let b = _mm512_set1_epi32(a[r0 + i]);
+                            for jv in 0..nv {
+                                let p = at(i, jv);
+                                _mm512_storeu_si512(
+                                    p.cast(),
+                                    _mm512_add_epi32(_mm512_loadu_si512(p.cast()), b),
                                 );
-                                _mm512_sub_epi32(v, p)
                             }
-                            Step::Clamp(lo, hi) => _mm512_min_epi32(
-                                _mm512_max_epi32(v, _mm512_set1_epi32(lo)),
-                                _mm512_set1_epi32(hi),
-                            ),
-                            Step::Requant(q, axis, off) => {
-                                let (m, t) = if q.mult.len() == 1 {
-                                    (_mm512_set1_epi32(q.mult[0]), _mm512_set1_epi32(q.tsh[0]))
-                                } else if axis == Axis::Row {
-                                    (
-                                        _mm512_set1_epi32(q.mult[off + r]),
-                                        _mm512_set1_epi32(q.tsh[off + r]),
-                                    )
-                                } else {
-                                    (
-                                        _mm512_maskz_loadu_epi32(
-                                            mask,
-                                            q.mult.as_ptr().add(off + c),
-                                        ),
-                                        _mm512_maskz_loadu_epi32(mask, q.tsh.as_ptr().add(off + c)),
-                                    )
-                                };
-                                requant16(v, m, t, q)
-                            }
-                        };
-                    }
-                    let o = r * out.ld + c;
-                    match out.kind {
-                        OutKind::I32 => {
-                            _mm512_mask_storeu_epi32(out.ptr.cast::<i32>().add(o), mask, v)
                         }
-                        OutKind::I8 | OutKind::U8 => _mm_mask_storeu_epi8(
-                            out.ptr.add(o).cast(),
-                            mask,
-                            _mm512_cvtepi32_epi8(v),
-                        ),
+                    }
+                    Step::AddCol(a) => {
+                        for jv in 0..nv {
+                            let m = mask_of(vc - 16 * jv);
+                            let b = _mm512_maskz_loadu_epi32(m, a.as_ptr().add(c0 + 16 * jv));
+                            for i in 0..vr {
+                                let p = at(i, jv);
+                                _mm512_storeu_si512(
+                                    p.cast(),
+                                    _mm512_add_epi32(_mm512_loadu_si512(p.cast()), b),
+                                );
+                            }
+                        }
+                    }
+                    Step::SubRowCol(a, b) => {
+                        for jv in 0..nv {
+                            let m = mask_of(vc - 16 * jv);
+                            let bc = _mm512_maskz_loadu_epi32(m, b.as_ptr().add(c0 + 16 * jv));
+                            for i in 0..vr {
+                                let p = at(i, jv);
+                                let d = _mm512_mullo_epi32(_mm512_set1_epi32(a[r0 + i]), bc);
+                                _mm512_storeu_si512(
+                                    p.cast(),
+                                    _mm512_sub_epi32(_mm512_loadu_si512(p.cast()), d),
+                                );
+                            }
+                        }
+                    }
+                    Step::Clamp(lo, hi) => {
+                        let (lo, hi) = (_mm512_set1_epi32(lo), _mm512_set1_epi32(hi));
+                        for i in 0..vr {
+                            for jv in 0..nv {
+                                let p = at(i, jv);
+                                let v = _mm512_min_epi32(
+                                    _mm512_max_epi32(_mm512_loadu_si512(p.cast()), lo),
+                                    hi,
+                                );
+                                _mm512_storeu_si512(p.cast(), v);
+                            }
+                        }
+                    }
+                    Step::Requant(..) => unreachable!("validated: requantize is the last step"),
+                }
+            }
+            let o = |i: usize, jv: usize| (r0 + i) * out.ld + c0 + 16 * jv;
+            match last {
+                None => {
+                    for i in 0..vr {
+                        for jv in 0..nv {
+                            store16(
+                                out,
+                                o(i, jv),
+                                vc - 16 * jv,
+                                _mm512_loadu_si512(at(i, jv).cast()),
+                            );
+                        }
                     }
                 }
-                j += 16;
+                Some((q, axis, off)) if q.mult.len() == 1 || axis == Axis::Row => {
+                    let mut rq =
+                        Rq::new(_mm512_set1_epi32(q.mult[0]), _mm512_set1_epi32(q.tsh[0]), q);
+                    for i in 0..vr {
+                        if q.mult.len() > 1 {
+                            let ch = off + r0 + i;
+                            rq = Rq::new(
+                                _mm512_set1_epi32(q.mult[ch]),
+                                _mm512_set1_epi32(q.tsh[ch]),
+                                q,
+                            );
+                        }
+                        for jv in 0..nv {
+                            store16(
+                                out,
+                                o(i, jv),
+                                vc - 16 * jv,
+                                rq.apply(_mm512_loadu_si512(at(i, jv).cast())),
+                            );
+                        }
+                    }
+                }
+                Some((q, _, off)) => {
+                    for jv in 0..nv {
+                        let m = mask_of(vc - 16 * jv);
+                        let ch = off + c0 + 16 * jv;
+                        let rq = Rq::new(
+                            _mm512_maskz_loadu_epi32(m, q.mult.as_ptr().add(ch)),
+                            _mm512_maskz_loadu_epi32(m, q.tsh.as_ptr().add(ch)),
+                            q,
+                        );
+                        for i in 0..vr {
+                            store16(
+                                out,
+                                o(i, jv),
+                                vc - 16 * jv,
+                                rq.apply(_mm512_loadu_si512(at(i, jv).cast())),
+                            );
+                        }
+                    }
+                }
             }
         }
     }
