@@ -93,6 +93,7 @@ pub(crate) type EpiFn = unsafe fn(&mut [i32], usize, usize, usize, usize, usize,
 /// # Safety
 /// `out` covers rows `r0..r0 + vr` and columns `c0..c0 + vc`; the step arrays cover the
 /// same rows and columns (checked by the drivers).
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn epilogue_portable(
     tile: &mut [i32],
     nr: usize,
@@ -260,6 +261,7 @@ mod x86 {
     /// # Safety
     /// As [`super::epilogue_portable`], and AVX-512 F/BW/VL are available; `nr` is a
     /// multiple of 16 and the tile holds `vr` rows of `nr`.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(crate) unsafe fn epilogue_avx512(
         tile: &mut [i32],

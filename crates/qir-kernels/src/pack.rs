@@ -155,6 +155,7 @@ impl PackedB {
 /// with stride `kp`, `rows_pad` rows (zero rows past `r1 - r0`), xoring every byte with
 /// `flip` (0x80 maps i8 to the unsigned domain). With `sums`, also writes each row's sum of
 /// (unsigned-domain) values.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_rows(
     src: &[u8],
     flip: u8,

@@ -344,7 +344,7 @@ mod tests {
         // t = 0: a plain product, saturated by the clamp
         assert_eq!(requant_scalar(3, 5, 0, 1, -128, 127, HalfEven), 16);
         assert_eq!(
-            requant_scalar(-1 << 31, (1 << 31) - 1, 0, 0, -128, 127, HalfEven),
+            requant_scalar(i32::MIN, i32::MAX, 0, 0, -128, 127, HalfEven),
             -128
         );
     }

@@ -203,7 +203,7 @@ impl LinearCase {
                 .map(|_| rng.range(-100_000, 100_000) as i32)
                 .collect()
         });
-        let rq = (rng.next() % 4 != 0).then(|| RandRequant::random(rng, m, k));
+        let rq = (!rng.next().is_multiple_of(4)).then(|| RandRequant::random(rng, m, k));
         LinearCase {
             n,
             k,
@@ -317,7 +317,7 @@ impl ConvCase {
                 .map(|_| rng.range(-100_000, 100_000) as i32)
                 .collect()
         });
-        let rq = (rng.next() % 4 != 0).then(|| RandRequant::random(rng, g.o, g.k()));
+        let rq = (!rng.next().is_multiple_of(4)).then(|| RandRequant::random(rng, g.o, g.k()));
         ConvCase {
             g,
             x,
