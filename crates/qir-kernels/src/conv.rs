@@ -369,7 +369,10 @@ fn qconv2d_impl(
     Ok(())
 }
 
-/// One image through im2col and the tiles, group by group.
+/// One image through im2col and the tiles, group by group. Stride-1 convolutions take
+/// the "wide" route: the output is computed over rows as wide as the padded input (the
+/// columns past `ow` are junk and are not stored), which makes every im2col row a
+/// contiguous slice of the padded input, so the panels are interleaved straight from it.
 #[allow(clippy::too_many_arguments)]
 fn conv_image(
     path: Path,
@@ -383,19 +386,29 @@ fn conv_image(
     view: &OutView,
 ) {
     let (og, plane, k) = (g.og(), g.plane(), g.k());
-    let kern: Kernels = kernels::select(path, false, og, plane);
+    let wide = g.stride == [1, 1];
+    let (hp, wp) = (g.h + g.pad[0] + g.pad[2], g.w + g.pad[1] + g.pad[3]);
+    let cols = if wide { (g.oh - 1) * wp + g.ow } else { plane };
+    let kern: Kernels = kernels::select(path, false, og, cols);
     let kp = kpad(k, kern.kalign);
     with_scratch(|s| {
+        if wide && s.remap_key != (cols, wp, g.ow) {
+            crate::epilogue::remap_table(cols, wp, g.ow, &mut s.remap);
+            s.remap_key = (cols, wp, g.ow);
+        }
         for grp in 0..g.groups {
-            im2col(x, flip, g, grp * g.cg(), zu as u8, kp, &mut s.a, &mut s.b);
-            if w.zw_any {
-                pixel_sums(
-                    s.a.as_slice(),
-                    k,
-                    plane.div_ceil(16) * 16,
-                    plane,
-                    &mut s.ints,
-                );
+            let c0 = grp * g.cg();
+            if wide {
+                pad_copy(x, flip, g, c0, zu as u8, &mut s.a);
+                wide_panels(s.a.as_slice(), g, hp, wp, cols, kp, &mut s.b);
+                if w.zw_any {
+                    wide_sums(s.a.as_slice(), g, hp, wp, cols, &mut s.ints);
+                }
+            } else {
+                im2col(x, flip, g, c0, zu as u8, kp, &mut s.a, &mut s.b);
+                if w.zw_any {
+                    pixel_sums(s.a.as_slice(), k, row_stride(plane), plane, &mut s.ints);
+                }
             }
             let o0 = grp * og;
             let mut steps = Vec::with_capacity(user.len() + 2);
@@ -404,9 +417,14 @@ fn conv_image(
                 steps.push(Step::SubRowCol(&w.zw[o0..], &s.ints));
             }
             user_steps(user, Axis::Row, o0, &mut steps);
+            let mut v = view.offset_rows(o0);
+            if wide {
+                v.remap = s.remap.as_ptr();
+            }
             // SAFETY: L = this group's packed weight rows (og_pad >= og rows, a multiple of
-            // every tile height, stride kp multiple of 64), R = the im2col panels of stride
-            // 16 kp; the view covers channels o0..o0 + og of this image.
+            // every tile height, stride kp multiple of 64), R = the panels of stride 16 kp
+            // covering `cols` columns; the view covers channels o0..o0 + og of this image
+            // (through the remap table for wide columns).
             unsafe {
                 run_tiles(
                     &kern,
@@ -415,14 +433,118 @@ fn conv_image(
                     s.b.as_slice().as_ptr(),
                     16 * kp,
                     og,
-                    plane,
+                    cols,
                     k.div_ceil(4),
                     &steps,
-                    &view.offset_rows(o0),
+                    &v,
                 )
             };
         }
     });
+}
+
+/// Slack after the padded planes: panel reads for the last wide columns run up to 15
+/// bytes past the last plane.
+const SLACK: usize = 64;
+
+/// The group's input channels `c0..c0 + cg`, unsigned-domain, with the padding written out
+/// (`zu`), as `[cg][hp][wp]` plus zeroed slack.
+fn pad_copy(x: &[u8], flip: u8, g: &ConvGeom, c0: usize, zu: u8, dst: &mut AlignedBuf) {
+    let (hp, wp) = (g.h + g.pad[0] + g.pad[2], g.w + g.pad[1] + g.pad[3]);
+    let (pt, pl) = (g.pad[0], g.pad[1]);
+    dst.set_len(g.cg() * hp * wp + SLACK);
+    let d = dst.as_mut_slice();
+    let no_pad = g.pad == [0; 4];
+    for cl in 0..g.cg() {
+        let src = &x[(c0 + cl) * g.h * g.w..][..g.h * g.w];
+        let dp = &mut d[cl * hp * wp..(cl + 1) * hp * wp];
+        if no_pad {
+            if flip == 0 {
+                dp.copy_from_slice(src);
+            } else {
+                for (o, &v) in dp.iter_mut().zip(src) {
+                    *o = v ^ flip;
+                }
+            }
+            continue;
+        }
+        for (iy, row) in dp.chunks_exact_mut(wp).enumerate() {
+            if iy < pt || iy >= pt + g.h {
+                fill(row, zu);
+                continue;
+            }
+            fill(&mut row[..pl], zu);
+            fill(&mut row[pl + g.w..], zu);
+            for (o, &v) in row[pl..pl + g.w]
+                .iter_mut()
+                .zip(&src[(iy - pt) * g.w..(iy - pt + 1) * g.w])
+            {
+                *o = v ^ flip;
+            }
+        }
+    }
+    let n = d.len();
+    d[n - SLACK..].fill(0);
+}
+
+/// The panels of a stride-1 convolution over wide columns: im2col row `k = (c, ki, kj)` is
+/// the padded plane of `c` from offset `ki * d0 * wp + kj * d1` on.
+fn wide_panels(
+    p: &[u8],
+    g: &ConvGeom,
+    hp: usize,
+    wp: usize,
+    cols: usize,
+    kp: usize,
+    panels: &mut AlignedBuf,
+) {
+    let k = g.k();
+    let kg = k.div_ceil(4);
+    let np = cols.div_ceil(16);
+    let offs: Vec<usize> = (0..k)
+        .map(|kk| {
+            let (cl, r) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
+            let (ki, kj) = (r / g.kw, r % g.kw);
+            cl * hp * wp + ki * g.dil[0] * wp + kj * g.dil[1]
+        })
+        .collect();
+    panels.set_len(np * 16 * kp);
+    let out = panels.as_mut_slice();
+    const ZERO: [u8; 16] = [0; 16];
+    for pb in 0..np {
+        let panel = &mut out[pb * 16 * kp..(pb + 1) * 16 * kp];
+        for gi in 0..kg {
+            let src: [&[u8]; 4] = std::array::from_fn(|q| {
+                let kk = 4 * gi + q;
+                if kk < k {
+                    let o = offs[kk] + pb * 16;
+                    &p[o..o + 16]
+                } else {
+                    &ZERO[..]
+                }
+            });
+            interleave4(src, &mut panel[gi * 64..gi * 64 + 64]);
+        }
+        if kg * 64 < panel.len() {
+            panel[kg * 64..].fill(0);
+        }
+    }
+}
+
+/// Per wide column, the sum of its im2col column (for the weight-zero-point term).
+fn wide_sums(p: &[u8], g: &ConvGeom, hp: usize, wp: usize, cols: usize, sums: &mut Vec<i32>) {
+    sums.clear();
+    sums.resize(cols.div_ceil(16) * 16, 0);
+    for cl in 0..g.cg() {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let o = cl * hp * wp + ki * g.dil[0] * wp + kj * g.dil[1];
+                for (s, &v) in sums[..cols].iter_mut().zip(&p[o..o + cols]) {
+                    *s += v as i32;
+                }
+            }
+        }
+    }
 }
 
 /// Sums over `k` of each pixel's im2col column (the first step's rows), into `sums`.

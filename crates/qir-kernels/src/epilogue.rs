@@ -57,12 +57,48 @@ pub(crate) enum OutKind {
 }
 
 /// Where the results go: element `(r, c)` of the contraction (rows relative to its start)
-/// is at `ptr + (r * ld + c) * size`.
+/// is at `ptr + (r * ld + c) * size`; with a `remap` table, columns are "wide" (a
+/// convolution computed over the padded input width, see [`crate::conv`]) and column `c`
+/// of vector `c / 16` is stored only if bit `c % 16` of its mask is set, at
+/// `r * ld + pos + (number of set bits below c % 16)`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct OutView {
     pub(crate) ptr: *mut u8,
     pub(crate) ld: usize,
     pub(crate) kind: OutKind,
+    pub(crate) remap: *const Remap,
+}
+
+/// The valid lanes of one 16-column vector of wide columns and the output column of the
+/// first valid one.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Remap {
+    pub(crate) mask: u16,
+    pub(crate) pos: u32,
+}
+
+/// The remap table of a convolution computed over `wide`-pixel rows of which the first
+/// `ow` are real, `cols` wide columns in all.
+pub(crate) fn remap_table(cols: usize, wide: usize, ow: usize, t: &mut Vec<Remap>) {
+    t.clear();
+    t.resize(cols.div_ceil(16), Remap::default());
+    let (mut y, mut x, mut pos) = (0usize, 0usize, 0u32);
+    for c in 0..cols {
+        if x < ow {
+            let r = &mut t[c / 16];
+            if r.mask == 0 {
+                r.pos = pos;
+            }
+            r.mask |= 1 << (c % 16);
+            pos += 1;
+        }
+        x += 1;
+        if x == wide {
+            x = 0;
+            y += 1;
+        }
+    }
+    debug_assert!(y * wide + x == cols);
 }
 
 // SAFETY: an OutView is only a base pointer; the drivers hand disjoint row ranges of one
@@ -129,7 +165,17 @@ pub(crate) unsafe fn epilogue_portable(
                     }
                 };
             }
-            let o = r * out.ld + c;
+            let o = if out.remap.is_null() {
+                r * out.ld + c
+            } else {
+                // SAFETY: the table covers every vector of the contraction's columns.
+                let m = unsafe { *out.remap.add(c / 16) };
+                let bit = 1u16 << (c % 16);
+                if m.mask & bit == 0 {
+                    continue;
+                }
+                r * out.ld + m.pos as usize + (m.mask & (bit - 1)).count_ones() as usize
+            };
             // SAFETY: element (r, c) is inside the output (caller's contract).
             unsafe {
                 match out.kind {
@@ -229,17 +275,33 @@ mod x86 {
         if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
     }
 
-    /// Stores 16 lanes (the first `n` of them) at element `o` of the output.
+    /// Stores 16 lanes (the first `n` of them) at row `r`, column `c` (a multiple of 16) of
+    /// the output.
     ///
     /// # Safety
-    /// Elements `o..o + n` are inside the output.
+    /// The elements are inside the output (remapped if the view has a table).
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn store16(out: &OutView, o: usize, n: usize, v: __m512i) {
-        // full vectors with plain stores: the memory forms of the narrowing and masked
-        // stores are slow on some cores (vpmovdb m128{k} is microcoded on Zen 4)
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,popcnt")]
+    unsafe fn store16(out: &OutView, r: usize, c: usize, n: usize, v: __m512i) {
         // SAFETY: the caller's contract.
         unsafe {
+            let (o, n, v) = if out.remap.is_null() {
+                (r * out.ld + c, n, v)
+            } else {
+                let m = *out.remap.add(c / 16);
+                let mask = m.mask & mask_of(n);
+                if mask == 0xffff {
+                    (r * out.ld + m.pos as usize, 16, v)
+                } else {
+                    (
+                        r * out.ld + m.pos as usize,
+                        mask.count_ones() as usize,
+                        _mm512_maskz_compress_epi32(mask, v),
+                    )
+                }
+            };
+            // full vectors with plain stores: the memory forms of the narrowing and masked
+            // stores are slow on some cores (vpmovdb m128{k} is microcoded on Zen 4)
             match (out.kind, n >= 16) {
                 (OutKind::I32, true) => _mm512_storeu_si512(out.ptr.cast::<i32>().add(o).cast(), v),
                 (OutKind::I32, false) => {
@@ -262,7 +324,7 @@ mod x86 {
     /// As [`super::epilogue_portable`], and AVX-512 F/BW/VL are available; `nr` is a
     /// multiple of 16 and the tile holds `vr` rows of `nr`.
     #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,popcnt")]
     pub(crate) unsafe fn epilogue_avx512(
         tile: &mut [i32],
         nr: usize,
@@ -284,6 +346,11 @@ mod x86 {
         let (body, last) = match steps.split_last() {
             Some((Step::Requant(q, axis, off), body)) => (body, Some((*q, *axis, *off))),
             _ => (steps, None),
+        };
+        // a per-row or per-column add just before the store is applied on the way out
+        let (body, add) = match body.split_last() {
+            Some((a @ (Step::AddRow(_) | Step::AddCol(_)), rest)) => (rest, Some(*a)),
+            _ => (body, None),
         };
         unsafe {
             for s in body {
@@ -343,17 +410,27 @@ mod x86 {
                     Step::Requant(..) => unreachable!("validated: requantize is the last step"),
                 }
             }
-            let o = |i: usize, jv: usize| (r0 + i) * out.ld + c0 + 16 * jv;
+            // the tile value (i, jv) with the fused add
+            let val = |i: usize, jv: usize| {
+                let v = _mm512_loadu_si512(at(i, jv).cast());
+                match add {
+                    None => v,
+                    Some(Step::AddRow(a)) => _mm512_add_epi32(v, _mm512_set1_epi32(a[r0 + i])),
+                    Some(Step::AddCol(a)) => _mm512_add_epi32(
+                        v,
+                        _mm512_maskz_loadu_epi32(
+                            mask_of(vc - 16 * jv),
+                            a.as_ptr().add(c0 + 16 * jv),
+                        ),
+                    ),
+                    Some(_) => unreachable!("only adds are fused"),
+                }
+            };
             match last {
                 None => {
                     for i in 0..vr {
                         for jv in 0..nv {
-                            store16(
-                                out,
-                                o(i, jv),
-                                vc - 16 * jv,
-                                _mm512_loadu_si512(at(i, jv).cast()),
-                            );
+                            store16(out, r0 + i, c0 + 16 * jv, vc - 16 * jv, val(i, jv));
                         }
                     }
                 }
@@ -372,9 +449,10 @@ mod x86 {
                         for jv in 0..nv {
                             store16(
                                 out,
-                                o(i, jv),
+                                r0 + i,
+                                c0 + 16 * jv,
                                 vc - 16 * jv,
-                                rq.apply(_mm512_loadu_si512(at(i, jv).cast())),
+                                rq.apply(val(i, jv)),
                             );
                         }
                     }
@@ -391,9 +469,10 @@ mod x86 {
                         for i in 0..vr {
                             store16(
                                 out,
-                                o(i, jv),
+                                r0 + i,
+                                c0 + 16 * jv,
                                 vc - 16 * jv,
-                                rq.apply(_mm512_loadu_si512(at(i, jv).cast())),
+                                rq.apply(val(i, jv)),
                             );
                         }
                     }

@@ -73,6 +73,7 @@ impl Output<'_> {
             ptr,
             ld,
             kind: self.kind(),
+            remap: std::ptr::null(),
         }
     }
 }

@@ -122,6 +122,7 @@ fn detect() -> Features {
     let vnni = std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("popcnt")
         && std::arch::is_x86_feature_detected!("avx512vnni");
     // the AMX kernels use the AVX-512 epilogue
     let amx = vnni && crate::kernels::amx::enable();
