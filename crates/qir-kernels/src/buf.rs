@@ -59,6 +59,7 @@ pub(crate) struct Scratch {
     pub(crate) b: AlignedBuf,
     pub(crate) ints: Vec<i32>,
     pub(crate) ints2: Vec<i32>,
+    pub(crate) corr: Vec<i32>,
     pub(crate) remap: Vec<crate::epilogue::Remap>,
     /// `(cols, wide, ow)` of the table in `remap`.
     pub(crate) remap_key: (usize, usize, usize),

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use crate::buf::{AlignedBuf, with_scratch};
 use crate::epilogue::{Axis, FusedOp, OutView, Step};
 use crate::error::{KResult, check_len, invalid};
-use crate::gemm::{Output, PAR_MIN_WORK, corrections, run_tiles, user_steps, validate_ops};
+use crate::gemm::{Output, PAR_MIN_WORK, Steps, corrections, run_tiles, user_steps, validate_ops};
 use crate::kernels::{self, Kernels};
 use crate::pack::{Activations, expand_zero_points, kpad};
 use crate::path::Path;
@@ -411,7 +411,7 @@ fn conv_image(
                 }
             }
             let o0 = grp * og;
-            let mut steps = Vec::with_capacity(user.len() + 2);
+            let mut steps = Steps::new();
             steps.push(Step::AddRow(&corr[o0..]));
             if w.zw_any {
                 steps.push(Step::SubRowCol(&w.zw[o0..], &s.ints));
@@ -435,7 +435,7 @@ fn conv_image(
                     og,
                     cols,
                     k.div_ceil(4),
-                    &steps,
+                    steps.as_slice(),
                     &v,
                 )
             };
@@ -732,7 +732,6 @@ fn depthwise_image(
         s.ints.resize(plane.div_ceil(16) * 16, 0);
         s.ints2.clear();
         s.ints2.resize(hw, 0);
-        let mut steps = Vec::with_capacity(user.len());
         for ch in 0..g.c {
             let xc = &x[ch * hw..(ch + 1) * hw];
             for (d, &v) in s.ints2.iter_mut().zip(xc) {
@@ -753,7 +752,7 @@ fn depthwise_image(
                 }
                 _ => dw_channel(&s.ints2, taps, zw, g, &mut s.ints),
             }
-            steps.clear();
+            let mut steps = Steps::new();
             user_steps(user, Axis::Row, ch, &mut steps);
             let epi = kernels::select(path, true, 1, plane).epi;
             // SAFETY: the tile is one row of plane values (length padded to 16); the view
@@ -766,7 +765,7 @@ fn depthwise_image(
                     plane,
                     0,
                     0,
-                    &steps,
+                    steps.as_slice(),
                     &view.offset_rows(ch),
                 )
             };

@@ -22,7 +22,7 @@
 
 use rayon::prelude::*;
 
-use crate::buf::with_scratch;
+use crate::buf::{Scratch, with_scratch};
 use crate::epilogue::{Axis, FusedOp, OutKind, OutView, Step};
 use crate::error::{KResult, check_len, invalid};
 use crate::kernels::{self, Kernels};
@@ -80,6 +80,12 @@ impl Output<'_> {
 
 /// Checks an epilogue against the channel count and the output type.
 pub(crate) fn validate_ops(ops: &[FusedOp], channels: usize, kind: OutKind) -> KResult<()> {
+    if ops.len() > MAX_USER_STEPS {
+        return invalid(format!(
+            "an epilogue has at most {MAX_USER_STEPS} steps, found {}",
+            ops.len()
+        ));
+    }
     for (i, op) in ops.iter().enumerate() {
         match op {
             FusedOp::AddPerChannel(v) => check_len("per-channel addend", channels, v.len())?,
@@ -141,12 +147,7 @@ pub(crate) fn corrections(
 }
 
 /// The user's steps in tile terms, channels along `axis` starting at channel `off`.
-pub(crate) fn user_steps<'a>(
-    ops: &[FusedOp<'a>],
-    axis: Axis,
-    off: usize,
-    steps: &mut Vec<Step<'a>>,
-) {
+pub(crate) fn user_steps<'a>(ops: &[FusedOp<'a>], axis: Axis, off: usize, steps: &mut Steps<'a>) {
     for op in ops {
         steps.push(match *op {
             FusedOp::AddPerChannel(v) => match axis {
@@ -179,9 +180,9 @@ pub(crate) unsafe fn run_tiles(
     steps: &[Step],
     out: &OutView,
 ) {
-    #[repr(C, align(64))]
-    struct TileBuf([i32; 32 * 64]);
-    let mut tb = TileBuf([0; 32 * 64]);
+    let mut tb = TILE
+        .with(|c| c.take())
+        .unwrap_or_else(|| Box::new(TileBuf([0; 32 * 64])));
     let np = cols.div_ceil(crate::pack::PANEL);
     k.begin();
     let mut pb = 0;
@@ -211,7 +212,44 @@ pub(crate) unsafe fn run_tiles(
         pb += nv;
     }
     k.end();
+    TILE.with(|c| c.set(Some(tb)));
 }
+
+/// The raw-tile buffer of [`run_tiles`] (the largest tile is 32 x 64).
+#[repr(C, align(64))]
+struct TileBuf([i32; 32 * 64]);
+
+thread_local! {
+    /// One tile buffer per thread, taken for a call and put back (a re-entrant call
+    /// allocates its own), so that calls do not zero 8 KiB each time.
+    static TILE: std::cell::Cell<Option<Box<TileBuf>>> = const { std::cell::Cell::new(None) };
+}
+
+/// A short list of epilogue steps on the stack (drivers add at most 2 steps to the user's
+/// at most [`MAX_USER_STEPS`]).
+pub(crate) struct Steps<'a> {
+    buf: [Step<'a>; MAX_USER_STEPS + 2],
+    n: usize,
+}
+
+impl<'a> Steps<'a> {
+    pub(crate) fn new() -> Steps<'a> {
+        Steps {
+            buf: [Step::Clamp(0, 0); MAX_USER_STEPS + 2],
+            n: 0,
+        }
+    }
+    pub(crate) fn push(&mut self, s: Step<'a>) {
+        self.buf[self.n] = s;
+        self.n += 1;
+    }
+    pub(crate) fn as_slice(&self) -> &[Step<'a>] {
+        &self.buf[..self.n]
+    }
+}
+
+/// The most steps an epilogue may have.
+pub const MAX_USER_STEPS: usize = 6;
 
 /// Multiply-accumulates below which a parallel call stays on one thread.
 pub(crate) const PAR_MIN_WORK: usize = 1 << 21;
@@ -271,9 +309,6 @@ fn qgemm_impl(
     let path = path.resolve(n, m, k)?;
     let view = out.view(m);
     let (src, flip) = a.bytes();
-    let mut corr = Vec::with_capacity(m);
-    let used = corrections(zu, k, &w.wsum, &w.zw, ops, &mut corr);
-    let user = &ops[used..];
     let threads = rayon::current_num_threads();
     let kern = kernels::select(path, true, n, m);
     let chunk_rows = if parallel && threads > 1 && n * m * k >= PAR_MIN_WORK && n >= 2 * kern.mr {
@@ -281,29 +316,37 @@ fn qgemm_impl(
     } else {
         n
     };
-    let run = |r0: usize| {
-        let r1 = (r0 + chunk_rows).min(n);
-        // the tile height may differ for a smaller chunk; select again for its rows
-        let kern = kernels::select(path, true, r1 - r0, m);
-        linear_rows(
-            &kern,
-            src,
-            flip,
-            k,
-            r0,
-            r1,
-            w,
-            &corr,
-            user,
-            &view.offset_rows(r0),
-        );
-    };
     if chunk_rows >= n {
-        run(0);
+        with_scratch(|s| {
+            let mut corr = std::mem::take(&mut s.corr);
+            let used = corrections(zu, k, &w.wsum, &w.zw, ops, &mut corr);
+            linear_rows(s, &kern, src, flip, k, 0, n, w, &corr, &ops[used..], &view);
+            s.corr = corr;
+        });
     } else {
-        (0..n.div_ceil(chunk_rows))
-            .into_par_iter()
-            .for_each(|i| run(i * chunk_rows));
+        let mut corr = Vec::with_capacity(m);
+        let used = corrections(zu, k, &w.wsum, &w.zw, ops, &mut corr);
+        let user = &ops[used..];
+        (0..n.div_ceil(chunk_rows)).into_par_iter().for_each(|i| {
+            let (r0, r1) = (i * chunk_rows, ((i + 1) * chunk_rows).min(n));
+            // the tile height may differ for a smaller chunk; select again for its rows
+            let kern = kernels::select(path, true, r1 - r0, m);
+            with_scratch(|s| {
+                linear_rows(
+                    s,
+                    &kern,
+                    src,
+                    flip,
+                    k,
+                    r0,
+                    r1,
+                    w,
+                    &corr,
+                    user,
+                    &view.offset_rows(r0),
+                )
+            });
+        });
     }
     Ok(())
 }
@@ -311,6 +354,7 @@ fn qgemm_impl(
 /// Rows `[r0, r1)` of a linear layer: pack them, run the tiles.
 #[allow(clippy::too_many_arguments)]
 fn linear_rows(
+    s: &mut Scratch,
     kern: &Kernels,
     src: &[u8],
     flip: u8,
@@ -322,7 +366,7 @@ fn linear_rows(
     user: &[FusedOp],
     view: &OutView,
 ) {
-    with_scratch(|s| {
+    {
         let rows = r1 - r0;
         let rows_pad = rows.div_ceil(kern.mr) * kern.mr;
         let kp = kpad(k, kern.kalign);
@@ -334,7 +378,7 @@ fn linear_rows(
             None
         };
         pack_rows(src, flip, k, r0, r1, rows_pad, kp, s.a.as_mut_slice(), sums);
-        let mut steps = Vec::with_capacity(user.len() + 2);
+        let mut steps = Steps::new();
         steps.push(Step::AddCol(corr));
         if w.zw_any {
             steps.push(Step::SubRowCol(&s.ints[..rows_pad], &w.zw));
@@ -353,9 +397,9 @@ fn linear_rows(
                 rows,
                 w.m,
                 k.div_ceil(4),
-                &steps,
+                steps.as_slice(),
                 view,
             )
         };
-    });
+    }
 }

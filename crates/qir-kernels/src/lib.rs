@@ -45,7 +45,7 @@ mod requantize;
 pub use conv::{ConvGeom, PackedConv, qconv2d, qconv2d_par};
 pub use epilogue::FusedOp;
 pub use error::{KResult, KernelError};
-pub use gemm::{Output, qgemm, qgemm_par};
+pub use gemm::{MAX_USER_STEPS, Output, qgemm, qgemm_par};
 pub use pack::{Activations, PackedB};
 pub use path::Path;
 pub use requant::{Activation, Clamp, OutType, Requant, Rounding, quantize_multiplier};

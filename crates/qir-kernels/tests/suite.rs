@@ -181,6 +181,9 @@ pub fn conv_model_shapes(path: Path) {
         ConvGeom::new(3, 16, [8, 8], 16, [3, 3], [2, 2], [1; 4], [1, 1], 16).unwrap(),
         ConvGeom::new(3, 16, [4, 4], 32, [1, 1], [1, 1], [0; 4], [1, 1], 1).unwrap(),
         ConvGeom::new(2, 70, [9, 9], 40, [3, 3], [1, 1], [1, 2, 0, 1], [1, 1], 1).unwrap(),
+        // large enough (> 2^21 multiply-accumulates) for the batch to be split over threads
+        ConvGeom::new(9, 16, [13, 13], 32, [3, 3], [1, 1], [0; 4], [1, 1], 1).unwrap(),
+        ConvGeom::new(9, 32, [14, 14], 32, [3, 3], [1, 1], [1; 4], [1, 1], 32).unwrap(),
     ];
     for g in geoms {
         let case = ConvCase::random(&mut rng, g);
@@ -389,6 +392,20 @@ pub fn epilogue_variants(path: Path) {
             &packed,
             &[],
             Output::U8(&mut u8o)
+        )
+        .is_err()
+    );
+    // too many steps
+    let many = [FusedOp::Clamp { lo: -5, hi: 5 }; MAX_USER_STEPS + 1];
+    assert!(
+        qgemm(
+            path,
+            case.a.view(),
+            19,
+            case.za,
+            &packed,
+            &many,
+            Output::I32(&mut raw)
         )
         .is_err()
     );
