@@ -658,8 +658,8 @@ fn copy_row(x: &[u8], src: usize, s: usize, flip: u8, dst: &mut [u8], len: usize
     if s == 1 {
         use std::arch::x86_64::*;
         let mut i = 0;
-        // SSE2 is part of x86-64; every 16-byte load is checked to stay inside `x` and
-        // every store inside `dst`
+        // SAFETY: SSE2 is part of x86-64; every 16-byte load is checked to stay inside `x`
+        // and every store inside `dst`
         unsafe {
             let f = _mm_set1_epi8(flip as i8);
             while i < len && src + i + 16 <= x.len() && i + 16 <= dst.len() {

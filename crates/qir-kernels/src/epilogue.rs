@@ -352,6 +352,7 @@ mod x86 {
             Some((a @ (Step::AddRow(_) | Step::AddCol(_)), rest)) => (rest, Some(*a)),
             _ => (body, None),
         };
+        // SAFETY: see above; every intrinsic needs only AVX-512 F/BW/VL, enabled here.
         unsafe {
             for s in body {
                 match *s {
