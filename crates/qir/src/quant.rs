@@ -18,6 +18,13 @@ pub enum Rounding {
 }
 
 impl Rounding {
+    /// The IR attribute spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rounding::HalfEven => "half_even",
+            Rounding::HalfAwayFromZero => "half_away_from_zero",
+        }
+    }
     /// The policy named by the IR attribute value (`half_even`, `half_away_from_zero`).
     pub fn from_name(s: &str) -> Option<Rounding> {
         match s {

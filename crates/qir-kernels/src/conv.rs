@@ -1,0 +1,826 @@
+//! Int8 2-D convolution: NCHW activations (u8 or i8), OIHW i8 weights packed once,
+//! stride / padding `[top, left, bottom, right]` / dilation / groups as in the reference
+//! interpreter, output NCHW (i32, i8 or u8) through the fused epilogue.
+//!
+//! General convolutions run per image and group as a contraction with the output channels
+//! as rows (L = the packed weight rows) and the output pixels as columns (R = the im2col
+//! panels), so the per-channel epilogue runs along rows and every tile row stores 16
+//! contiguous output pixels of one channel. im2col writes the unsigned-domain input with
+//! padding cells holding the input zero point (they contribute 0), in two steps: one row
+//! per `k = (c, ki, kj)` with the pixels contiguous, then a 4-way byte interleave into the
+//! panel layout. Zero points enter as in [`crate::gemm`] (the row term uses the weights'
+//! column sums, the column term the pixels' im2col sums).
+//!
+//! Depthwise convolutions (`groups == C == O`) run directly, without im2col: each output
+//! channel accumulates its `kh * kw` taps over a centered copy of its input plane.
+
+use rayon::prelude::*;
+
+use crate::buf::{AlignedBuf, with_scratch};
+use crate::epilogue::{Axis, FusedOp, OutView, Step};
+use crate::error::{KResult, check_len, invalid};
+use crate::gemm::{Output, PAR_MIN_WORK, Steps, corrections, run_tiles, user_steps, validate_ops};
+use crate::kernels::{self, Kernels};
+use crate::pack::{Activations, expand_zero_points, kpad};
+use crate::path::Path;
+
+/// Geometry of a 2-D convolution (NCHW input, OIHW weights); the same fields and rules as
+/// the reference interpreter's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvGeom {
+    /// Batch.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Stride (rows, columns).
+    pub stride: [usize; 2],
+    /// Padding: top, left, bottom, right.
+    pub pad: [usize; 4],
+    /// Dilation (rows, columns).
+    pub dil: [usize; 2],
+    /// Groups (divides `c` and `o`).
+    pub groups: usize,
+}
+
+fn window_out(input: usize, k: usize, stride: usize, pad: usize, dil: usize) -> Option<usize> {
+    let span = dil.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+    let padded = input.checked_add(pad)?;
+    if padded < span || stride == 0 {
+        return None;
+    }
+    Some((padded - span) / stride + 1)
+}
+
+impl ConvGeom {
+    /// Builds and checks the geometry; `oh` and `ow` are computed from the window.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        n: usize,
+        c: usize,
+        hw: [usize; 2],
+        o: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 4],
+        dil: [usize; 2],
+        groups: usize,
+    ) -> KResult<ConvGeom> {
+        if groups == 0 || c == 0 || o == 0 || !c.is_multiple_of(groups) || !o.is_multiple_of(groups)
+        {
+            return invalid(format!(
+                "groups = {groups} must divide the input channels ({c}) and output channels ({o})"
+            ));
+        }
+        if stride.contains(&0) || dil.contains(&0) || kernel.contains(&0) {
+            return invalid("stride, dilation and kernel size must be >= 1");
+        }
+        let oh = window_out(hw[0], kernel[0], stride[0], pad[0] + pad[2], dil[0]);
+        let ow = window_out(hw[1], kernel[1], stride[1], pad[1] + pad[3], dil[1]);
+        let (Some(oh), Some(ow)) = (oh, ow) else {
+            return invalid(format!(
+                "window {}x{} does not fit the {}x{} input",
+                kernel[0], kernel[1], hw[0], hw[1]
+            ));
+        };
+        let g = ConvGeom {
+            n,
+            c,
+            h: hw[0],
+            w: hw[1],
+            o,
+            kh: kernel[0],
+            kw: kernel[1],
+            oh,
+            ow,
+            stride,
+            pad,
+            dil,
+            groups,
+        };
+        let sizes = [
+            [n, c, g.h, g.w],
+            [n, o, oh, ow],
+            [o, c / groups, g.kh, g.kw],
+        ];
+        for s in sizes {
+            if s.iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .is_none_or(|v| v > isize::MAX as usize)
+            {
+                return invalid(format!("shape {s:?} has too many elements"));
+            }
+        }
+        Ok(g)
+    }
+    /// Input channels per group.
+    pub fn cg(&self) -> usize {
+        self.c / self.groups
+    }
+    /// Output channels per group.
+    pub fn og(&self) -> usize {
+        self.o / self.groups
+    }
+    /// Output pixels per channel.
+    pub fn plane(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// Input length.
+    pub fn x_len(&self) -> usize {
+        self.n * self.c * self.h * self.w
+    }
+    /// Output length.
+    pub fn y_len(&self) -> usize {
+        self.n * self.o * self.plane()
+    }
+    /// Weight length.
+    pub fn w_len(&self) -> usize {
+        self.o * self.cg() * self.kh * self.kw
+    }
+    /// Reduction length per output (`cg * kh * kw`).
+    pub fn k(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+    /// Whether this is a depthwise convolution (`groups == c == o`), run without im2col.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups == self.c && self.groups == self.o
+    }
+    /// Multiply-accumulates of the whole convolution.
+    pub fn macs(&self) -> usize {
+        self.y_len() * self.k()
+    }
+}
+
+/// The output positions `oy` whose input index `oy * s + kd - pad` is inside `[0, input)`,
+/// as `(first, end, offset)` with input index `oy * s + offset`.
+fn valid(out: usize, input: usize, s: usize, kd: usize, pad: usize) -> (usize, usize, isize) {
+    let off = kd as isize - pad as isize;
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off) as usize).div_ceil(s)
+    };
+    let last = input as isize - 1 - off;
+    let hi = if last < 0 {
+        0
+    } else {
+        ((last as usize) / s + 1).min(out)
+    };
+    (lo.min(hi), hi, off)
+}
+
+/// Convolution weights `[o, c / groups, kh, kw]` (i8, OIHW), packed once: per group, the
+/// output channels' rows (`k = (c, ki, kj)`, `kp` a multiple of 64, rows padded to 32),
+/// their sums, the zero points, and for a depthwise layer the plain taps.
+#[derive(Clone, Debug)]
+pub struct PackedConv {
+    pub(crate) o: usize,
+    pub(crate) cg: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) groups: usize,
+    pub(crate) k: usize,
+    pub(crate) kp: usize,
+    pub(crate) og_pad: usize,
+    pub(crate) rows: AlignedBuf,
+    pub(crate) wsum: Vec<i32>,
+    pub(crate) zw: Vec<i32>,
+    pub(crate) zw_any: bool,
+    pub(crate) taps: Vec<i8>,
+}
+
+impl PackedConv {
+    /// Packs OIHW weights `w` of `o` output channels, `c_per_group` input channels per
+    /// group, a `kernel` window and `groups` groups. `zero_points`: `None` (symmetric), one
+    /// per tensor, or one per output channel.
+    pub fn new(
+        w: &[i8],
+        o: usize,
+        c_per_group: usize,
+        kernel: [usize; 2],
+        groups: usize,
+        zero_points: Option<&[i32]>,
+    ) -> KResult<PackedConv> {
+        let [kh, kw] = kernel;
+        if o == 0
+            || c_per_group == 0
+            || kh == 0
+            || kw == 0
+            || groups == 0
+            || !o.is_multiple_of(groups)
+        {
+            return invalid(format!(
+                "bad weight shape [{o}, {c_per_group}, {kh}, {kw}] with {groups} groups"
+            ));
+        }
+        let k = c_per_group * kh * kw;
+        check_len("weights", o * k, w.len())?;
+        let (zw, zw_any) = expand_zero_points(zero_points, o)?;
+        let og = o / groups;
+        let og_pad = og.div_ceil(32) * 32;
+        let kp = kpad(k, 64);
+        let mut rows = AlignedBuf::zeroed(groups * og_pad * kp);
+        let r = rows.as_mut_slice();
+        let mut wsum = vec![0; o];
+        for oc in 0..o {
+            let (g, i) = (oc / og, oc % og);
+            let src = &w[oc * k..(oc + 1) * k];
+            let dst = &mut r[(g * og_pad + i) * kp..][..k];
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = s as u8;
+            }
+            wsum[oc] = src.iter().map(|&v| v as i32).sum();
+        }
+        let taps = if c_per_group == 1 && og == 1 {
+            w.to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok(PackedConv {
+            o,
+            cg: c_per_group,
+            kh,
+            kw,
+            groups,
+            k,
+            kp,
+            og_pad,
+            rows,
+            wsum,
+            zw,
+            zw_any,
+            taps,
+        })
+    }
+
+    fn check(&self, g: &ConvGeom) -> KResult<()> {
+        if (self.o, self.cg, self.kh, self.kw, self.groups, self.k)
+            != (g.o, g.cg(), g.kh, g.kw, g.groups, g.k())
+        {
+            return invalid(format!(
+                "packed weights [{}, {}, {}, {}] / {} groups do not match the geometry {g:?}",
+                self.o, self.cg, self.kh, self.kw, self.groups
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Int8 convolution on one thread: `y[n, o, oy, ox] = epilogue(sum (x - zx) * (w - zw[o]))`
+/// over the window of `g`. `x` is NCHW, `out` NCHW `[n, o, oh, ow]`.
+pub fn qconv2d(
+    path: Path,
+    x: Activations,
+    zx: i32,
+    g: &ConvGeom,
+    w: &PackedConv,
+    ops: &[FusedOp],
+    out: Output,
+) -> KResult<()> {
+    qconv2d_impl(path, x, zx, g, w, ops, out, false)
+}
+
+/// [`qconv2d`] with the batch split over the threads of rayon's global pool when the
+/// convolution is large enough (at least 2^21 multiply-accumulates and two images);
+/// identical results.
+pub fn qconv2d_par(
+    path: Path,
+    x: Activations,
+    zx: i32,
+    g: &ConvGeom,
+    w: &PackedConv,
+    ops: &[FusedOp],
+    out: Output,
+) -> KResult<()> {
+    qconv2d_impl(path, x, zx, g, w, ops, out, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn qconv2d_impl(
+    path: Path,
+    x: Activations,
+    zx: i32,
+    g: &ConvGeom,
+    w: &PackedConv,
+    ops: &[FusedOp],
+    mut out: Output,
+    parallel: bool,
+) -> KResult<()> {
+    w.check(g)?;
+    check_len("input", g.x_len(), x.len())?;
+    check_len("output", g.y_len(), out.len())?;
+    let zu = x.unsigned_zero_point(zx)?;
+    validate_ops(ops, g.o, out.kind())?;
+    if g.n == 0 || g.plane() == 0 {
+        return Ok(());
+    }
+    let path = path.resolve(g.og(), g.plane(), g.k())?;
+    let plane = g.plane();
+    let view = out.view(plane);
+    let (src, flip) = x.bytes();
+    let depthwise = g.is_depthwise() && !w.taps.is_empty();
+    let mut corr = Vec::new();
+    let used = if depthwise {
+        0
+    } else {
+        corrections(zu, g.k(), &w.wsum, &w.zw, ops, &mut corr)
+    };
+    let user = &ops[used..];
+    let img_in = g.c * g.h * g.w;
+    let threads = rayon::current_num_threads();
+    let per = if parallel && threads > 1 && g.macs() >= PAR_MIN_WORK && g.n >= 2 {
+        g.n.div_ceil(threads)
+    } else {
+        g.n
+    };
+    let run = |n0: usize| {
+        let n1 = (n0 + per).min(g.n);
+        for ni in n0..n1 {
+            let xi = &src[ni * img_in..(ni + 1) * img_in];
+            let vi = view.offset_rows(ni * g.o);
+            if depthwise {
+                depthwise_image(path, xi, flip, zu, g, w, user, &vi);
+            } else {
+                conv_image(path, xi, flip, zu, g, w, &corr, user, &vi);
+            }
+        }
+    };
+    if per >= g.n {
+        run(0);
+    } else {
+        (0..g.n.div_ceil(per))
+            .into_par_iter()
+            .for_each(|i| run(i * per));
+    }
+    Ok(())
+}
+
+/// One image through im2col and the tiles, group by group. Stride-1 convolutions take
+/// the "wide" route: the output is computed over rows as wide as the padded input (the
+/// columns past `ow` are junk and are not stored), which makes every im2col row a
+/// contiguous slice of the padded input, so the panels are interleaved straight from it.
+#[allow(clippy::too_many_arguments)]
+fn conv_image(
+    path: Path,
+    x: &[u8],
+    flip: u8,
+    zu: i32,
+    g: &ConvGeom,
+    w: &PackedConv,
+    corr: &[i32],
+    user: &[FusedOp],
+    view: &OutView,
+) {
+    let (og, plane, k) = (g.og(), g.plane(), g.k());
+    let wide = g.stride == [1, 1];
+    let (hp, wp) = (g.h + g.pad[0] + g.pad[2], g.w + g.pad[1] + g.pad[3]);
+    let cols = if wide { (g.oh - 1) * wp + g.ow } else { plane };
+    let kern: Kernels = kernels::select(path, false, og, cols);
+    let kp = kpad(k, kern.kalign);
+    with_scratch(|s| {
+        if wide && s.remap_key != (cols, wp, g.ow) {
+            crate::epilogue::remap_table(cols, wp, g.ow, &mut s.remap);
+            s.remap_key = (cols, wp, g.ow);
+        }
+        for grp in 0..g.groups {
+            let c0 = grp * g.cg();
+            if wide {
+                pad_copy(x, flip, g, c0, zu as u8, &mut s.a);
+                wide_panels(s.a.as_slice(), g, hp, wp, cols, kp, &mut s.b);
+                if w.zw_any {
+                    wide_sums(s.a.as_slice(), g, hp, wp, cols, &mut s.ints);
+                }
+            } else {
+                im2col(x, flip, g, c0, zu as u8, kp, &mut s.a, &mut s.b);
+                if w.zw_any {
+                    pixel_sums(s.a.as_slice(), k, row_stride(plane), plane, &mut s.ints);
+                }
+            }
+            let o0 = grp * og;
+            let mut steps = Steps::new();
+            steps.push(Step::AddRow(&corr[o0..]));
+            if w.zw_any {
+                steps.push(Step::SubRowCol(&w.zw[o0..], &s.ints));
+            }
+            user_steps(user, Axis::Row, o0, &mut steps);
+            let mut v = view.offset_rows(o0);
+            if wide {
+                v.remap = s.remap.as_ptr();
+            }
+            // SAFETY: L = this group's packed weight rows (og_pad >= og rows, a multiple of
+            // every tile height, stride kp multiple of 64), R = the panels of stride 16 kp
+            // covering `cols` columns; the view covers channels o0..o0 + og of this image
+            // (through the remap table for wide columns).
+            unsafe {
+                run_tiles(
+                    &kern,
+                    w.rows.as_slice().as_ptr().add(grp * w.og_pad * w.kp),
+                    w.kp,
+                    s.b.as_slice().as_ptr(),
+                    16 * kp,
+                    og,
+                    cols,
+                    k.div_ceil(4),
+                    steps.as_slice(),
+                    &v,
+                )
+            };
+        }
+    });
+}
+
+/// Slack after the padded planes: panel reads for the last wide columns run up to 15
+/// bytes past the last plane.
+const SLACK: usize = 64;
+
+/// The group's input channels `c0..c0 + cg`, unsigned-domain, with the padding written out
+/// (`zu`), as `[cg][hp][wp]` plus zeroed slack.
+fn pad_copy(x: &[u8], flip: u8, g: &ConvGeom, c0: usize, zu: u8, dst: &mut AlignedBuf) {
+    let (hp, wp) = (g.h + g.pad[0] + g.pad[2], g.w + g.pad[1] + g.pad[3]);
+    let (pt, pl) = (g.pad[0], g.pad[1]);
+    dst.set_len(g.cg() * hp * wp + SLACK);
+    let d = dst.as_mut_slice();
+    let no_pad = g.pad == [0; 4];
+    for cl in 0..g.cg() {
+        let src = &x[(c0 + cl) * g.h * g.w..][..g.h * g.w];
+        let dp = &mut d[cl * hp * wp..(cl + 1) * hp * wp];
+        if no_pad {
+            if flip == 0 {
+                dp.copy_from_slice(src);
+            } else {
+                for (o, &v) in dp.iter_mut().zip(src) {
+                    *o = v ^ flip;
+                }
+            }
+            continue;
+        }
+        for (iy, row) in dp.chunks_exact_mut(wp).enumerate() {
+            if iy < pt || iy >= pt + g.h {
+                fill(row, zu);
+                continue;
+            }
+            fill(&mut row[..pl], zu);
+            fill(&mut row[pl + g.w..], zu);
+            for (o, &v) in row[pl..pl + g.w]
+                .iter_mut()
+                .zip(&src[(iy - pt) * g.w..(iy - pt + 1) * g.w])
+            {
+                *o = v ^ flip;
+            }
+        }
+    }
+    let n = d.len();
+    d[n - SLACK..].fill(0);
+}
+
+/// The panels of a stride-1 convolution over wide columns: im2col row `k = (c, ki, kj)` is
+/// the padded plane of `c` from offset `ki * d0 * wp + kj * d1` on.
+fn wide_panels(
+    p: &[u8],
+    g: &ConvGeom,
+    hp: usize,
+    wp: usize,
+    cols: usize,
+    kp: usize,
+    panels: &mut AlignedBuf,
+) {
+    let k = g.k();
+    let kg = k.div_ceil(4);
+    let np = cols.div_ceil(16);
+    let offs: Vec<usize> = (0..k)
+        .map(|kk| {
+            let (cl, r) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
+            let (ki, kj) = (r / g.kw, r % g.kw);
+            cl * hp * wp + ki * g.dil[0] * wp + kj * g.dil[1]
+        })
+        .collect();
+    panels.set_len(np * 16 * kp);
+    let out = panels.as_mut_slice();
+    const ZERO: [u8; 16] = [0; 16];
+    for pb in 0..np {
+        let panel = &mut out[pb * 16 * kp..(pb + 1) * 16 * kp];
+        for gi in 0..kg {
+            let src: [&[u8]; 4] = std::array::from_fn(|q| {
+                let kk = 4 * gi + q;
+                if kk < k {
+                    let o = offs[kk] + pb * 16;
+                    &p[o..o + 16]
+                } else {
+                    &ZERO[..]
+                }
+            });
+            interleave4(src, &mut panel[gi * 64..gi * 64 + 64]);
+        }
+        if kg * 64 < panel.len() {
+            panel[kg * 64..].fill(0);
+        }
+    }
+}
+
+/// Per wide column, the sum of its im2col column (for the weight-zero-point term).
+fn wide_sums(p: &[u8], g: &ConvGeom, hp: usize, wp: usize, cols: usize, sums: &mut Vec<i32>) {
+    sums.clear();
+    sums.resize(cols.div_ceil(16) * 16, 0);
+    for cl in 0..g.cg() {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let o = cl * hp * wp + ki * g.dil[0] * wp + kj * g.dil[1];
+                for (s, &v) in sums[..cols].iter_mut().zip(&p[o..o + cols]) {
+                    *s += v as i32;
+                }
+            }
+        }
+    }
+}
+
+/// Sums over `k` of each pixel's im2col column (the first step's rows), into `sums`.
+fn pixel_sums(t: &[u8], k: usize, pp: usize, plane: usize, sums: &mut Vec<i32>) {
+    sums.clear();
+    sums.resize(pp, 0);
+    for kk in 0..k {
+        for (s, &v) in sums.iter_mut().zip(&t[kk * pp..kk * pp + plane]) {
+            *s += v as i32;
+        }
+    }
+}
+
+/// im2col of input channels `c0..c0 + cg` of one image into `rows` (`[k][pixels]`, row
+/// stride [`row_stride`], pixels past the plane zero) and then `panels` (the panel layout,
+/// `kp` deep). Values are in the unsigned domain (`^ flip`); padding cells hold `zu`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn im2col(
+    x: &[u8],
+    flip: u8,
+    g: &ConvGeom,
+    c0: usize,
+    zu: u8,
+    kp: usize,
+    rows: &mut AlignedBuf,
+    panels: &mut AlignedBuf,
+) {
+    let (oh, ow, plane) = (g.oh, g.ow, g.plane());
+    let ts = row_stride(plane);
+    let k = g.k();
+    rows.set_len(k * ts + 16);
+    let t = rows.as_mut_slice();
+    let s1 = g.stride[1];
+    for cl in 0..g.cg() {
+        let cbase = (c0 + cl) * g.h * g.w;
+        for ki in 0..g.kh {
+            let (y0, y1, yoff) = valid(oh, g.h, g.stride[0], ki * g.dil[0], g.pad[0]);
+            for kj in 0..g.kw {
+                let (x0, x1, xoff) = valid(ow, g.w, s1, kj * g.dil[1], g.pad[1]);
+                let kk = (cl * g.kh + ki) * g.kw + kj;
+                // the row plus 16 bytes of slack: copies may write up to 15 bytes past a
+                // segment's end; later segments (or the zero tail) overwrite them
+                let row = &mut t[kk * ts..(kk + 1) * ts + 16];
+                let empty = x0 >= x1;
+                if y0 > 0 || empty {
+                    fill(&mut row[..if empty { oh } else { y0 } * ow], zu);
+                }
+                if !empty {
+                    let start = ((x0 * s1) as isize + xoff) as usize;
+                    for oy in y0..y1 {
+                        let iy = ((oy * g.stride[0]) as isize + yoff) as usize;
+                        let r = &mut row[oy * ow..];
+                        if x0 > 0 {
+                            fill(&mut r[..x0], zu);
+                        }
+                        let src = cbase + iy * g.w + start;
+                        copy_row(x, src, s1, flip, &mut r[x0..], x1 - x0);
+                        if x1 < ow {
+                            fill(&mut r[x1..ow], zu);
+                        }
+                    }
+                    if y1 < oh {
+                        fill(&mut row[y1 * ow..oh * ow], zu);
+                    }
+                }
+                row[plane..ts].fill(0);
+            }
+        }
+    }
+    let np = ts / 16;
+    let kg = k.div_ceil(4);
+    panels.set_len(np * 16 * kp);
+    let p = panels.as_mut_slice();
+    const ZERO: [u8; 16] = [0; 16];
+    for pb in 0..np {
+        let panel = &mut p[pb * 16 * kp..(pb + 1) * 16 * kp];
+        for gi in 0..kg {
+            let src: [&[u8]; 4] = std::array::from_fn(|q| {
+                let kk = 4 * gi + q;
+                if kk < k {
+                    &t[kk * ts + pb * 16..kk * ts + pb * 16 + 16]
+                } else {
+                    &ZERO[..]
+                }
+            });
+            interleave4(src, &mut panel[gi * 64..gi * 64 + 64]);
+        }
+        if kg * 64 < panel.len() {
+            panel[kg * 64..].fill(0);
+        }
+    }
+}
+
+/// The im2col row stride for `plane` pixels: a whole number of 16-pixel panels.
+pub(crate) fn row_stride(plane: usize) -> usize {
+    plane.div_ceil(16) * 16
+}
+
+#[inline(always)]
+fn fill(d: &mut [u8], v: u8) {
+    for b in d {
+        *b = v;
+    }
+}
+
+/// `dst[i] = x[src + i * s] ^ flip` for `i < len`; `dst` has at least `len + 15` bytes and
+/// may be written up to 15 bytes past `len`.
+#[inline(always)]
+fn copy_row(x: &[u8], src: usize, s: usize, flip: u8, dst: &mut [u8], len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if s == 1 {
+        use std::arch::x86_64::*;
+        let mut i = 0;
+        // SAFETY: SSE2 is part of x86-64; every 16-byte load is checked to stay inside `x`
+        // and every store inside `dst`
+        unsafe {
+            let f = _mm_set1_epi8(flip as i8);
+            while i < len && src + i + 16 <= x.len() && i + 16 <= dst.len() {
+                let v = _mm_loadu_si128(x.as_ptr().add(src + i).cast());
+                _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), _mm_xor_si128(v, f));
+                i += 16;
+            }
+        }
+        for j in i..len {
+            dst[j] = x[src + j] ^ flip;
+        }
+        return;
+    }
+    for (j, d) in dst[..len].iter_mut().enumerate() {
+        *d = x[src + j * s] ^ flip;
+    }
+}
+
+/// `dst[4 p + q] = src[q][p]` for 16 pixels `p` and 4 rows `q`.
+#[inline(always)]
+fn interleave4(src: [&[u8]; 4], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        assert!(src.iter().all(|s| s.len() >= 16) && dst.len() >= 64);
+        // SAFETY: SSE2 is part of x86-64; the loads and stores stay inside the slices
+        // (checked above).
+        unsafe {
+            let [a, b, c, d] = src.map(|s| _mm_loadu_si128(s.as_ptr().cast()));
+            let (ablo, abhi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+            let (cdlo, cdhi) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
+            let o = dst.as_mut_ptr();
+            _mm_storeu_si128(o.cast(), _mm_unpacklo_epi16(ablo, cdlo));
+            _mm_storeu_si128(o.add(16).cast(), _mm_unpackhi_epi16(ablo, cdlo));
+            _mm_storeu_si128(o.add(32).cast(), _mm_unpacklo_epi16(abhi, cdhi));
+            _mm_storeu_si128(o.add(48).cast(), _mm_unpackhi_epi16(abhi, cdhi));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    interleave4_scalar(src, dst);
+}
+
+/// The scalar form of [`interleave4`].
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+pub(crate) fn interleave4_scalar(src: [&[u8]; 4], dst: &mut [u8]) {
+    for p in 0..16 {
+        for q in 0..4 {
+            dst[4 * p + q] = src[q][p];
+        }
+    }
+}
+
+/// One image of a depthwise convolution: per channel, the centered input plane times each
+/// tap, summed in i32, then the epilogue along the channel's row.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_image(
+    path: Path,
+    x: &[u8],
+    flip: u8,
+    zu: i32,
+    g: &ConvGeom,
+    w: &PackedConv,
+    user: &[FusedOp],
+    view: &OutView,
+) {
+    with_scratch(|s| {
+        let plane = g.plane();
+        let hw = g.h * g.w;
+        s.ints.clear();
+        s.ints.resize(plane.div_ceil(16) * 16, 0);
+        s.ints2.clear();
+        s.ints2.resize(hw, 0);
+        for ch in 0..g.c {
+            let xc = &x[ch * hw..(ch + 1) * hw];
+            for (d, &v) in s.ints2.iter_mut().zip(xc) {
+                *d = (v ^ flip) as i32 - zu;
+            }
+            let taps = &w.taps[ch * g.kh * g.kw..(ch + 1) * g.kh * g.kw];
+            let zw = w.zw[ch];
+            match path {
+                #[cfg(target_arch = "x86_64")]
+                Path::Avx512Vnni | Path::Amx => {
+                    // SAFETY: the path is available, so AVX-512 F/BW are.
+                    unsafe { dw_avx512(&s.ints2, taps, zw, g, &mut s.ints) }
+                }
+                #[cfg(target_arch = "x86_64")]
+                Path::Avx2 => {
+                    // SAFETY: the path is available, so AVX2 is.
+                    unsafe { dw_avx2(&s.ints2, taps, zw, g, &mut s.ints) }
+                }
+                _ => dw_channel(&s.ints2, taps, zw, g, &mut s.ints),
+            }
+            let mut steps = Steps::new();
+            user_steps(user, Axis::Row, ch, &mut steps);
+            let epi = kernels::select(path, true, 1, plane).epi;
+            // SAFETY: the tile is one row of plane values (length padded to 16); the view
+            // covers channel ch of this image.
+            unsafe {
+                epi(
+                    &mut s.ints,
+                    row_stride(plane),
+                    1,
+                    plane,
+                    0,
+                    0,
+                    steps.as_slice(),
+                    &view.offset_rows(ch),
+                )
+            };
+        }
+    });
+}
+
+/// `acc[oy][ox] = sum_taps (w - zw) * xc[iy][ix]` over the taps inside the input.
+#[inline(always)]
+fn dw_channel(xc: &[i32], taps: &[i8], zw: i32, g: &ConvGeom, acc: &mut [i32]) {
+    let (oh, ow) = (g.oh, g.ow);
+    acc.fill(0);
+    for ki in 0..g.kh {
+        let (y0, y1, yoff) = valid(oh, g.h, g.stride[0], ki * g.dil[0], g.pad[0]);
+        for kj in 0..g.kw {
+            let (x0, x1, xoff) = valid(ow, g.w, g.stride[1], kj * g.dil[1], g.pad[1]);
+            if x0 >= x1 {
+                continue;
+            }
+            let wv = (taps[ki * g.kw + kj] as i32).wrapping_sub(zw);
+            let start = ((x0 * g.stride[1]) as isize + xoff) as usize;
+            for oy in y0..y1 {
+                let iy = ((oy * g.stride[0]) as isize + yoff) as usize;
+                let xr = &xc[iy * g.w..(iy + 1) * g.w];
+                let ar = &mut acc[oy * ow + x0..oy * ow + x1];
+                if g.stride[1] == 1 {
+                    for (a, &v) in ar.iter_mut().zip(&xr[start..]) {
+                        *a = a.wrapping_add(wv.wrapping_mul(v));
+                    }
+                } else {
+                    for (a, &v) in ar.iter_mut().zip(xr[start..].iter().step_by(g.stride[1])) {
+                        *a = a.wrapping_add(wv.wrapping_mul(v));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`dw_channel`] compiled for AVX-512.
+///
+/// # Safety
+/// AVX-512 F/BW are available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn dw_avx512(xc: &[i32], taps: &[i8], zw: i32, g: &ConvGeom, acc: &mut [i32]) {
+    dw_channel(xc, taps, zw, g, acc)
+}
+
+/// [`dw_channel`] compiled for AVX2.
+///
+/// # Safety
+/// AVX2 is available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dw_avx2(xc: &[i32], taps: &[i8], zw: i32, g: &ConvGeom, acc: &mut [i32]) {
+    dw_channel(xc, taps, zw, g, acc)
+}

@@ -1,0 +1,85 @@
+//! The AVX-512 VNNI tile kernels: `MR` rows by `NV` panels of 16 columns, the accumulators
+//! in registers (`MR * NV <= 24`), one `vpdpbusd` per row, panel and group of 4 k. The L
+//! row's 4 bytes are broadcast to all lanes; the panel group is one 64-byte load. The
+//! unsigned operand of `vpdpbusd` is L for a linear layer and R for a convolution.
+//!
+//! Tile shapes by number of rows: 1 row (a GEMV: 1 x 4 panels), up to 4 rows (4 x 4), one
+//! panel (16 x 1), else 8 x 3. Every `MR` divides 32, the row padding of packed weights.
+
+use std::arch::x86_64::*;
+
+use super::{Kernels, TileFn};
+use crate::epilogue::epilogue_avx512;
+
+/// # Safety
+/// AVX-512 F/BW/VNNI are available; the operand ranges are as in [`super`]'s invariants.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile<const MR: usize, const NV: usize, const LU: bool>(
+    l: *const u8,
+    ls: usize,
+    r: *const u8,
+    rs: usize,
+    kg: usize,
+    out: *mut i32,
+) {
+    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    for g in 0..kg {
+        let mut b = [_mm512_setzero_si512(); NV];
+        for (j, b) in b.iter_mut().enumerate() {
+            // SAFETY: group g of panel j.
+            *b = unsafe { _mm512_loadu_si512(r.add(j * rs + g * 64).cast()) };
+        }
+        for (i, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: 4 bytes of row i at k = 4g.
+            let a =
+                _mm512_set1_epi32(unsafe { l.add(i * ls + 4 * g).cast::<i32>().read_unaligned() });
+            for (acc, &b) in acc.iter_mut().zip(&b) {
+                *acc = if LU {
+                    _mm512_dpbusd_epi32(*acc, a, b)
+                } else {
+                    _mm512_dpbusd_epi32(*acc, b, a)
+                };
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        for (j, &v) in acc.iter().enumerate() {
+            // SAFETY: element (i, 16j) of the [MR][16 NV] output.
+            unsafe { _mm512_storeu_si512(out.add((i * NV + j) * 16).cast(), v) };
+        }
+    }
+}
+
+macro_rules! set {
+    ($name:ident, $mr:literal, $lu:literal, [$($nv:literal),*]) => {
+        static $name: [TileFn; [$($nv),*].len()] = [$(tile::<$mr, $nv, $lu>),*];
+    };
+}
+set!(L1, 1, true, [1, 2, 3, 4]);
+set!(L4, 4, true, [1, 2, 3, 4]);
+set!(L8, 8, true, [1, 2, 3]);
+set!(L16, 16, true, [1]);
+set!(C1, 1, false, [1, 2, 3, 4]);
+set!(C4, 4, false, [1, 2, 3, 4]);
+set!(C8, 8, false, [1, 2, 3]);
+set!(C16, 16, false, [1]);
+
+pub(crate) fn kernels(lu: bool, rows: usize, panels: usize) -> Kernels {
+    let (mr, tiles): (usize, &'static [TileFn]) = match (rows, panels, lu) {
+        (0..=1, _, true) => (1, &L1),
+        (0..=1, _, false) => (1, &C1),
+        (2..=4, _, true) => (4, &L4),
+        (2..=4, _, false) => (4, &C4),
+        (_, 1, true) => (16, &L16),
+        (_, 1, false) => (16, &C16),
+        (_, _, true) => (8, &L8),
+        (_, _, false) => (8, &C8),
+    };
+    Kernels {
+        mr,
+        tiles,
+        kalign: 4,
+        epi: epilogue_avx512,
+        amx_hw: false,
+    }
+}
