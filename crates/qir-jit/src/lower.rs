@@ -17,7 +17,7 @@ use crate::dtype::DType;
 use crate::kernels::Kernel;
 use crate::kernels::conv::{Conv, DwPass};
 use crate::kernels::gemm::{Gemm, Mat};
-use crate::kernels::integer::{Bounds, Chan, IntOp, QP};
+use crate::kernels::integer::{Bounds, Chan, Fast, IntOp, Packed, QP};
 use crate::kernels::misc::{Block, Copy};
 use crate::kernels::pool::{Pool, PoolKind};
 use crate::kernels::softmax::{Argmax, Softmax, SoftmaxCe};
@@ -58,6 +58,7 @@ pub fn lower(
         g,
         bindings,
         store,
+        roots: roots.iter().copied().collect(),
         lg: LGraph::default(),
         values: HashMap::new(),
         im2col: HashMap::new(),
@@ -234,6 +235,7 @@ struct Lower<'a> {
     g: &'a Graph,
     bindings: &'a Bindings,
     store: &'a Store,
+    roots: std::collections::HashSet<NodeId>,
     lg: LGraph,
     values: HashMap<NodeId, LId>,
     im2col: HashMap<(LId, ConvKey), LId>,
@@ -636,6 +638,222 @@ impl Lower<'_> {
         p.kind = PoolKind::MaxIndexed;
         node.extra_bytes = node.numel();
         Some(fwd)
+    }
+
+    /// The int8 weights of a stored value (packed at compile time, so the store's tensor is
+    /// baked: a program is recompiled when it changes), if operand `i` of `id` is one.
+    fn stored_i8(&mut self, id: NodeId, i: usize) -> Option<Vec<i8>> {
+        let w = self.arg(id, i).ok()?;
+        let LKind::Stored(name) = &self.lg.nodes[w].kind else {
+            return None;
+        };
+        let t = self.store.get(name)?;
+        let Data::I8(v) = &t.data else { return None };
+        let v = v.clone();
+        self.baked.push((name.clone(), t.clone()));
+        Some(v)
+    }
+
+    /// The per-channel (axis 0) or per-tensor weight zero points of `q` for `channels`
+    /// output channels, if the weights are quantized that way.
+    fn weight_zps(q: &QP, channels: usize, per_channel: usize) -> Option<Vec<i32>> {
+        let ok = q.chan.dim == 1 || (q.chan.dim == channels && q.chan.inner == per_channel);
+        ok.then(|| {
+            (0..channels)
+                .map(|c| q.zps[if q.chan.dim == 1 { 0 } else { c }] as i32)
+                .collect()
+        })
+    }
+
+    /// `qlinear` on the int8 kernels, when its operands allow: i8/u8 activations with one
+    /// zero point, stored i8 weights (per-tensor or per-output-channel zero points).
+    fn qlinear_fast(&mut self, id: NodeId) -> Result<Option<LId>, String> {
+        let ops = self.g.operands(id);
+        let (xty, wty) = (self.g.ty(ops[0]).clone(), self.g.ty(ops[1]).clone());
+        let x = self.arg(id, 0)?;
+        let xd = self.lg.nodes[x].dims.clone();
+        let wd = self.lg.nodes[self.arg(id, 1)?].dims.clone();
+        let ([n, k], [m, k2]) = (two(&xd)?, two(&wd)?);
+        let xdt = self.lg.nodes[x].dtype;
+        let qx = self.qp(&xty, &xd)?;
+        let qw = self.qp(&wty, &wd)?;
+        if k != k2
+            || !matches!(xdt, DType::I8 | DType::U8)
+            || qx.chan.dim != 1
+            || qw.dtype != DType::I8
+        {
+            return Ok(None);
+        }
+        let Some(zps) = Self::weight_zps(&qw, m, k) else {
+            return Ok(None);
+        };
+        let Some(w) = self.stored_i8(id, 1) else {
+            return Ok(None);
+        };
+        let packed = qir_kernels::PackedB::new(&w, m, k, Some(&zps)).map_err(|e| e.to_string())?;
+        let x = self.row_major(x);
+        let mut args = vec![x];
+        if ops.len() > 2 {
+            let b = self.arg(id, 2)?;
+            args.push(self.row_major(b));
+        }
+        let op = IntOp::QlinearFast {
+            n,
+            k,
+            m,
+            fast: Fast {
+                packed: Packed(std::sync::Arc::new(packed)),
+                x: xdt,
+                zx: qx.zps[0] as i32,
+                bias: ops.len() > 2,
+                requant: None,
+                out: DType::I32,
+            },
+        };
+        Ok(Some(self.kernel(
+            id,
+            "",
+            Kernel::Integer(Box::new(op)),
+            args,
+            vec![n, m],
+            DType::I32,
+        )))
+    }
+
+    /// `qconv2d` on the int8 kernels, under the conditions of [`Self::qlinear_fast`].
+    fn qconv_fast(&mut self, id: NodeId) -> Result<Option<LId>, String> {
+        let ops = self.g.operands(id);
+        let (xty, wty) = (self.g.ty(ops[0]).clone(), self.g.ty(ops[1]).clone());
+        let x = self.arg(id, 0)?;
+        let xd = four(&self.lg.nodes[x].dims.clone())?;
+        let wd = four(&self.lg.nodes[self.arg(id, 1)?].dims.clone())?;
+        let xdt = self.lg.nodes[x].dtype;
+        let c = self.conv(id, xd, wd[0], [wd[2], wd[3]])?;
+        let qx = self.qp(&xty, &xd)?;
+        let qw = self.qp(&wty, &wd)?;
+        if !matches!(xdt, DType::I8 | DType::U8) || qx.chan.dim != 1 || qw.dtype != DType::I8 {
+            return Ok(None);
+        }
+        let Some(zps) = Self::weight_zps(&qw, c.o, c.kg()) else {
+            return Ok(None);
+        };
+        let Ok(geom) = qir_kernels::ConvGeom::new(
+            c.n,
+            c.c,
+            [c.h, c.w],
+            c.o,
+            [c.kh, c.kw],
+            c.stride,
+            c.pad,
+            c.dil,
+            c.groups,
+        ) else {
+            return Ok(None);
+        };
+        let Some(w) = self.stored_i8(id, 1) else {
+            return Ok(None);
+        };
+        let packed =
+            qir_kernels::PackedConv::new(&w, c.o, c.cg(), [c.kh, c.kw], c.groups, Some(&zps))
+                .map_err(|e| e.to_string())?;
+        let x = self.row_major(x);
+        let mut args = vec![x];
+        if ops.len() > 2 {
+            let b = self.arg(id, 2)?;
+            args.push(self.row_major(b));
+        }
+        let op = IntOp::QconvFast {
+            geom,
+            fast: Fast {
+                packed: Packed(std::sync::Arc::new(packed)),
+                x: xdt,
+                zx: qx.zps[0] as i32,
+                bias: ops.len() > 2,
+                requant: None,
+                out: DType::I32,
+            },
+        };
+        let dims = vec![c.n, c.o, c.oh, c.ow];
+        Ok(Some(self.kernel(
+            id,
+            "",
+            Kernel::Integer(Box::new(op)),
+            args,
+            dims,
+            DType::I32,
+        )))
+    }
+
+    /// A `requantize` of the accumulators of a fast `qlinear`/`qconv2d` that nothing else
+    /// reads, folded into that call's epilogue (per-tensor output parameters; multipliers
+    /// per tensor or per output channel).
+    fn fuse_requantize(&mut self, id: NodeId, dims: &[usize]) -> Result<Option<LId>, String> {
+        let acc_id = self.g.operands(id)[0];
+        if self.roots.contains(&acc_id)
+            || self.g.users(acc_id).len() != 1
+            || self.g.ty(acc_id).elem.quant().is_some()
+        {
+            return Ok(None);
+        }
+        let acc = self.arg(id, 0)?;
+        let fusable = match &self.lg.nodes[acc].kind {
+            LKind::Kernel(k) => match &**k {
+                Kernel::Integer(op) => match &**op {
+                    IntOp::QlinearFast { fast, .. } => fast.requant.is_none(),
+                    IntOp::QconvFast { fast, .. } => fast.requant.is_none(),
+                    _ => false,
+                },
+                _ => false,
+            },
+            _ => false,
+        };
+        if !fusable {
+            return Ok(None);
+        }
+        let out_ty = self.g.ty(id).clone();
+        let out = self.qp(&out_ty, dims)?;
+        if out.chan.dim != 1 || !matches!(out.dtype, DType::I8 | DType::U8) {
+            return Ok(None);
+        }
+        let mult = self
+            .attr_ints(id, "multiplier")
+            .ok_or("attribute 'multiplier' is missing")?;
+        let shift = self
+            .attr_ints(id, "shift")
+            .ok_or("attribute 'shift' is missing")?;
+        let channels = dims[1];
+        let per_channel = self.axis(id, "axis", dims.len())? == Some(1) && mult.len() == channels;
+        if !(mult.len() == 1 && shift.len() == 1 || per_channel && shift.len() == channels) {
+            return Ok(None);
+        }
+        let rounding = rounding_of(self.attr_choice(id, "rounding"));
+        let (lo, hi) = Self::bounds(&out, self.attr_choice(id, "act"))[0];
+        let clamp = qir_kernels::Clamp {
+            lo: lo as i32,
+            hi: hi as i32,
+        };
+        let Ok(r) = qir_kernels::Requant::new(rounding, &mult, &shift, out.zps[0] as i32, clamp)
+        else {
+            return Ok(None);
+        };
+        let label = self.label(id, "");
+        let node = &mut self.lg.nodes[acc];
+        let set = |fast_req: &mut Option<qir_kernels::Requant>, fast_out: &mut DType| {
+            *fast_req = Some(r.clone());
+            *fast_out = out.dtype;
+        };
+        if let LKind::Kernel(k) = &mut node.kind
+            && let Kernel::Integer(op) = &mut **k
+        {
+            match &mut **op {
+                IntOp::QlinearFast { fast, .. } => set(&mut fast.requant, &mut fast.out),
+                IntOp::QconvFast { fast, .. } => set(&mut fast.requant, &mut fast.out),
+                _ => return Ok(None),
+            }
+        }
+        node.dtype = out.dtype;
+        node.label = format!("{} (with {label})", node.label);
+        Ok(Some(acc))
     }
 
     /// Resolved quantization parameters of a quantized type over `dims`.
@@ -1298,6 +1516,9 @@ impl Lower<'_> {
                 ))
             }
             Op::Requantize => {
+                if let Some(fused) = self.fuse_requantize(id, &dims)? {
+                    return Ok(fused);
+                }
                 let x = self.arg(id, 0)?;
                 let x = self.row_major(x);
                 let xty = self.g.ty(self.g.operands(id)[0]).clone();
@@ -1361,6 +1582,9 @@ impl Lower<'_> {
                 Ok(self.kernel(id, "", Kernel::Integer(Box::new(op)), vec![x], dims, dtype))
             }
             Op::Qlinear => {
+                if let Some(fast) = self.qlinear_fast(id)? {
+                    return Ok(fast);
+                }
                 let ops = self.g.operands(id);
                 let (xty, wty) = (self.g.ty(ops[0]).clone(), self.g.ty(ops[1]).clone());
                 let (x, w) = (self.arg(id, 0)?, self.arg(id, 1)?);
@@ -1392,6 +1616,9 @@ impl Lower<'_> {
                 ))
             }
             Op::Qconv2d => {
+                if let Some(fast) = self.qconv_fast(id)? {
+                    return Ok(fast);
+                }
                 let ops = self.g.operands(id);
                 let (xty, wty) = (self.g.ty(ops[0]).clone(), self.g.ty(ops[1]).clone());
                 let (x, w) = (self.arg(id, 0)?, self.arg(id, 1)?);

@@ -59,9 +59,65 @@ pub struct QP {
 /// Output clamp bounds per channel (activation folded in).
 pub type Bounds = Vec<(i64, i64)>;
 
+/// Weights packed once for the int8 kernels, shared by the copies of a call description
+/// (two descriptions are equal when they share the packing).
+#[derive(Clone, Debug)]
+pub struct Packed<T>(pub std::sync::Arc<T>);
+
+impl<T> PartialEq for Packed<T> {
+    fn eq(&self, o: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &o.0)
+    }
+}
+
+/// A product or convolution on the int8 kernels (`qir-kernels`, the fastest path the CPU
+/// has): activations with a per-tensor zero point, weights packed when the program was
+/// compiled, the bias and a following `requantize` fused into the epilogue.
+#[derive(Clone, Debug)]
+pub struct Fast<T> {
+    /// Packed weights.
+    pub packed: Packed<T>,
+    /// The activations' storage type (i8 or u8).
+    pub x: DType,
+    /// The activations' zero point.
+    pub zx: i32,
+    /// A bias argument follows the activations.
+    pub bias: bool,
+    /// The fused requantize, if any (else the result is the i32 accumulator).
+    pub requant: Option<qir_kernels::Requant>,
+    /// The result's storage type (i32 without requantize, else i8 or u8).
+    pub out: DType,
+}
+
+impl<T> PartialEq for Fast<T> {
+    fn eq(&self, o: &Self) -> bool {
+        self.packed == o.packed
+            && (self.x, self.zx, self.bias, self.out) == (o.x, o.zx, o.bias, o.out)
+            && self.requant == o.requant
+    }
+}
+
 /// An integer op with everything resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub enum IntOp {
+    /// `qlinear` (and its `requantize`) on the int8 kernels; arguments x, bias?.
+    QlinearFast {
+        /// Rows of x.
+        n: usize,
+        /// Features.
+        k: usize,
+        /// Output channels.
+        m: usize,
+        /// The call.
+        fast: Fast<qir_kernels::PackedB>,
+    },
+    /// `qconv2d` (and its `requantize`) on the int8 kernels; arguments x, bias?.
+    QconvFast {
+        /// Geometry.
+        geom: qir_kernels::ConvGeom,
+        /// The call.
+        fast: Fast<qir_kernels::PackedConv>,
+    },
     /// `y = clamp(zp + round((x - zp_in) * m / 2^(31 + shift)))`.
     Requantize {
         /// Elements.
@@ -164,6 +220,27 @@ impl IntOp {
     pub fn describe(&self) -> String {
         match self {
             IntOp::Requantize { len, .. } => format!("requantize {len}"),
+            IntOp::QlinearFast { n, k, m, fast } => format!(
+                "int8 qlinear {n}x{k} . {m}x{k}{}",
+                if fast.requant.is_some() {
+                    " + requantize"
+                } else {
+                    ""
+                }
+            ),
+            IntOp::QconvFast { geom, fast } => format!(
+                "int8 qconv2d {}x{}x{}x{} -> {}{}",
+                geom.n,
+                geom.c,
+                geom.h,
+                geom.w,
+                geom.o,
+                if fast.requant.is_some() {
+                    " + requantize"
+                } else {
+                    ""
+                }
+            ),
             IntOp::Qlinear { n, k, m, .. } => format!("qlinear {n}x{k} . {m}x{k}"),
             IntOp::Qconv { conv, .. } => format!("qconv2d {}", conv.describe()),
             IntOp::Qadd { dims, .. } => format!("qadd {dims:?}"),
@@ -241,6 +318,51 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
         let y = ctx.ptr(out);
         let arg = |i: usize| ctx.ptr(args[i]) as *const u8;
         match op {
+            IntOp::QlinearFast { n, k, m, fast } => {
+                return run_fast(
+                    ctx,
+                    fast,
+                    args,
+                    out,
+                    (n * k, n * m, *m),
+                    |a, ops, o, par| {
+                        let f = if par {
+                            qir_kernels::qgemm_par
+                        } else {
+                            qir_kernels::qgemm
+                        };
+                        f(
+                            qir_kernels::Path::Auto,
+                            a,
+                            *n,
+                            fast.zx,
+                            &fast.packed.0,
+                            ops,
+                            o,
+                        )
+                    },
+                );
+            }
+            IntOp::QconvFast { geom, fast } => {
+                let xl = geom.n * geom.c * geom.h * geom.w;
+                let yl = geom.n * geom.o * geom.oh * geom.ow;
+                return run_fast(ctx, fast, args, out, (xl, yl, geom.o), |a, ops, o, par| {
+                    let f = if par {
+                        qir_kernels::qconv2d_par
+                    } else {
+                        qir_kernels::qconv2d
+                    };
+                    f(
+                        qir_kernels::Path::Auto,
+                        a,
+                        fast.zx,
+                        geom,
+                        &fast.packed.0,
+                        ops,
+                        o,
+                    )
+                });
+            }
             IntOp::Requantize {
                 len,
                 input,
@@ -422,6 +544,56 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
         }
     }
     0
+}
+
+/// Runs a fast int8 call: binds the activations, bias and result buffers and calls `f`
+/// with the fused epilogue (and whether to use the thread pool). `sizes` are the elements
+/// of the activations and of the result, and the output channels.
+///
+/// # Safety
+/// The buffers must be those the plan sized.
+unsafe fn run_fast<T>(
+    ctx: &RunCtx,
+    fast: &Fast<T>,
+    args: &[Loc],
+    out: Loc,
+    sizes: (usize, usize, usize),
+    f: impl FnOnce(
+        qir_kernels::Activations,
+        &[qir_kernels::FusedOp],
+        qir_kernels::Output,
+        bool,
+    ) -> qir_kernels::KResult<()>,
+) -> i32 {
+    let (xl, yl, channels) = sizes;
+    // SAFETY: as the caller promised.
+    unsafe {
+        let x = ctx.ptr(args[0]);
+        let a = match fast.x {
+            DType::U8 => qir_kernels::Activations::U8(std::slice::from_raw_parts(x, xl)),
+            _ => qir_kernels::Activations::I8(std::slice::from_raw_parts(x as *const i8, xl)),
+        };
+        let mut ops: Vec<qir_kernels::FusedOp> = Vec::with_capacity(2);
+        let bias;
+        if fast.bias {
+            bias = std::slice::from_raw_parts(ctx.ptr(args[1]) as *const i32, channels);
+            ops.push(qir_kernels::FusedOp::AddPerChannel(bias));
+        }
+        if let Some(r) = &fast.requant {
+            ops.push(qir_kernels::FusedOp::Requantize(r));
+        }
+        let y = ctx.ptr(out);
+        let o = match fast.out {
+            DType::I8 => qir_kernels::Output::I8(std::slice::from_raw_parts_mut(y as *mut i8, yl)),
+            DType::U8 => qir_kernels::Output::U8(std::slice::from_raw_parts_mut(y, yl)),
+            _ => qir_kernels::Output::I32(std::slice::from_raw_parts_mut(y as *mut i32, yl)),
+        };
+        let par = ctx.threads > 1;
+        match f(a, &ops, o, par) {
+            Ok(()) => 0,
+            Err(_) => status::BAD_SCALE,
+        }
+    }
 }
 
 /// The `qatc_integer` kernel.
