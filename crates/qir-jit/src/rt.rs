@@ -89,7 +89,7 @@ impl RunCtx {
 pub type LoopFn = unsafe extern "C" fn(ctx: *const RunCtx, start: i64, end: i64, part: i64);
 
 /// Runs `f` over `0..n` split into `parts` contiguous ranges (part `p` gets the `p`-th),
-/// on the global thread pool. `parts` of 1 calls `f` directly.
+/// on the fork-join [`team`]. `parts` of 1 calls `f` directly.
 ///
 /// # Safety
 /// `f` must be a loop function compiled for `ctx`'s plan, safe to run on disjoint ranges
@@ -102,15 +102,12 @@ pub unsafe extern "C" fn qatc_parallel_for(ctx: *const RunCtx, f: LoopFn, n: i64
         return;
     }
     let ctx_addr = ctx as usize;
-    rayon::scope(|s| {
-        for p in 0..parts {
-            let start = n * p / parts;
-            let end = n * (p + 1) / parts;
-            s.spawn(move |_| {
-                // SAFETY: disjoint ranges and partial accumulators, as the caller promised.
-                unsafe { f(ctx_addr as *const RunCtx, start, end, p) };
-            });
-        }
+    team::run(parts as usize, &|p| {
+        let p = p as i64;
+        let start = n * p / parts;
+        let end = n * (p + 1) / parts;
+        // SAFETY: disjoint ranges and partial accumulators, as the caller promised.
+        unsafe { f(ctx_addr as *const RunCtx, start, end, p) };
     });
 }
 
@@ -254,4 +251,245 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("qatc_fmaf", qatc_fmaf as *const u8),
         ("qatc_adam_correction", qatc_adam_correction as *const u8),
     ]
+}
+
+/// The fork-join team of the JIT's parallel loops and products: `threads - 1` workers that
+/// spin briefly between jobs (the loops of one training step follow each other within
+/// microseconds; waking a sleeping thread costs tens of them) and park when idle.
+pub mod team {
+    use std::cell::UnsafeCell;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex, OnceLock};
+
+    /// Spins of an idle worker before it parks.
+    const SPINS: usize = 1 << 12;
+
+    type Job = *const (dyn Fn(usize) + Sync);
+
+    /// A function of a piece index and two pieces (see [`for_chunks2`]).
+    pub type Pieces2<'a, T, U> = &'a (dyn Fn(usize, &mut [T], &mut [U]) + Sync);
+
+    struct Shared {
+        /// The job's generation (high 32 bits) and its next unclaimed part (low 32 bits).
+        state: AtomicU64,
+        /// Parts of the current job.
+        parts: AtomicUsize,
+        /// Parts finished.
+        done: AtomicUsize,
+        /// The current job, valid until every part is done.
+        job: UnsafeCell<Option<Job>>,
+        /// Parked workers wait here.
+        lock: Mutex<()>,
+        wake: Condvar,
+        /// Serializes callers (one job at a time).
+        caller: Mutex<()>,
+        workers: usize,
+    }
+
+    // SAFETY: `job` and `parts` are written only by the caller holding `caller`, before
+    // it publishes a new generation (release); a thread reads them only after claiming a
+    // part of that generation (acquire), and the caller waits until every claimed part is
+    // done before it changes them again.
+    unsafe impl Sync for Shared {}
+    // SAFETY: as above.
+    unsafe impl Send for Shared {}
+
+    fn shared() -> &'static Shared {
+        static TEAM: OnceLock<&'static Shared> = OnceLock::new();
+        TEAM.get_or_init(|| {
+            let threads = rayon::current_num_threads().max(1);
+            let s: &'static Shared = Box::leak(Box::new(Shared {
+                state: AtomicU64::new(0),
+                parts: AtomicUsize::new(0),
+                done: AtomicUsize::new(0),
+                job: UnsafeCell::new(None),
+                lock: Mutex::new(()),
+                wake: Condvar::new(),
+                caller: Mutex::new(()),
+                workers: threads - 1,
+            }));
+            for w in 0..s.workers {
+                std::thread::Builder::new()
+                    .name(format!("qatc-team-{}", w + 1))
+                    .spawn(move || worker(s))
+                    .ok();
+            }
+            s
+        })
+    }
+
+    /// Claims the next part of generation `generation`, if it has one left.
+    fn claim(s: &Shared, generation: u64) -> Option<usize> {
+        let mut v = s.state.load(Ordering::Acquire);
+        loop {
+            if v >> 32 != generation {
+                return None;
+            }
+            let next = (v & 0xffff_ffff) as usize;
+            if next >= s.parts.load(Ordering::Acquire) {
+                return None;
+            }
+            match s
+                .state
+                .compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(next),
+                Err(x) => v = x,
+            }
+        }
+    }
+
+    /// Runs parts of generation `generation` until none is left to claim.
+    fn work(s: &Shared, generation: u64) {
+        while let Some(p) = claim(s, generation) {
+            // SAFETY: the part is claimed, so the caller keeps the job alive until it is
+            // counted done.
+            let job = unsafe { (*s.job.get()).map(|j| &*j) };
+            if let Some(f) = job {
+                f(p);
+            }
+            s.done.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn worker(s: &'static Shared) {
+        let mut seen = 0u64;
+        loop {
+            let mut spins = 0usize;
+            let mut g = s.state.load(Ordering::Acquire) >> 32;
+            while g == seen {
+                if spins < SPINS {
+                    std::hint::spin_loop();
+                    spins += 1;
+                } else {
+                    let guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                    if s.state.load(Ordering::Acquire) >> 32 == seen {
+                        let _unused = s.wake.wait(guard);
+                    }
+                }
+                g = s.state.load(Ordering::Acquire) >> 32;
+            }
+            seen = g;
+            work(s, g);
+        }
+    }
+
+    /// The number of parts a job can run in at once (the caller and the workers).
+    pub fn size() -> usize {
+        shared().workers + 1
+    }
+
+    /// Runs `f(0)`, ..., `f(parts - 1)` on the calling thread and the workers and returns
+    /// when all are done. Parts are claimed, not assigned: a worker the system has not
+    /// scheduled yet does not hold anything up (the caller runs the parts left).
+    pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
+        if parts <= 1 {
+            if parts == 1 {
+                f(0);
+            }
+            return;
+        }
+        let s = shared();
+        if s.workers == 0 {
+            (0..parts).for_each(f);
+            return;
+        }
+        let _one = s.caller.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: only the caller holding `caller` writes the job, before publishing.
+        unsafe {
+            let job: Job = std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f);
+            *s.job.get() = Some(job);
+        }
+        s.parts.store(parts, Ordering::Release);
+        s.done.store(0, Ordering::Release);
+        let generation = (s.state.load(Ordering::Acquire) >> 32) + 1;
+        s.state.store(generation << 32, Ordering::Release);
+        {
+            let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.wake.notify_all();
+        }
+        work(s, generation);
+        let mut spins = 0u32;
+        while s.done.load(Ordering::Acquire) < parts {
+            if spins < 1 << 10 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        // SAFETY: every part is done; no thread reads the job any more.
+        unsafe { *s.job.get() = None };
+    }
+
+    /// Below this many elements a split costs more than it saves.
+    const MIN_SPLIT: usize = 1 << 14;
+
+    /// Calls `f(i, piece)` for every `chunk`-sized piece of `data` (the last may be
+    /// shorter), the pieces split over the team in contiguous runs.
+    pub fn for_chunks<T: Send>(data: &mut [T], chunk: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+        let chunk = chunk.max(1);
+        let len = data.len();
+        let n = len.div_ceil(chunk);
+        let parts = if len < MIN_SPLIT {
+            1
+        } else {
+            size().min(n).max(1)
+        };
+        let base = data.as_mut_ptr() as usize;
+        run(parts, &|p| {
+            for i in n * p / parts..n * (p + 1) / parts {
+                let s = i * chunk;
+                let e = (s + chunk).min(len);
+                // SAFETY: the pieces of different parts (and indices) are disjoint and lie
+                // inside `data`, which the caller lends mutably for the whole call.
+                let piece =
+                    unsafe { std::slice::from_raw_parts_mut((base as *mut T).add(s), e - s) };
+                f(i, piece);
+            }
+        });
+    }
+
+    /// As [`for_chunks`] over two slices cut into the same number of pieces (`a` in
+    /// pieces of `ca`, `b` of `cb`).
+    pub fn for_chunks2<T: Send, U: Send>(
+        a: &mut [T],
+        ca: usize,
+        b: &mut [U],
+        cb: usize,
+        f: Pieces2<'_, T, U>,
+    ) {
+        let (ca, cb) = (ca.max(1), cb.max(1));
+        let n = a.len().div_ceil(ca).min(b.len().div_ceil(cb));
+        let parts = if a.len() < MIN_SPLIT {
+            1
+        } else {
+            size().min(n).max(1)
+        };
+        let (pa, la, pb, lb) = (
+            a.as_mut_ptr() as usize,
+            a.len(),
+            b.as_mut_ptr() as usize,
+            b.len(),
+        );
+        run(parts, &|p| {
+            for i in n * p / parts..n * (p + 1) / parts {
+                let (sa, sb) = (i * ca, i * cb);
+                // SAFETY: as in `for_chunks`, for each slice.
+                let (x, y) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(
+                            (pa as *mut T).add(sa),
+                            (sa + ca).min(la) - sa,
+                        ),
+                        std::slice::from_raw_parts_mut(
+                            (pb as *mut U).add(sb),
+                            (sb + cb).min(lb) - sb,
+                        ),
+                    )
+                };
+                f(i, x, y);
+            }
+        });
+    }
 }

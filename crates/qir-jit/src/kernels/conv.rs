@@ -6,8 +6,6 @@
 //! matrix of group `g` is `[K/groups, N*OH*OW]` with row `(ci * KH + ky) * KW + kx` and
 //! column `n * OH*OW + oy * OW + ox`; groups follow each other. Padding cells read 0.
 
-use rayon::prelude::*;
-
 use super::{Bound, Kernel, slice, slice_mut};
 use crate::rt::RunCtx;
 
@@ -141,39 +139,36 @@ pub fn im2col(g: &Conv, x: &[f32], col: &mut [f32]) {
     let cols = g.cols();
     let p = g.p();
     let rows = g.groups * g.kg();
-    col.par_chunks_mut(cols)
-        .take(rows)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let (ci, rest) = (row / (g.kh * g.kw), row % (g.kh * g.kw));
-            let (ky, kx) = (rest / g.kw, rest % g.kw);
-            let (lo, hi, off) = g.ox_range(kx);
-            let s1 = g.stride[1];
-            for n in 0..g.n {
-                let plane = &x[(n * g.c + ci) * g.h * g.w..][..g.h * g.w];
-                let out = &mut dst[n * p..][..p];
-                for oy in 0..g.oh {
-                    let orow = &mut out[oy * g.ow..][..g.ow];
-                    let Some(iy) = g.iy(oy, ky) else {
-                        orow.fill(0.0);
-                        continue;
-                    };
-                    let irow = &plane[iy * g.w..][..g.w];
-                    orow[..lo].fill(0.0);
-                    orow[hi..].fill(0.0);
-                    if lo < hi {
-                        let first = (lo as isize * s1 as isize + off) as usize;
-                        if s1 == 1 {
-                            orow[lo..hi].copy_from_slice(&irow[first..first + (hi - lo)]);
-                        } else {
-                            for (k, o) in orow[lo..hi].iter_mut().enumerate() {
-                                *o = irow[first + k * s1];
-                            }
+    crate::rt::team::for_chunks(&mut col[..rows * cols], cols, &|row, dst| {
+        let (ci, rest) = (row / (g.kh * g.kw), row % (g.kh * g.kw));
+        let (ky, kx) = (rest / g.kw, rest % g.kw);
+        let (lo, hi, off) = g.ox_range(kx);
+        let s1 = g.stride[1];
+        for n in 0..g.n {
+            let plane = &x[(n * g.c + ci) * g.h * g.w..][..g.h * g.w];
+            let out = &mut dst[n * p..][..p];
+            for oy in 0..g.oh {
+                let orow = &mut out[oy * g.ow..][..g.ow];
+                let Some(iy) = g.iy(oy, ky) else {
+                    orow.fill(0.0);
+                    continue;
+                };
+                let irow = &plane[iy * g.w..][..g.w];
+                orow[..lo].fill(0.0);
+                orow[hi..].fill(0.0);
+                if lo < hi {
+                    let first = (lo as isize * s1 as isize + off) as usize;
+                    if s1 == 1 {
+                        orow[lo..hi].copy_from_slice(&irow[first..first + (hi - lo)]);
+                    } else {
+                        for (k, o) in orow[lo..hi].iter_mut().enumerate() {
+                            *o = irow[first + k * s1];
                         }
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// Sums the column matrix of `g` back into an input-shaped `dx` (overwritten).
@@ -182,49 +177,47 @@ pub fn col2im(g: &Conv, col: &[f32], dx: &mut [f32]) {
     let p = g.p();
     let plane = g.h * g.w;
     // one task per image: each writes only its own [C, H, W] block
-    dx.par_chunks_mut(g.c * plane)
-        .enumerate()
-        .for_each(|(n, dxn)| {
-            dxn.fill(0.0);
-            for ci in 0..g.c {
-                let a = &mut dxn[ci * plane..][..plane];
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        let row = (ci * g.kh + ky) * g.kw + kx;
-                        let src = &col[row * cols + n * p..][..p];
-                        let (lo, hi, off) = g.ox_range(kx);
-                        if lo >= hi {
-                            continue;
-                        }
-                        let s1 = g.stride[1];
-                        for oy in 0..g.oh {
-                            let Some(iy) = g.iy(oy, ky) else { continue };
-                            let arow = &mut a[iy * g.w..][..g.w];
-                            let srow = &src[oy * g.ow..][..g.ow];
-                            let first = (lo as isize * s1 as isize + off) as usize;
-                            if s1 == 1 {
-                                for (d, &v) in
-                                    arow[first..first + (hi - lo)].iter_mut().zip(&srow[lo..hi])
-                                {
-                                    *d += v;
-                                }
-                            } else {
-                                for (k, &v) in srow[lo..hi].iter().enumerate() {
-                                    arow[first + k * s1] += v;
-                                }
+    crate::rt::team::for_chunks(dx, g.c * plane, &|n, dxn| {
+        dxn.fill(0.0);
+        for ci in 0..g.c {
+            let a = &mut dxn[ci * plane..][..plane];
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let row = (ci * g.kh + ky) * g.kw + kx;
+                    let src = &col[row * cols + n * p..][..p];
+                    let (lo, hi, off) = g.ox_range(kx);
+                    if lo >= hi {
+                        continue;
+                    }
+                    let s1 = g.stride[1];
+                    for oy in 0..g.oh {
+                        let Some(iy) = g.iy(oy, ky) else { continue };
+                        let arow = &mut a[iy * g.w..][..g.w];
+                        let srow = &src[oy * g.ow..][..g.ow];
+                        let first = (lo as isize * s1 as isize + off) as usize;
+                        if s1 == 1 {
+                            for (d, &v) in
+                                arow[first..first + (hi - lo)].iter_mut().zip(&srow[lo..hi])
+                            {
+                                *d += v;
+                            }
+                        } else {
+                            for (k, &v) in srow[lo..hi].iter().enumerate() {
+                                arow[first + k * s1] += v;
                             }
                         }
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// Depthwise forward: `y[n, c] = sum_{ky, kx} x[n, c, iy, ix] * w[c, 0, ky, kx]`, summed
 /// over ky then kx (the interpreter's order).
 pub fn depthwise_forward(g: &Conv, x: &[f32], w: &[f32], y: &mut [f32]) {
     let (plane, p) = (g.h * g.w, g.p());
-    y.par_chunks_mut(p).enumerate().for_each(|(nc, out)| {
+    crate::rt::team::for_chunks(y, p, &|nc, out| {
         let ch = nc % g.c;
         let xp = &x[nc * plane..][..plane];
         let wk = &w[ch * g.kh * g.kw..][..g.kh * g.kw];
@@ -248,7 +241,7 @@ pub fn depthwise_forward(g: &Conv, x: &[f32], w: &[f32], y: &mut [f32]) {
 /// Depthwise input gradient.
 pub fn depthwise_grad_input(g: &Conv, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (plane, p) = (g.h * g.w, g.p());
-    dx.par_chunks_mut(plane).enumerate().for_each(|(nc, out)| {
+    crate::rt::team::for_chunks(dx, plane, &|nc, out| {
         out.fill(0.0);
         let ch = nc % g.c;
         let d = &dy[nc * p..][..p];
@@ -272,7 +265,7 @@ pub fn depthwise_grad_input(g: &Conv, dy: &[f32], w: &[f32], dx: &mut [f32]) {
 /// Depthwise weight gradient.
 pub fn depthwise_grad_weight(g: &Conv, dy: &[f32], x: &[f32], dw: &mut [f32]) {
     let (plane, p, kk) = (g.h * g.w, g.p(), g.kh * g.kw);
-    dw.par_chunks_mut(kk).enumerate().for_each(|(ch, out)| {
+    crate::rt::team::for_chunks(dw, kk, &|ch, out| {
         out.fill(0.0);
         for n in 0..g.n {
             let nc = n * g.c + ch;

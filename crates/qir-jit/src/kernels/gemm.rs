@@ -8,7 +8,6 @@
 //! ascending-k sums by rounding (the JIT's stated float tolerance covers it).
 
 use gemm::Parallelism;
-use rayon::prelude::*;
 
 use super::Bound;
 use crate::rt::RunCtx;
@@ -176,47 +175,54 @@ pub unsafe fn run(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32, threads: 
 unsafe fn split_k(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32, threads: usize) {
     let (m, n, k) = (g.m, g.n, g.k);
     let (a, b, c) = (a as usize, b as usize, c as usize);
+    let threads = threads.min(crate::rt::team::size());
     for bi in 0..g.batch {
-        let shares: Vec<Vec<f32>> = (0..threads)
-            .into_par_iter()
-            .map(|t| {
-                let (k0, k1) = (k * t / threads, k * (t + 1) / threads);
-                let mut part = vec![0.0f32; m * n];
-                if k1 > k0 {
-                    // SAFETY: the share reads columns k0..k1 of A and rows k0..k1 of B,
-                    // inside the operands the caller vouched for.
-                    unsafe {
-                        let pa = (a as *const f32)
-                            .add(g.a.offset + bi * g.a.batch)
-                            .offset(k0 as isize * g.a.cs);
-                        let pb = (b as *const f32)
-                            .add(g.b.offset + bi * g.b.batch)
-                            .offset(k0 as isize * g.b.rs);
-                        gemm::gemm(
-                            m,
-                            n,
-                            k1 - k0,
-                            part.as_mut_ptr(),
-                            1,
-                            n as isize,
-                            false,
-                            pa,
-                            g.a.cs,
-                            g.a.rs,
-                            pb,
-                            g.b.cs,
-                            g.b.rs,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
-                    }
+        let shares: Vec<std::sync::Mutex<Vec<f32>>> = (0..threads)
+            .map(|_| std::sync::Mutex::new(Vec::new()))
+            .collect();
+        crate::rt::team::run(threads, &|t| {
+            let (k0, k1) = (k * t / threads, k * (t + 1) / threads);
+            let mut part = vec![0.0f32; m * n];
+            if k1 > k0 {
+                // SAFETY: the share reads columns k0..k1 of A and rows k0..k1 of B,
+                // inside the operands the caller vouched for.
+                unsafe {
+                    let pa = (a as *const f32)
+                        .add(g.a.offset + bi * g.a.batch)
+                        .offset(k0 as isize * g.a.cs);
+                    let pb = (b as *const f32)
+                        .add(g.b.offset + bi * g.b.batch)
+                        .offset(k0 as isize * g.b.rs);
+                    gemm::gemm(
+                        m,
+                        n,
+                        k1 - k0,
+                        part.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        pa,
+                        g.a.cs,
+                        g.a.rs,
+                        pb,
+                        g.b.cs,
+                        g.b.rs,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
                 }
-                part
-            })
+            }
+            if let Ok(mut slot) = shares[t].lock() {
+                *slot = part;
+            }
+        });
+        let shares: Vec<Vec<f32>> = shares
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
             .collect();
         // SAFETY: C holds the m x n result of entry bi, as the caller promised.
         unsafe {
@@ -243,7 +249,8 @@ unsafe fn split_mn(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32, threads:
     let (a, b, c) = (a as usize, b as usize, c as usize);
     let along_n = g.n >= g.m;
     let len = if along_n { g.n } else { g.m };
-    (0..threads).into_par_iter().for_each(|t| {
+    let threads = threads.min(crate::rt::team::size());
+    crate::rt::team::run(threads, &|t| {
         let (lo, hi) = (len * t / threads, len * (t + 1) / threads);
         if lo >= hi {
             return;

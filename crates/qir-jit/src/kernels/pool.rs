@@ -4,8 +4,6 @@
 //! accumulate in f64 and round once (as the interpreter). Max pooling also runs on the
 //! integer storage types of converted graphs.
 
-use rayon::prelude::*;
-
 use super::{Bound, Kernel, slice, slice_mut};
 use crate::dtype::DType;
 use crate::rt::RunCtx;
@@ -157,36 +155,33 @@ fn unpadded(p: &Pool) -> bool {
 fn max_pool_indexed(p: &Pool, x: &[f32], y: &mut [f32], idx: &mut [u8]) {
     let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
     let per = planes_per_task(p);
-    y.par_chunks_mut(oplane * per)
-        .zip(idx.par_chunks_mut(oplane * per))
-        .enumerate()
-        .for_each(|(t, (yt, it))| {
-            for (j, (yp, ip)) in yt.chunks_mut(oplane).zip(it.chunks_mut(oplane)).enumerate() {
-                let xp = &x[(t * per + j) * plane..][..plane];
-                if p.k == [2, 2] && p.stride == [2, 2] {
-                    for oy in 0..p.oh {
-                        let (r0, r1) = (2 * oy * p.w, (2 * oy + 1) * p.w);
-                        for ox in 0..p.ow {
-                            let c = 2 * ox;
-                            let v = [xp[r0 + c], xp[r0 + c + 1], xp[r1 + c], xp[r1 + c + 1]];
-                            let (pos, m) = first_max4(v);
-                            yp[oy * p.ow + ox] = m;
-                            ip[oy * p.ow + ox] = pos;
-                        }
-                    }
-                    continue;
-                }
+    crate::rt::team::for_chunks2(y, oplane * per, idx, oplane * per, &|t, yt, it| {
+        for (j, (yp, ip)) in yt.chunks_mut(oplane).zip(it.chunks_mut(oplane)).enumerate() {
+            let xp = &x[(t * per + j) * plane..][..plane];
+            if p.k == [2, 2] && p.stride == [2, 2] {
                 for oy in 0..p.oh {
+                    let (r0, r1) = (2 * oy * p.w, (2 * oy + 1) * p.w);
                     for ox in 0..p.ow {
-                        let i = argmax_inside(p, xp, oy, ox);
-                        let (iy, ix) = (i / p.w, i % p.w);
-                        let pos = (iy - oy * p.stride[0]) * p.k[1] + (ix - ox * p.stride[1]);
-                        yp[oy * p.ow + ox] = xp[i];
-                        ip[oy * p.ow + ox] = pos as u8;
+                        let c = 2 * ox;
+                        let v = [xp[r0 + c], xp[r0 + c + 1], xp[r1 + c], xp[r1 + c + 1]];
+                        let (pos, m) = first_max4(v);
+                        yp[oy * p.ow + ox] = m;
+                        ip[oy * p.ow + ox] = pos;
                     }
+                }
+                continue;
+            }
+            for oy in 0..p.oh {
+                for ox in 0..p.ow {
+                    let i = argmax_inside(p, xp, oy, ox);
+                    let (iy, ix) = (i / p.w, i % p.w);
+                    let pos = (iy - oy * p.stride[0]) * p.k[1] + (ix - ox * p.stride[1]);
+                    yp[oy * p.ow + ox] = xp[i];
+                    ip[oy * p.ow + ox] = pos as u8;
                 }
             }
-        });
+        }
+    });
 }
 
 /// The position (0..4) and value of the first maximum of a 2x2 window in row-major
@@ -207,29 +202,27 @@ fn max_pool_grad_indexed(p: &Pool, dy: &[f32], idx: &[u8], dx: &mut [f32]) {
     let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
     let per = planes_per_task(p);
     let disjoint = p.stride[0] >= p.k[0] && p.stride[1] >= p.k[1];
-    dx.par_chunks_mut(plane * per)
-        .enumerate()
-        .for_each(|(t, dxt)| {
-            dxt.fill(0.0);
-            for (j, dxp) in dxt.chunks_mut(plane).enumerate() {
-                let pi = t * per + j;
-                let dyp = &dy[pi * oplane..][..oplane];
-                let ip = &idx[pi * oplane..][..oplane];
-                for oy in 0..p.oh {
-                    for ox in 0..p.ow {
-                        let o = oy * p.ow + ox;
-                        let pos = ip[o] as usize;
-                        let (wy, wx) = (pos / p.k[1], pos % p.k[1]);
-                        let cell = (oy * p.stride[0] + wy) * p.w + ox * p.stride[1] + wx;
-                        if disjoint {
-                            dxp[cell] = dyp[o];
-                        } else {
-                            dxp[cell] += dyp[o];
-                        }
+    crate::rt::team::for_chunks(dx, plane * per, &|t, dxt| {
+        dxt.fill(0.0);
+        for (j, dxp) in dxt.chunks_mut(plane).enumerate() {
+            let pi = t * per + j;
+            let dyp = &dy[pi * oplane..][..oplane];
+            let ip = &idx[pi * oplane..][..oplane];
+            for oy in 0..p.oh {
+                for ox in 0..p.ow {
+                    let o = oy * p.ow + ox;
+                    let pos = ip[o] as usize;
+                    let (wy, wx) = (pos / p.k[1], pos % p.k[1]);
+                    let cell = (oy * p.stride[0] + wy) * p.w + ox * p.stride[1] + wx;
+                    if disjoint {
+                        dxp[cell] = dyp[o];
+                    } else {
+                        dxp[cell] += dyp[o];
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// The plane index of the first maximum of a window that lies inside the input.
@@ -260,40 +253,38 @@ fn max_pool<T: Ordered>(p: &Pool, x: &[T], y: &mut [T]) {
     if unpadded(p) {
         // the value of the first maximum is the NaN-propagating maximum
         let per = planes_per_task(p);
-        y.par_chunks_mut(oplane * per)
-            .enumerate()
-            .for_each(|(t, yt)| {
-                for (j, yp) in yt.chunks_mut(oplane).enumerate() {
-                    let xp = &x[(t * per + j) * plane..][..plane];
-                    for oy in 0..p.oh {
-                        let yr = &mut yp[oy * p.ow..][..p.ow];
-                        let y0 = oy * p.stride[0];
-                        if p.k == [2, 2] && p.stride[1] == 2 {
-                            let r0 = &xp[y0 * p.w..][..2 * p.ow];
-                            let r1 = &xp[(y0 + 1) * p.w..][..2 * p.ow];
-                            for (ox, o) in yr.iter_mut().enumerate() {
-                                let a = r0[2 * ox].max_nan(r0[2 * ox + 1]);
-                                let b = r1[2 * ox].max_nan(r1[2 * ox + 1]);
-                                *o = a.max_nan(b);
-                            }
-                        } else {
-                            for (ox, o) in yr.iter_mut().enumerate() {
-                                let x0 = ox * p.stride[1];
-                                let mut m = xp[y0 * p.w + x0];
-                                for iy in y0..y0 + p.k[0] {
-                                    for &v in &xp[iy * p.w + x0..][..p.k[1]] {
-                                        m = m.max_nan(v);
-                                    }
+        crate::rt::team::for_chunks(y, oplane * per, &|t, yt| {
+            for (j, yp) in yt.chunks_mut(oplane).enumerate() {
+                let xp = &x[(t * per + j) * plane..][..plane];
+                for oy in 0..p.oh {
+                    let yr = &mut yp[oy * p.ow..][..p.ow];
+                    let y0 = oy * p.stride[0];
+                    if p.k == [2, 2] && p.stride[1] == 2 {
+                        let r0 = &xp[y0 * p.w..][..2 * p.ow];
+                        let r1 = &xp[(y0 + 1) * p.w..][..2 * p.ow];
+                        for (ox, o) in yr.iter_mut().enumerate() {
+                            let a = r0[2 * ox].max_nan(r0[2 * ox + 1]);
+                            let b = r1[2 * ox].max_nan(r1[2 * ox + 1]);
+                            *o = a.max_nan(b);
+                        }
+                    } else {
+                        for (ox, o) in yr.iter_mut().enumerate() {
+                            let x0 = ox * p.stride[1];
+                            let mut m = xp[y0 * p.w + x0];
+                            for iy in y0..y0 + p.k[0] {
+                                for &v in &xp[iy * p.w + x0..][..p.k[1]] {
+                                    m = m.max_nan(v);
                                 }
-                                *o = m;
                             }
+                            *o = m;
                         }
                     }
                 }
-            });
+            }
+        });
         return;
     }
-    y.par_chunks_mut(oplane).enumerate().for_each(|(pi, yp)| {
+    crate::rt::team::for_chunks(y, oplane, &|pi, yp| {
         let xp = &x[pi * plane..][..plane];
         for oy in 0..p.oh {
             for ox in 0..p.ow {
@@ -312,68 +303,64 @@ fn max_pool_grad(p: &Pool, dy: &[f32], x: &[f32], dx: &mut [f32]) {
         // windows do not overlap: each gets its gradient at its first maximum and zeros
         // elsewhere, written directly (cells outside every window are zeroed)
         let per = planes_per_task(p);
-        dx.par_chunks_mut(plane * per)
-            .enumerate()
-            .for_each(|(t, dxt)| {
-                for (j, dxp) in dxt.chunks_mut(plane).enumerate() {
-                    let pi = t * per + j;
-                    let xp = &x[pi * plane..][..plane];
-                    let dyp = &dy[pi * oplane..][..oplane];
-                    dxp[2 * p.oh * p.w..].fill(0.0);
-                    for oy in 0..p.oh {
-                        let (r0, r1) = (2 * oy * p.w, (2 * oy + 1) * p.w);
-                        for ox in 0..p.ow {
-                            let c = 2 * ox;
-                            let (a, b, cc, d) =
-                                (xp[r0 + c], xp[r0 + c + 1], xp[r1 + c], xp[r1 + c + 1]);
-                            let g = dyp[oy * p.ow + ox];
-                            let nan = a.is_nan() | b.is_nan() | cc.is_nan() | d.is_nan();
-                            let (ea, eb, ec) = if nan {
-                                // the first NaN is the maximum
-                                let (na, nb, nc) = (a.is_nan(), b.is_nan(), cc.is_nan());
-                                (na, !na & nb, !na & !nb & nc)
-                            } else {
-                                let m = a.max(b).max(cc).max(d);
-                                let (ea, eb, ec) = (a == m, b == m, cc == m);
-                                (ea, !ea & eb, !ea & !eb & ec)
-                            };
-                            let ed = !(ea | eb | ec);
-                            let keep =
-                                |e: bool| f32::from_bits(g.to_bits() & 0u32.wrapping_sub(e as u32));
-                            dxp[r0 + c] = keep(ea);
-                            dxp[r0 + c + 1] = keep(eb);
-                            dxp[r1 + c] = keep(ec);
-                            dxp[r1 + c + 1] = keep(ed);
-                        }
-                        // an odd last column is in no window
-                        for r in [r0, r1] {
-                            dxp[r + 2 * p.ow..r + p.w].fill(0.0);
-                        }
+        crate::rt::team::for_chunks(dx, plane * per, &|t, dxt| {
+            for (j, dxp) in dxt.chunks_mut(plane).enumerate() {
+                let pi = t * per + j;
+                let xp = &x[pi * plane..][..plane];
+                let dyp = &dy[pi * oplane..][..oplane];
+                dxp[2 * p.oh * p.w..].fill(0.0);
+                for oy in 0..p.oh {
+                    let (r0, r1) = (2 * oy * p.w, (2 * oy + 1) * p.w);
+                    for ox in 0..p.ow {
+                        let c = 2 * ox;
+                        let (a, b, cc, d) =
+                            (xp[r0 + c], xp[r0 + c + 1], xp[r1 + c], xp[r1 + c + 1]);
+                        let g = dyp[oy * p.ow + ox];
+                        let nan = a.is_nan() | b.is_nan() | cc.is_nan() | d.is_nan();
+                        let (ea, eb, ec) = if nan {
+                            // the first NaN is the maximum
+                            let (na, nb, nc) = (a.is_nan(), b.is_nan(), cc.is_nan());
+                            (na, !na & nb, !na & !nb & nc)
+                        } else {
+                            let m = a.max(b).max(cc).max(d);
+                            let (ea, eb, ec) = (a == m, b == m, cc == m);
+                            (ea, !ea & eb, !ea & !eb & ec)
+                        };
+                        let ed = !(ea | eb | ec);
+                        let keep =
+                            |e: bool| f32::from_bits(g.to_bits() & 0u32.wrapping_sub(e as u32));
+                        dxp[r0 + c] = keep(ea);
+                        dxp[r0 + c + 1] = keep(eb);
+                        dxp[r1 + c] = keep(ec);
+                        dxp[r1 + c + 1] = keep(ed);
+                    }
+                    // an odd last column is in no window
+                    for r in [r0, r1] {
+                        dxp[r + 2 * p.ow..r + p.w].fill(0.0);
                     }
                 }
-            });
+            }
+        });
         return;
     }
     if unpadded(p) {
         let per = planes_per_task(p);
-        dx.par_chunks_mut(plane * per)
-            .enumerate()
-            .for_each(|(t, dxt)| {
-                dxt.fill(0.0);
-                for (j, dxp) in dxt.chunks_mut(plane).enumerate() {
-                    let pi = t * per + j;
-                    let xp = &x[pi * plane..][..plane];
-                    let dyp = &dy[pi * oplane..][..oplane];
-                    for oy in 0..p.oh {
-                        for ox in 0..p.ow {
-                            dxp[argmax_inside(p, xp, oy, ox)] += dyp[oy * p.ow + ox];
-                        }
+        crate::rt::team::for_chunks(dx, plane * per, &|t, dxt| {
+            dxt.fill(0.0);
+            for (j, dxp) in dxt.chunks_mut(plane).enumerate() {
+                let pi = t * per + j;
+                let xp = &x[pi * plane..][..plane];
+                let dyp = &dy[pi * oplane..][..oplane];
+                for oy in 0..p.oh {
+                    for ox in 0..p.ow {
+                        dxp[argmax_inside(p, xp, oy, ox)] += dyp[oy * p.ow + ox];
                     }
                 }
-            });
+            }
+        });
         return;
     }
-    dx.par_chunks_mut(plane).enumerate().for_each(|(pi, dxp)| {
+    crate::rt::team::for_chunks(dx, plane, &|pi, dxp| {
         dxp.fill(0.0);
         let xp = &x[pi * plane..][..plane];
         let dyp = &dy[pi * oplane..][..oplane];
@@ -389,7 +376,7 @@ fn max_pool_grad(p: &Pool, dy: &[f32], x: &[f32], dx: &mut [f32]) {
 
 fn avg_pool(p: &Pool, x: &[f32], y: &mut [f32]) {
     let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
-    y.par_chunks_mut(oplane).enumerate().for_each(|(pi, yp)| {
+    crate::rt::team::for_chunks(y, oplane, &|pi, yp| {
         let xp = &x[pi * plane..][..plane];
         for oy in 0..p.oh {
             let (y0, y1, _) = p.span(0, oy);
@@ -409,7 +396,7 @@ fn avg_pool(p: &Pool, x: &[f32], y: &mut [f32]) {
 
 fn avg_pool_grad(p: &Pool, dy: &[f32], dx: &mut [f32]) {
     let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
-    dx.par_chunks_mut(plane).enumerate().for_each(|(pi, dxp)| {
+    crate::rt::team::for_chunks(dx, plane, &|pi, dxp| {
         dxp.fill(0.0);
         let dyp = &dy[pi * oplane..][..oplane];
         for oy in 0..p.oh {

@@ -5,8 +5,6 @@
 //! `[0, classes)` is an error ([`super::status::BAD_LABEL`]), and argmax takes the first
 //! maximum with NaN counting as the maximum.
 
-use rayon::prelude::*;
-
 use super::{Bound, Kernel, slice, slice_mut, status};
 use crate::dtype::DType;
 use crate::rt::RunCtx;
@@ -72,57 +70,53 @@ fn row_max(x: &[f32], at: &dyn Fn(usize) -> usize, dim: usize) -> f32 {
 /// `y = softmax(x)` or `log_softmax(x)` along the middle axis.
 pub fn softmax(s: &Softmax, x: &[f32], y: &mut [f32]) {
     let (dim, inner) = (s.dim, s.inner);
-    y.par_chunks_mut((dim * inner).max(1))
-        .enumerate()
-        .for_each(|(o, yo)| {
-            let xo = &x[o * dim * inner..][..dim * inner];
-            for i in 0..inner {
-                let at = |c: usize| c * inner + i;
-                let m = row_max(xo, &at, dim);
-                let mut acc = 0.0f64;
-                for c in 0..dim {
-                    acc += (xo[at(c)] - m).exp() as f64;
-                }
-                let sum = acc as f32;
-                let ls = sum.ln();
-                for c in 0..dim {
-                    let z = xo[at(c)] - m;
-                    yo[at(c)] = if s.log { z - ls } else { z.exp() / sum };
-                }
+    crate::rt::team::for_chunks(y, (dim * inner).max(1), &|o, yo| {
+        let xo = &x[o * dim * inner..][..dim * inner];
+        for i in 0..inner {
+            let at = |c: usize| c * inner + i;
+            let m = row_max(xo, &at, dim);
+            let mut acc = 0.0f64;
+            for c in 0..dim {
+                acc += (xo[at(c)] - m).exp() as f64;
             }
-        });
+            let sum = acc as f32;
+            let ls = sum.ln();
+            for c in 0..dim {
+                let z = xo[at(c)] - m;
+                yo[at(c)] = if s.log { z - ls } else { z.exp() / sum };
+            }
+        }
+    });
 }
 
 /// The gradient of softmax (`y * (dy - sum(dy * y))`) or log-softmax
 /// (`dy - exp(y) * sum(dy)`) from the output `y`.
 pub fn softmax_grad(s: &Softmax, dy: &[f32], y: &[f32], dx: &mut [f32]) {
     let (dim, inner) = (s.dim, s.inner);
-    dx.par_chunks_mut((dim * inner).max(1))
-        .enumerate()
-        .for_each(|(o, dxo)| {
-            let base = o * dim * inner;
-            let (dyo, yo) = (&dy[base..][..dim * inner], &y[base..][..dim * inner]);
-            for i in 0..inner {
-                let at = |c: usize| c * inner + i;
-                let mut acc = 0.0f64;
-                for c in 0..dim {
-                    acc += if s.log {
-                        dyo[at(c)] as f64
-                    } else {
-                        (dyo[at(c)] * yo[at(c)]) as f64
-                    };
-                }
-                let sum = acc as f32;
-                for c in 0..dim {
-                    let k = at(c);
-                    dxo[k] = if s.log {
-                        dyo[k] - yo[k].exp() * sum
-                    } else {
-                        yo[k] * (dyo[k] - sum)
-                    };
-                }
+    crate::rt::team::for_chunks(dx, (dim * inner).max(1), &|o, dxo| {
+        let base = o * dim * inner;
+        let (dyo, yo) = (&dy[base..][..dim * inner], &y[base..][..dim * inner]);
+        for i in 0..inner {
+            let at = |c: usize| c * inner + i;
+            let mut acc = 0.0f64;
+            for c in 0..dim {
+                acc += if s.log {
+                    dyo[at(c)] as f64
+                } else {
+                    (dyo[at(c)] * yo[at(c)]) as f64
+                };
             }
-        });
+            let sum = acc as f32;
+            for c in 0..dim {
+                let k = at(c);
+                dxo[k] = if s.log {
+                    dyo[k] - yo[k].exp() * sum
+                } else {
+                    yo[k] * (dyo[k] - sum)
+                };
+            }
+        }
+    });
 }
 
 fn label_at(labels: &[i64], r: usize, c: usize) -> Option<usize> {
