@@ -184,8 +184,19 @@ impl Dataset {
                 message: "not a directory".into(),
             });
         }
-        let train = load_pair(dir, "train")?;
-        let test = load_pair(dir, "t10k")?;
+        // the two splits decompress on two threads
+        let (train, test) = std::thread::scope(|s| {
+            let test = s.spawn(|| load_pair(dir, "t10k"));
+            let train = load_pair(dir, "train");
+            let test = test.join().unwrap_or_else(|_| {
+                Err(RuntimeError::File {
+                    path: dir.to_path_buf(),
+                    message: "reading the test split failed".into(),
+                })
+            });
+            (train, test)
+        });
+        let (train, test) = (train?, test?);
         if train.example_dims != test.example_dims {
             return Err(RuntimeError::File {
                 path: dir.to_path_buf(),

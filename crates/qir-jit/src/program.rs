@@ -165,6 +165,22 @@ fn want(dt: DType) -> &'static str {
 /// `base` must hold every element `place` addresses.
 unsafe fn copy_out(base: *const u8, place: &Place) -> Tensor {
     let n: usize = place.dims.iter().product();
+    if crate::lgraph::same_layout(
+        &place.strides,
+        &crate::lgraph::row_major(&place.dims),
+        &place.dims,
+    ) {
+        // row-major: one copy
+        let mut data = place.dtype.zeros(n);
+        // SAFETY: as the caller promised; `data` holds n elements of the type.
+        unsafe {
+            std::ptr::copy_nonoverlapping(base, data_ptr_mut(&mut data), n * place.dtype.size())
+        };
+        return Tensor {
+            shape: place.dims.clone(),
+            data,
+        };
+    }
     let rank = place.dims.len();
     let mut offsets = Vec::with_capacity(n);
     let mut idx = vec![0usize; rank];
