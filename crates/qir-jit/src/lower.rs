@@ -1411,6 +1411,7 @@ impl Lower<'_> {
                     b: qb,
                     out,
                     bounds,
+                    rounding: rounding_of(self.attr_choice(id, "rounding")),
                 };
                 Ok(self.kernel(
                     id,
@@ -1446,6 +1447,7 @@ impl Lower<'_> {
                     inputs,
                     out,
                     bounds,
+                    rounding: rounding_of(self.attr_choice(id, "rounding")),
                 };
                 Ok(self.kernel(id, "", Kernel::Integer(Box::new(op)), args, dims, dtype))
             }
@@ -1469,6 +1471,7 @@ impl Lower<'_> {
                     x: qx,
                     out,
                     bounds,
+                    rounding: rounding_of(self.attr_choice(id, "rounding")),
                 };
                 Ok(self.kernel(id, "", Kernel::Integer(Box::new(op)), vec![x], dims, dtype))
             }
