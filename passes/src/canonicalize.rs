@@ -785,12 +785,9 @@ mod tests {
                 Shape(vec![Dim::from("B"), Dim::Fixed(4)]),
             )
         };
-        let q1 = g
-            .add_op_typed(Inst::new(Op::Quantize), &[x], quant(0.5), None)
-            .unwrap();
-        let q2 = g
-            .add_op_typed(Inst::new(Op::Quantize), &[x], quant(0.25), None)
-            .unwrap();
+        let quantize = || inst(Op::Quantize, &[("rounding", Attr::Enum("half_even"))]);
+        let q1 = g.add_op_typed(quantize(), &[x], quant(0.5), None).unwrap();
+        let q2 = g.add_op_typed(quantize(), &[x], quant(0.25), None).unwrap();
         for (i, v) in [d1, d2, s1, s2, q1, q2].into_iter().enumerate() {
             g.add_output(&format!("o{i}"), v);
         }

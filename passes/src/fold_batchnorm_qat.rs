@@ -38,7 +38,8 @@
 
 use qir::{Attr, Dim, Graph, Init, Inst, NodeId, Op, Type};
 
-use crate::insert_fake_quant::{SCHEME_OPTION, cycle_error, scheme_option};
+use crate::insert_fake_quant::{SCHEME_OPTION, scheme_option};
+use crate::placement::cycle_error;
 use crate::options::{OptionError, Options};
 use crate::pass::{Changed, Pass, PassDef, PassError, PassInfo};
 use crate::pipeline::OptValue;

@@ -82,6 +82,7 @@ pub mod named;
 pub mod options;
 pub mod pass;
 pub mod pipeline;
+pub mod placement;
 pub mod registry;
 pub mod scheme;
 

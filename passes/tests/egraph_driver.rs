@@ -326,13 +326,13 @@ fn the_oracle_catches_wrong_rewrites() {
             "graph @t {
   input %x: i32[B, 4]
 
-  %m = requantize(%x) {multiplier = [1073741824], shift = [-1]} : !quant.uniform<i8:f32, 0.1>[B, 4]
-  %q = requantize(%m) {multiplier = [1288490189], shift = [0]} : !quant.uniform<i8:f32, 0.05:-5>[B, 4]
+  %m = requantize(%x) {multiplier = [1073741824], shift = [-1], rounding = half_away_from_zero} : !quant.uniform<i8:f32, 0.1>[B, 4]
+  %q = requantize(%m) {multiplier = [1288490189], shift = [0], rounding = half_away_from_zero} : !quant.uniform<i8:f32, 0.05:-5>[B, 4]
 
   output y = %q
 }
 ",
-            "%q = requantize(%x) {multiplier = [1288490189], shift = [0]} : !quant.uniform<i8:f32, 0.05:-5>[B, 4]",
+            "%q = requantize(%x) {multiplier = [1288490189], shift = [0], rounding = half_away_from_zero} : !quant.uniform<i8:f32, 0.05:-5>[B, 4]",
         ),
     ];
     for (text, replacement) in wrong {

@@ -16,7 +16,7 @@ fn quantize_dequantize_cancels_on_the_same_type() {
   input %q: {Q8}[B, 4]
 
   %d = dequantize(%q) : f32[B, 4]
-  %r = quantize(%d) : {Q8}[B, 4]
+  %r = quantize(%d) {{rounding = half_even}} : {Q8}[B, 4]
   %y = dequantize(%r) : f32[B, 4]
 
   output y = %y
@@ -64,7 +64,7 @@ fn quantize_dequantize_keeps_a_change_of_type() {
   input %q: {Q8}[B, 4]
 
   %d = dequantize(%q) : f32[B, 4]
-  %r = quantize(%d) : {target}[B, 4]
+  %r = quantize(%d) {{rounding = half_even}} : {target}[B, 4]
 
   output y = %r
 }}
@@ -83,7 +83,7 @@ fn quantize_dequantize_keeps_wide_ranges() {
   input %q: {q32}[B, 4]
 
   %d = dequantize(%q) : f32[B, 4]
-  %r = quantize(%d) : {q32}[B, 4]
+  %r = quantize(%d) {{rounding = half_even}} : {q32}[B, 4]
 
   output y = %r
 }}
@@ -99,8 +99,8 @@ fn chain(x: &str, mid: &str, inner_act: &str) -> String {
         "graph @t {{
   input %x: {x}[B, 4]
 
-  %m = requantize(%x) {{multiplier = [1073741824], shift = [-1]{inner_act}}} : {mid}[B, 4]
-  %y = requantize(%m) {{multiplier = [1288490189], shift = [0]}} : !quant.uniform<i8:f32, 0.05:-5>[B, 4]
+  %m = requantize(%x) {{multiplier = [1073741824], shift = [-1], rounding = half_away_from_zero{inner_act}}} : {mid}[B, 4]
+  %y = requantize(%m) {{multiplier = [1288490189], shift = [0], rounding = half_away_from_zero}} : !quant.uniform<i8:f32, 0.05:-5>[B, 4]
 
   output y = %y
 }}
@@ -121,7 +121,7 @@ fn requantize_fold_identity_when_the_inner_clamp_cannot_clip() {
     assert_eq!(
         r.ops(),
         [
-            "%y = requantize(%x) {multiplier = [1288490189], shift = [0]} : !quant.uniform<i8:f32, 0.05:-5>[B, 4]"
+            "%y = requantize(%x) {multiplier = [1288490189], shift = [0], rounding = half_away_from_zero} : !quant.uniform<i8:f32, 0.05:-5>[B, 4]"
         ]
     );
     assert_equivalent(&r.before, &r.after, Tolerance::Exact);
@@ -134,8 +134,8 @@ fn requantize_fold_identity_when_the_outer_op_saturates_first() {
     let text = "graph @t {
   input %x: i32[B, 4]
 
-  %m = requantize(%x) {multiplier = [1073741824], shift = [-1]} : !quant.uniform<i8:f32, 0.1>[B, 4]
-  %y = requantize(%m) {multiplier = [1073741824], shift = [-2]} : !quant.uniform<i8:f32, 0.05>[B, 4]
+  %m = requantize(%x) {multiplier = [1073741824], shift = [-1], rounding = half_away_from_zero} : !quant.uniform<i8:f32, 0.1>[B, 4]
+  %y = requantize(%m) {multiplier = [1073741824], shift = [-2], rounding = half_away_from_zero} : !quant.uniform<i8:f32, 0.05>[B, 4]
 
   output y = %y
 }
@@ -145,7 +145,7 @@ fn requantize_fold_identity_when_the_outer_op_saturates_first() {
     assert_eq!(
         r.ops(),
         [
-            "%y = requantize(%x) {multiplier = [1073741824], shift = [-2]} : !quant.uniform<i8:f32, 0.05>[B, 4]"
+            "%y = requantize(%x) {multiplier = [1073741824], shift = [-2], rounding = half_away_from_zero} : !quant.uniform<i8:f32, 0.05>[B, 4]"
         ]
     );
     assert_equivalent(&r.before, &r.after, Tolerance::Exact);
@@ -172,8 +172,8 @@ fn requantize_fold_identity_refuses_an_inner_rescale() {
     let text = "graph @t {
   input %x: !quant.uniform<i8:f32, 0.1:3>[B, 4]
 
-  %m = requantize(%x) {multiplier = [1073741824], shift = [0]} : !quant.uniform<i16:f32, 0.2:3>[B, 4]
-  %y = requantize(%m) {multiplier = [1288490189], shift = [0]} : !quant.uniform<i8:f32, 0.05:-5>[B, 4]
+  %m = requantize(%x) {multiplier = [1073741824], shift = [0], rounding = half_away_from_zero} : !quant.uniform<i16:f32, 0.2:3>[B, 4]
+  %y = requantize(%m) {multiplier = [1288490189], shift = [0], rounding = half_away_from_zero} : !quant.uniform<i8:f32, 0.05:-5>[B, 4]
 
   output y = %y
 }

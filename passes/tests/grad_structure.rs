@@ -329,7 +329,7 @@ fn a_param_behind_an_integer_op_is_an_error() {
   input %label: i32[B]
   param %w: f32[3, 4] = lecun_uniform
 
-  %wq = quantize(%w) : !quant.uniform<i8:f32, 0.1>[3, 4]
+  %wq = quantize(%w) {rounding = half_even} : !quant.uniform<i8:f32, 0.1>[3, 4]
   %wd = dequantize(%wq) : f32[3, 4]
   %h = linear(%x, %wd) : f32[B, 3]
   %loss = softmax_cross_entropy(%h, %label) : f32[]

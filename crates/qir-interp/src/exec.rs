@@ -709,6 +709,7 @@ fn eval_t<T: Float>(c: &Ctx) -> KResult<Tensor> {
                 &out_shape,
                 &out,
                 c.act()?,
+                c.rounding()?,
             )?;
             Ok(Tensor {
                 shape: out_shape,
@@ -750,7 +751,7 @@ fn eval_t<T: Float>(c: &Ctx) -> KResult<Tensor> {
                 })
                 .collect();
             let out = c.qparams(c.out_ty)?;
-            let data = integer::qconcat(&ops, axis, &shape, &out)?;
+            let data = integer::qconcat(&ops, axis, &shape, &out, c.rounding()?)?;
             Ok(Tensor { shape, data })
         }
         Op::QglobalAvgPool => {
@@ -764,6 +765,7 @@ fn eval_t<T: Float>(c: &Ctx) -> KResult<Tensor> {
                     params: &xp,
                 },
                 &out,
+                c.rounding()?,
             )?;
             Ok(Tensor {
                 shape: vec![n, ch, 1, 1],

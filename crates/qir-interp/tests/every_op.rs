@@ -318,7 +318,12 @@ fn case(op: Op) -> (Graph, Want) {
             let x = b.f(&[3], &[0.25, 1.0, -0.75]);
             // x / 0.5 + 1: 0.5 -> 0 (ties to even), 2, -1.5 -> -2
             (
-                b.yt(op, &[x], &[], qty(i8q(0.5, 1), &[3])),
+                b.yt(
+                    op,
+                    &[x],
+                    &[("rounding", Attr::Enum("half_even"))],
+                    qty(i8q(0.5, 1), &[3]),
+                ),
                 I(vec![1, 3, -1]),
             )
         }
@@ -329,7 +334,11 @@ fn case(op: Op) -> (Graph, Want) {
         Op::Requantize => {
             let acc = b.i(i32e(), &[2], &[10.0, -12.0]);
             // x / 8: 1.25 -> 1, -1.5 -> -2 (half away from zero)
-            let a = [("multiplier", ints(&[1 << 30])), ("shift", ints(&[2]))];
+            let a = [
+                ("multiplier", ints(&[1 << 30])),
+                ("shift", ints(&[2])),
+                ("rounding", Attr::Enum("half_away_from_zero")),
+            ];
             (b.yt(op, &[acc], &a, qty(i8q(1.0, 0), &[2])), I(vec![1, -2]))
         }
         Op::Qlinear => {
@@ -349,13 +358,29 @@ fn case(op: Op) -> (Graph, Want) {
             let x = b.q(i8q(0.5, 0), &[1], &[2.0]);
             let z = b.q(i8q(0.25, 0), &[1], &[2.0]);
             // 1 + 0.5 = 1.5 -> 2 (half away from zero), plus zero point 3
-            (b.yt(op, &[x, z], &[], qty(i8q(1.0, 3), &[1])), I(vec![5]))
+            (
+                b.yt(
+                    op,
+                    &[x, z],
+                    &[("rounding", Attr::Enum("half_away_from_zero"))],
+                    qty(i8q(1.0, 3), &[1]),
+                ),
+                I(vec![5]),
+            )
         }
         Op::Qconcat => {
             let x = b.q(i8q(1.0, 0), &[1], &[1.0]);
             let z = b.q(i8q(0.5, 0), &[1], &[4.0]);
             (
-                b.yt(op, &[x, z], &[("axis", int(0))], qty(i8q(1.0, 0), &[2])),
+                b.yt(
+                    op,
+                    &[x, z],
+                    &[
+                        ("axis", int(0)),
+                        ("rounding", Attr::Enum("half_away_from_zero")),
+                    ],
+                    qty(i8q(1.0, 0), &[2]),
+                ),
                 I(vec![1, 2]),
             )
         }
@@ -363,7 +388,12 @@ fn case(op: Op) -> (Graph, Want) {
             let x = b.q(i8q(1.0, 0), &[1, 1, 2, 2], &[1.0, 2.0, 3.0, 5.0]);
             // mean 2.75 -> 3
             (
-                b.yt(op, &[x], &[], qty(i8q(1.0, 0), &[1, 1, 1, 1])),
+                b.yt(
+                    op,
+                    &[x],
+                    &[("rounding", Attr::Enum("half_away_from_zero"))],
+                    qty(i8q(1.0, 0), &[1, 1, 1, 1]),
+                ),
                 I(vec![3]),
             )
         }

@@ -305,7 +305,14 @@ fn quantize_grid(case: &Case) -> Vec<f32> {
     );
     let ty = Type::new(ElemType::Quant(Box::new(qt)), Shape(dims));
     let q = g
-        .add_op_typed(Inst::new(Op::Quantize), &[x], ty, Some("q"))
+        .add_op_typed(
+            Inst::new(Op::Quantize)
+                .with("rounding", qir::Attr::Enum("half_even"))
+                .unwrap(),
+            &[x],
+            ty,
+            Some("q"),
+        )
         .unwrap();
     g.add_output("q", q);
     let mut store = init_store(&g, 0).unwrap();

@@ -337,7 +337,14 @@ fn integer_pipeline_matches_its_float_reference() {
         &[0, 4],
     );
     let xq = g
-        .add_op_typed(Inst::new(Op::Quantize), &[x], xq_ty, Some("xq"))
+        .add_op_typed(
+            Inst::new(Op::Quantize)
+                .with("rounding", Attr::Enum("half_even"))
+                .unwrap(),
+            &[x],
+            xq_ty,
+            Some("xq"),
+        )
         .unwrap();
     g.add_const(
         "w.scales",
@@ -398,6 +405,8 @@ fn integer_pipeline_matches_its_float_reference() {
         .with("shift", shift)
         .unwrap()
         .with("axis", 1i64)
+        .unwrap()
+        .with("rounding", Attr::Enum("half_away_from_zero"))
         .unwrap()
         .with("act", Attr::Enum("relu"))
         .unwrap();

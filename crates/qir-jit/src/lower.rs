@@ -1666,6 +1666,7 @@ impl Lower<'_> {
                     b: qb,
                     out,
                     bounds,
+                    rounding: rounding_of(self.attr_choice(id, "rounding")),
                 };
                 Ok(self.kernel(
                     id,
@@ -1701,6 +1702,7 @@ impl Lower<'_> {
                     inputs,
                     out,
                     bounds,
+                    rounding: rounding_of(self.attr_choice(id, "rounding")),
                 };
                 Ok(self.kernel(id, "", Kernel::Integer(Box::new(op)), args, dims, dtype))
             }
@@ -1724,6 +1726,7 @@ impl Lower<'_> {
                     x: qx,
                     out,
                     bounds,
+                    rounding: rounding_of(self.attr_choice(id, "rounding")),
                 };
                 Ok(self.kernel(id, "", Kernel::Integer(Box::new(op)), vec![x], dims, dtype))
             }

@@ -434,7 +434,7 @@ fn quant_type_errors() {
 #[test]
 fn op_errors() {
     assert_eq!(
-        one(&body("  %y = quantize(%x)\n")),
+        one(&body("  %y = quantize(%x) {rounding = half_even}\n")),
         pair(
             "3:3",
             "'quantize' needs its result type written (it carries the quantization parameters)"
@@ -574,7 +574,7 @@ fn lowering_canonicalizes_what_it_reads() {
 #[test]
 fn numbers_are_rounded_once_to_their_width() {
     // 0.1 read directly as f32 (not via f64), attribute floats as f64
-    let src = "graph @m {\n  const %c: f32[2] = [0.1, 16777217]\n  const %d: f64[1] = [0.1]\n  input %x: f32[B, 2]\n  %q = quantize(%x) : !quant.uniform<i8:f32, 0.1>[B, 2]\n  %e = ema(%c, %c) {momentum = 0.3}\n  output q = %q\n  output e = %e\n}\n";
+    let src = "graph @m {\n  const %c: f32[2] = [0.1, 16777217]\n  const %d: f64[1] = [0.1]\n  input %x: f32[B, 2]\n  %q = quantize(%x) {rounding = half_even} : !quant.uniform<i8:f32, 0.1>[B, 2]\n  %e = ema(%c, %c) {momentum = 0.3}\n  output q = %q\n  output e = %e\n}\n";
     let g = parse_and_verify(src).expect("reads");
     let init = |n: &str| g.node(g.find(n).expect("decl")).init().cloned();
     assert_eq!(

@@ -464,7 +464,10 @@ impl Builder {
                     params,
                 };
                 let qt = Type::new(ElemType::Quant(Box::new(q)), Shape(dims));
-                let xq = self.op_typed(Inst::new(Op::Quantize), &[x], qt, name("q"));
+                let quantize = Inst::new(Op::Quantize)
+                    .with("rounding", qir::Attr::Enum("half_even"))
+                    .expect("rounding");
+                let xq = self.op_typed(quantize, &[x], qt, name("q"));
                 let y = self.op(Inst::new(Op::Dequantize), &[xq], None);
                 match cur {
                     Cur::Image(_, c, h, w) => Cur::Image(y, c, h, w),
@@ -576,7 +579,14 @@ fn scales_read_back_bit_exactly() {
         let q = QuantType::per_tensor(Storage::I8, -128, 127, s, 0);
         let qt = Type::new(ElemType::Quant(Box::new(q)), Shape(vec![b(), 2u64.into()]));
         let y = g
-            .add_op_typed(Inst::new(Op::Quantize), &[x], qt, Some("y"))
+            .add_op_typed(
+                Inst::new(Op::Quantize)
+                    .with("rounding", qir::Attr::Enum("half_even"))
+                    .expect("rounding"),
+                &[x],
+                qt,
+                Some("y"),
+            )
             .expect("quantize");
         g.add_output("y", y);
         let text = qir::print::print(&g);

@@ -291,6 +291,15 @@ pub mod spec {
             default: AttrDefault::Required,
         }
     }
+    /// An identifier attribute that must be written (a policy no file may leave implicit,
+    /// such as a rounding mode).
+    pub const fn choice_req(name: &'static str, allowed: &'static [&'static str]) -> AttrSpec {
+        AttrSpec {
+            name,
+            kind: AttrKind::Enum(allowed),
+            default: AttrDefault::Required,
+        }
+    }
     pub const fn choice(
         name: &'static str,
         allowed: &'static [&'static str],

@@ -350,21 +350,25 @@ define_ops! {
     QparamsZeroPoint = "qparams_zero_point", Observer, "min, max", [int_req("qmin"), int_req("qmax"), boolean("symmetric", false), boolean("power_of_two", false), float("eps", 1.1920929e-7)];
 
     // ---- integer ops of the converted graph ---------------------------------------------
-    /// Quantize f32 to the quantized result type: `clamp(round(x / scale) + zp, qmin, qmax)`.
+    /// Quantize f32 to the quantized result type: `q = clamp(zp + round(x * (1 / scale)), qmin,
+    /// qmax)`, the product taken with the f32 inverse scale as `fake_quant` does, so that
+    /// `dequantize(quantize(x))` equals `fake_quant(x)` bit for bit with `rounding =
+    /// half_even`. `rounding` (required: every file states it) says how ties round.
     /// shape: x -> result type (written)
-    /// example: %xq = quantize(%x) : !quant.uniform<i8:f32, 0.0627451:-128>[B, 64]
-    Quantize = "quantize", Integer, "x", [choice("rounding", ROUNDING, "half_even")];
+    /// example: %xq = quantize(%x) {rounding = half_even} : !quant.uniform<i8:f32, 0.0627451:-128>[B, 64]
+    Quantize = "quantize", Integer, "x", [choice_req("rounding", ROUNDING)];
     /// Dequantize to f32: `(q - zp) * scale`.
     /// shape: q -> f32 like q
     /// example: %x = dequantize(%yq) : f32[B, 10]
     Dequantize = "dequantize", Integer, "q", [];
     /// Rescale int32 accumulators (or a quantized tensor) to the quantized result type with
     /// the fixed-point multiplier `multiplier` (Q0.31) and right `shift`, one per channel
-    /// along `axis` or one for all, then add the output zero point and clamp (with the
-    /// fused activation folded into the clamp).
+    /// along `axis` or one for all: `y = clamp(zp + round((x - zx) * multiplier / 2^(31 +
+    /// shift)), lo, hi)`, one exact rounding as `rounding` says (required), the fused
+    /// activation folded into the clamp bounds `[lo, hi]`.
     /// shape: x -> result type (written)
-    /// example: %y = requantize(%acc) {multiplier = [1288490189], shift = [7]} : !quant.uniform<i8:f32, 0.05:-128>[B, 32]
-    Requantize = "requantize", Integer, "x", [ints_req("multiplier"), ints_req("shift"), int_opt("axis"), choice("rounding", ROUNDING, "half_away_from_zero"), choice("act", ACT, "none")];
+    /// example: %y = requantize(%acc) {multiplier = [1288490189], shift = [7], rounding = half_even} : !quant.uniform<i8:f32, 0.05:-128>[B, 32]
+    Requantize = "requantize", Integer, "x", [ints_req("multiplier"), ints_req("shift"), int_opt("axis"), choice_req("rounding", ROUNDING), choice("act", ACT, "none")];
     /// Integer fully connected layer: int32 accumulation of `(x - zx) · (w - zw)ᵀ + b`.
     /// shape: x q[N, K], w q[M, K], b i32[M] -> i32[N, M]
     /// example: %acc = qlinear(%xq, %wq, %bq) : i32[B, 32]
@@ -373,19 +377,24 @@ define_ops! {
     /// shape: x q[N, C, H, W], w q[O, C/groups, KH, KW], b i32[O] -> i32[N, O, OH, OW]
     /// example: %acc = qconv2d(%xq, %wq, %bq) {padding = [1, 1, 1, 1]} : i32[B, 8, 28, 28]
     Qconv2d = "qconv2d", Integer, "x, w, b?", [CONV[0], CONV[1], CONV[2], CONV[3]];
-    /// Integer addition of two quantized tensors, rescaled to the result type, optional
-    /// fused activation.
+    /// Integer addition of two quantized tensors, rescaled to the result type:
+    /// `zp + round((a - za) * sa / s + (b - zb) * sb / s)`, each ratio a Q0.31 multiplier,
+    /// the terms summed exactly and rounded once as `rounding` says (required); optional
+    /// fused activation folded into the clamp.
     /// shape: a, b broadcast -> result type (written)
-    /// example: %s = qadd(%aq, %bq) : !quant.uniform<i8:f32, 0.1:-5>[B, 8, 14, 14]
-    Qadd = "qadd", Integer, "a, b", [choice("act", ACT, "none")];
-    /// Integer concatenation: each input is rescaled to the result type.
+    /// example: %s = qadd(%aq, %bq) {rounding = half_even} : !quant.uniform<i8:f32, 0.1:-5>[B, 8, 14, 14]
+    Qadd = "qadd", Integer, "a, b", [choice_req("rounding", ROUNDING), choice("act", ACT, "none")];
+    /// Integer concatenation: each input is rescaled to the result type (its scale ratio a
+    /// Q0.31 multiplier, rounded as `rounding` says, required).
     /// shape: as concat -> result type (written)
-    /// example: %c = qconcat(%aq, %bq) {axis = 1} : !quant.uniform<i8:f32, 0.1:-5>[B, 16, 14, 14]
-    Qconcat = "qconcat", Integer, "inputs...", [int_req("axis")];
-    /// Integer global average pooling, rescaled to the result type.
+    /// example: %c = qconcat(%aq, %bq) {axis = 1, rounding = half_even} : !quant.uniform<i8:f32, 0.1:-5>[B, 16, 14, 14]
+    Qconcat = "qconcat", Integer, "inputs...", [int_req("axis"), choice_req("rounding", ROUNDING)];
+    /// Integer global average pooling: the exact sum of each plane rescaled by `s_in / (s *
+    /// H * W)` (a Q0.31 multiplier) to the result type, rounded once as `rounding` says
+    /// (required).
     /// shape: x q[N, C, H, W] -> result type (written) [N, C, 1, 1]
-    /// example: %g = qglobal_avg_pool(%aq) : !quant.uniform<i8:f32, 0.02:-128>[B, 64, 1, 1]
-    QglobalAvgPool = "qglobal_avg_pool", Integer, "x", [];
+    /// example: %g = qglobal_avg_pool(%aq) {rounding = half_even} : !quant.uniform<i8:f32, 0.02:-128>[B, 64, 1, 1]
+    QglobalAvgPool = "qglobal_avg_pool", Integer, "x", [choice_req("rounding", ROUNDING)];
 
     // ---- backward ------------------------------------------------------------------------
     /// Gradient of relu: `dy * (x > 0)`; `x` may be relu's input or output.
@@ -567,6 +576,26 @@ mod tests {
             let (min, max) = info.arity();
             assert!(max.is_none_or(|m| m >= min));
         }
+    }
+
+    #[test]
+    fn rounding_policies_are_always_written() {
+        // STYLE #13: a policy that decides numbers is visible in every file, so no
+        // `rounding` attribute has a default.
+        let mut seen = 0;
+        for &op in Op::ALL {
+            for a in op.info().attrs.iter().filter(|a| a.name == "rounding") {
+                seen += 1;
+                assert!(
+                    matches!(a.default, crate::attr::AttrDefault::Required),
+                    "{op}: 'rounding' has a default"
+                );
+            }
+        }
+        assert_eq!(
+            seen, 5,
+            "quantize, requantize, qadd, qconcat, qglobal_avg_pool"
+        );
     }
 
     #[test]

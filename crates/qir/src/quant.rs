@@ -115,9 +115,9 @@ pub fn rescale_real(v: i64, real: f64, r: Rounding) -> Option<i128> {
 }
 
 /// `round(sum_i v_i * r_i)` for real factors `r_i`, each decomposed by
-/// [`quantize_multiplier`], summed exactly at a common power of two and rounded once,
-/// half away from zero; `None` when a factor or the sum cannot be represented.
-pub fn rescale_sum(terms: &[(i64, f64)]) -> Option<i128> {
+/// [`quantize_multiplier`], summed exactly at a common power of two and rounded once, ties
+/// as `r` says; `None` when a factor or the sum cannot be represented.
+pub fn rescale_sum(terms: &[(i64, f64)], r: Rounding) -> Option<i128> {
     let mut parts = Vec::with_capacity(terms.len());
     let mut e = 0u32;
     for &(v, real) in terms {
@@ -138,7 +138,7 @@ pub fn rescale_sum(terms: &[(i64, f64)]) -> Option<i128> {
         };
         num = num.checked_add(scaled)?;
     }
-    Some(shift_round(num, e, Rounding::HalfAwayFromZero))
+    Some(shift_round(num, e, r))
 }
 
 /// Settings of `qparams_scale` / `qparams_zero_point`: the integer range and how the range

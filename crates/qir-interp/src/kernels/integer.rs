@@ -15,7 +15,7 @@
 //! - `qadd`, `qconcat`, `qglobal_avg_pool` (no multiplier attributes): each input's rescale
 //!   factor `s_in / s_out` (for the pool `s_in / (s_out * H * W)`) is decomposed by
 //!   [`qir::quant::quantize_multiplier`]; the terms are summed exactly at a common
-//!   power of two and rounded once, half away from zero (the `requantize` default).
+//!   power of two and rounded once, ties as the op's `rounding` says.
 //! - A fused `relu` clamps below at `zp_out`; `relu6` also clamps above at the quantized
 //!   value of 6 (computed as `quantize` does, half to even).
 
@@ -231,6 +231,7 @@ pub fn qadd(
     out_shape: &[usize],
     out: &QParams,
     act: Act,
+    rounding: Rounding,
 ) -> KResult<Data> {
     let amap = broadcast_map(a.shape, out_shape)?;
     let bmap = broadcast_map(b.shape, out_shape)?;
@@ -245,7 +246,7 @@ pub fn qadd(
         let so = out.scales[oc] as f64;
         let ra = a.params.scales[apm[ia]] as f64 / so;
         let rb = b.params.scales[bpm[ib]] as f64 / so;
-        let v = rescale_sum(&[(a.values[ia], ra), (b.values[ib], rb)])
+        let v = rescale_sum(&[(a.values[ia], ra), (b.values[ib], rb)], rounding)
             .ok_or("the scale ratios of the inputs and the result cannot be represented")?;
         let (lo, hi) = out.bounds(oc, act);
         y.push((out.zero_points[oc] as i128 + v).clamp(lo as i128, hi as i128) as i64);
@@ -259,6 +260,7 @@ pub fn qconcat(
     axis: usize,
     out_shape: &[usize],
     out: &QParams,
+    rounding: Rounding,
 ) -> KResult<Data> {
     // (centered value, input scale) of every output element, in output order
     let outer = numel(out_shape.get(..axis).ok_or("axis out of range")?)?;
@@ -288,7 +290,7 @@ pub fn qconcat(
     }
     let mut y = Vec::with_capacity(vals.len());
     for (&(v, s), &oc) in vals.iter().zip(&opm) {
-        let r = rescale_sum(&[(v, s as f64 / out.scales[oc] as f64)])
+        let r = rescale_sum(&[(v, s as f64 / out.scales[oc] as f64)], rounding)
             .ok_or("the scale ratio of an input and the result cannot be represented")?;
         let (lo, hi) = out.bounds(oc, Act::None);
         y.push((out.zero_points[oc] as i128 + r).clamp(lo as i128, hi as i128) as i64);
@@ -298,7 +300,7 @@ pub fn qconcat(
 
 /// `qglobal_avg_pool` over `[n, c, h, w]`; input parameters must be per tensor or per
 /// axis 0 or 1 (constant over each plane).
-pub fn qglobal_avg_pool(x: &QOperand, out: &QParams) -> KResult<Data> {
+pub fn qglobal_avg_pool(x: &QOperand, out: &QParams, rounding: Rounding) -> KResult<Data> {
     let [n, c, h, w] = *x.shape else {
         return Err(format!(
             "expected a rank-4 input, found shape {:?}",
@@ -322,7 +324,7 @@ pub fn qglobal_avg_pool(x: &QOperand, out: &QParams) -> KResult<Data> {
         let sum: i64 = x.values[p * plane..][..plane].iter().sum();
         let sx = x.params.scales[pm[p * plane]] as f64;
         let real = sx / (out.scales[oc] as f64 * plane.max(1) as f64);
-        let v = rescale_sum(&[(sum, real)])
+        let v = rescale_sum(&[(sum, real)], rounding)
             .ok_or("the scale ratio of the input and the result cannot be represented")?;
         let (lo, hi) = out.bounds(oc, Act::None);
         y.push((out.zero_points[oc] as i128 + v).clamp(lo as i128, hi as i128) as i64);
@@ -480,6 +482,7 @@ mod tests {
             &[4],
             &o,
             Act::None,
+            Rounding::HalfAwayFromZero,
         )
         .unwrap();
         assert_eq!(y, Data::I8(vec![12, 11, 9, 11]));
@@ -497,6 +500,7 @@ mod tests {
             &[4],
             &o,
             Act::Relu,
+            Rounding::HalfAwayFromZero,
         )
         .unwrap();
         // -15 + (0.5, 0.25, -0.5, 0) -> -14.5 -> -15 (away), -14.75 -> -15, -15.5 -> -16, -15
@@ -520,6 +524,7 @@ mod tests {
             1,
             &[1, 4],
             &o,
+            Rounding::HalfAwayFromZero,
         )
         .unwrap();
         // first input: centered 1 and -2 at scale 1 -> 11, 8; second at 0.5: 2 -> 12, 2.5 -> 13
@@ -532,6 +537,7 @@ mod tests {
                 params: &a,
             },
             &o,
+            Rounding::HalfAwayFromZero,
         )
         .unwrap();
         assert_eq!(y, Data::I8(vec![11]));

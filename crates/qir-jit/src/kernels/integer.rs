@@ -179,6 +179,8 @@ pub enum IntOp {
         out: QP,
         /// Clamp bounds per result channel.
         bounds: Bounds,
+        /// How the rescaled sum rounds (the op's `rounding`).
+        rounding: Rounding,
     },
     /// `qconcat` along an axis: `outer` rows, input `i` contributes `chunks[i]` elements
     /// per row.
@@ -193,6 +195,8 @@ pub enum IntOp {
         out: QP,
         /// Clamp bounds per result channel.
         bounds: Bounds,
+        /// How the rescaled values round (the op's `rounding`).
+        rounding: Rounding,
     },
     /// Global average pooling of `[n, c, plane]` to `[n, c]`.
     QglobalAvgPool {
@@ -208,6 +212,8 @@ pub enum IntOp {
         out: QP,
         /// Clamp bounds per result channel.
         bounds: Bounds,
+        /// How the rescaled means round (the op's `rounding`).
+        rounding: Rounding,
     },
 }
 
@@ -470,6 +476,7 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
                 b: qb,
                 out,
                 bounds,
+                rounding,
             } => {
                 let (a, b) = (arg(0), arg(1));
                 let len: usize = dims.iter().product();
@@ -480,9 +487,10 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
                     let so = out.scales[out.chan.of(i)] as f64;
                     let ra = qa.scales[qa.chan.of(ia)] as f64 / so;
                     let rb = qb.scales[qb.chan.of(ib)] as f64 / so;
-                    let Some(v) =
-                        rescale_sum(&[(centered(a, qa, ia), ra), (centered(b, qb, ib), rb)])
-                    else {
+                    let Some(v) = rescale_sum(
+                        &[(centered(a, qa, ia), ra), (centered(b, qb, ib), rb)],
+                        *rounding,
+                    ) else {
                         return status::BAD_SCALE;
                     };
                     put(y, out.dtype, i, clamp_out(out, bounds, i, v));
@@ -501,6 +509,7 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
                 inputs,
                 out,
                 bounds,
+                rounding,
             } => {
                 let mut i = 0usize;
                 for o in 0..*outer {
@@ -510,7 +519,8 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
                             let si = o * chunk + j;
                             let ratio =
                                 q.scales[q.chan.of(si)] as f64 / out.scales[out.chan.of(i)] as f64;
-                            let Some(v) = rescale_sum(&[(centered(src, q, si), ratio)]) else {
+                            let Some(v) = rescale_sum(&[(centered(src, q, si), ratio)], *rounding)
+                            else {
                                 return status::BAD_SCALE;
                             };
                             put(y, out.dtype, i, clamp_out(out, bounds, i, v));
@@ -526,6 +536,7 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
                 x: qx,
                 out,
                 bounds,
+                rounding,
             } => {
                 let x = arg(0);
                 for p in 0..n * c {
@@ -535,7 +546,7 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
                     }
                     let sx = qx.scales[qx.chan.of(p * plane)] as f64;
                     let real = sx / (out.scales[out.chan.of(p)] as f64 * (*plane).max(1) as f64);
-                    let Some(v) = rescale_sum(&[(sum, real)]) else {
+                    let Some(v) = rescale_sum(&[(sum, real)], *rounding) else {
                         return status::BAD_SCALE;
                     };
                     put(y, out.dtype, p, clamp_out(out, bounds, p, v));

@@ -25,52 +25,11 @@
 //! a conversion. A negative example: an inner clamp to `[-128, 127]` from i32 accumulators
 //! followed by an outer `M < 1` clips values the outer op would have kept — not rewritten.
 
+use qir::quant::{Rounding, rescale};
 use qir::{ElemType, QuantParams, QuantType, Type};
 
 use super::qdq::written_type;
 use super::{Guard, Rewrite, inst_of, rule, ty_of, var};
-
-/// A rounding mode of the integer ops.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Rounding {
-    HalfEven,
-    HalfAwayFromZero,
-}
-
-/// `round(v / 2^s)` computed exactly.
-fn div_pow2_round(v: i128, s: u32, mode: Rounding) -> Option<i128> {
-    if s == 0 {
-        return Some(v);
-    }
-    if s >= 126 {
-        return None;
-    }
-    let floor = v >> s;
-    let rem = v - (floor << s);
-    let half = 1i128 << (s - 1);
-    Some(if rem > half {
-        floor + 1
-    } else if rem < half {
-        floor
-    } else {
-        match mode {
-            Rounding::HalfEven => floor + (floor & 1),
-            Rounding::HalfAwayFromZero => {
-                if v >= 0 {
-                    floor + 1
-                } else {
-                    floor
-                }
-            }
-        }
-    })
-}
-
-/// `round(v * multiplier / 2^(31 + shift))`.
-fn rescale(v: i64, multiplier: i64, shift: i64, mode: Rounding) -> Option<i128> {
-    let s = u32::try_from(shift.checked_add(31)?).ok()?;
-    div_pow2_round(i128::from(v) * i128::from(multiplier), s, mode)
-}
 
 /// True if the pair is exactly `M = 1`.
 fn is_unit(multiplier: i64, shift: i64) -> bool {
@@ -119,10 +78,7 @@ fn inner_is_transparent(o: &str, i: &str, x: &str) -> Guard {
             }
             let (vmin, vmax) = centered_range(ty_of(eg, s, x)?)?;
             let (a, b) = (lo1 - z1, hi1 - z1);
-            let mode = match outer.choice("rounding")? {
-                "half_even" => Rounding::HalfEven,
-                _ => Rounding::HalfAwayFromZero,
-            };
+            let mode = Rounding::from_name(outer.choice("rounding")?)?;
             let (m2, s2) = (outer.ints("multiplier")?, outer.ints("shift")?);
             let outer_range = per_tensor(written_type(eg, s, o)?);
             // outer value at v for every channel, before its clamp
