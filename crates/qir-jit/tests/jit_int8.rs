@@ -93,11 +93,7 @@ fn graph(rng: &mut Rng, conv: bool, act: &str, rounding: &str, unsigned: bool) -
     } else {
         format!(", act = {act}")
     };
-    let round_attr = if rounding == "half_away_from_zero" {
-        String::new()
-    } else {
-        format!(", rounding = {rounding}")
-    };
+    let round_attr = format!(", rounding = {rounding}");
     let _ = writeln!(
         s,
         "  %yq = requantize(%acc) {{multiplier = [{mult}], shift = [{shift}], axis = 1{round_attr}{act_attr}}} : !quant.uniform<i8:f32, 0.05:-9>{acc_dims}"
