@@ -37,6 +37,10 @@ pub struct BenchConfig {
     pub min_seconds: f64,
     /// Seeds the parameters and the inputs.
     pub seed: u64,
+    /// Parameters and state to run with (e.g. a checkpoint, or a converted model's integer
+    /// tensors); what the file does not hold is initialized from the graph with `seed`.
+    /// Needed for graphs with `external` parameters.
+    pub weights: Option<crate::io::TensorFile>,
 }
 
 impl Default for BenchConfig {
@@ -49,6 +53,7 @@ impl Default for BenchConfig {
             runs: 20,
             min_seconds: 1.0,
             seed: 0,
+            weights: None,
         }
     }
 }
@@ -226,7 +231,10 @@ pub fn bench(model: &Graph, cfg: &BenchConfig, executor: &dyn Executor) -> Resul
     }
     let g = bench_graph(model, cfg)?;
     let inputs = synthetic_inputs(&g, cfg.batch, cfg.seed)?;
-    let mut store = init_store(&g, cfg.seed)?;
+    let mut store = match &cfg.weights {
+        Some(file) => crate::io::store_from_file(&g, file, crate::io::Require::Params, cfg.seed)?,
+        None => init_store(&g, cfg.seed)?,
+    };
     let t0 = Instant::now();
     let mut prog = executor.prepare(&g, &[])?;
     prog.run(&mut store, &inputs)?;

@@ -39,6 +39,11 @@ pub struct Args {
     /// Seeds the parameters and the synthetic inputs.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Parameters and state (safetensors: a checkpoint, an imported model's weights, a
+    /// converted model's integer tensors); required for `external` params, the rest is
+    /// initialized with --seed.
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
     /// Print the JIT's memory plan (steps, arena buffers, arena size against the sum of
     /// all intermediates).
     #[arg(long)]
@@ -174,6 +179,10 @@ pub fn run(args: Args) -> CmdResult {
         runs: args.runs,
         min_seconds: args.min_seconds,
         seed: args.seed,
+        weights: match &args.weights {
+            Some(p) => Some(runtime::io::read_safetensors(p).or_else(|e| fail(e.to_string()))?),
+            None => None,
+        },
     };
     let executor: runtime::executor::SharedExecutor = match args.backend.backend {
         super::Backend::Jit => std::sync::Arc::new(qir_jit::Jit {
