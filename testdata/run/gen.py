@@ -1,0 +1,473 @@
+#!/usr/bin/env python3
+"""Writes the run filetests of testdata/run/ from independent NumPy references.
+
+Every expected value here is computed by NumPy (float32 arithmetic where the op is
+elementwise IEEE arithmetic, exact Python integers for the integer ops), never by qatc.
+Inputs are mostly small dyadic rationals (multiples of 1/8), so sums and products are exact
+whatever the summation order and those files can demand bit-exact results; files with
+transcendental functions or divisions by non-powers of two state a tolerance and why.
+
+Run from the repository root:  .venv/bin/python testdata/run/gen.py
+"""
+
+import math
+import os
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+rng = np.random.default_rng(20261203)
+F = np.float32
+
+TRANSCENDENTAL = "abs=1e-6 rel=4e-6 libm and NumPy may differ in the last bit of exp/log/tanh/erf"
+REDUCTION = "abs=1e-6 rel=1e-6 sums accumulate in another order and precision than NumPy's float64"
+
+
+def dy(*shape, lo=-16, hi=16):
+    """Dyadic values k/8."""
+    return (rng.integers(lo, hi, size=shape) / 8.0).astype(F)
+
+
+def fmt(a):
+    a = np.asarray(a)
+    out = []
+    for v in a.reshape(-1):
+        if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
+            out.append(str(int(v)))
+        elif np.isnan(v):
+            out.append("nan")
+        elif np.isinf(v):
+            out.append("inf" if v > 0 else "-inf")
+        else:
+            out.append(repr(float(v)))
+    return "[" + ", ".join(out) + "]"
+
+
+def ty(a, elem="f32"):
+    return f"{elem}[{', '.join(str(d) for d in np.asarray(a).shape)}]"
+
+
+def write(name, desc, tol, inputs, expects, body, overrides=()):
+    lines = [f"// run: {desc}", f"// tolerance: {tol}"]
+    for n, t in overrides:
+        lines.append(f"// tolerance {n}: {t}")
+    for n, v in inputs:
+        lines.append(f"// input {n}: {fmt(v)}")
+    for n, v in expects:
+        lines.append(f"// expect {n}: {fmt(v)}")
+    lines.append(f"graph @{name.replace('-', '_')} {{")
+    lines += ["  " + l if l else "" for l in body.strip("\n").split("\n")]
+    lines.append("}")
+    with open(os.path.join(HERE, name + ".qir"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+# ---- elementwise ----------------------------------------------------------------------
+
+x = np.array([-7.5, -1.0, -0.25, 0.0, 0.5, 3.0, 6.0, 6.5], dtype=F)
+write(
+    "unary-exact", "relu, relu6, neg and sqrt (correctly rounded) on both sides of their kinks",
+    "exact", [("x", x)],
+    [("relu", np.maximum(x, 0)), ("relu6", np.minimum(np.maximum(x, 0), 6)), ("neg", -x),
+     ("sqrt", np.sqrt(np.abs(x)))],
+    f"""
+input %x: {ty(x)}
+%r = relu(%x) : {ty(x)}
+%r6 = relu6(%x) : {ty(x)}
+%n = neg(%x) : {ty(x)}
+%a = relu(%n) : {ty(x)}
+%b = add(%r, %a) : {ty(x)}
+%s = sqrt(%b) : {ty(x)}
+output relu = %r
+output relu6 = %r6
+output neg = %n
+output sqrt = %s
+""")
+
+x = np.array([-3.0, -1.25, -0.5, 0.0, 0.25, 1.0, 2.5, 4.0], dtype=F)
+xd = x.astype(np.float64)
+erf = np.vectorize(math.erf)
+write(
+    "unary-transcendental", "sigmoid, tanh, exact-erf gelu, exp, and log of exp",
+    TRANSCENDENTAL, [("x", x)],
+    [("sigmoid", (1 / (1 + np.exp(-xd))).astype(F)), ("tanh", np.tanh(xd).astype(F)),
+     ("gelu", (xd * (1 + erf(xd / math.sqrt(2))) / 2).astype(F)), ("exp", np.exp(xd).astype(F)),
+     ("log", np.log(np.exp(x.astype(F)).astype(np.float64)).astype(F))],
+    f"""
+input %x: {ty(x)}
+%s = sigmoid(%x) : {ty(x)}
+%t = tanh(%x) : {ty(x)}
+%g = gelu(%x) : {ty(x)}
+%e = exp(%x) : {ty(x)}
+%l = log(%e) : {ty(x)}
+output sigmoid = %s
+output tanh = %t
+output gelu = %g
+output exp = %e
+output log = %l
+""")
+
+a, b = dy(2, 3), dy(3)
+b[b == 0] = 0.5
+write(
+    "binary", "add (with fused relu), sub, mul, div with broadcasting of a row vector",
+    "exact", [("a", a), ("b", b)],
+    [("add", np.maximum(a + b, 0)), ("sub", b - a), ("mul", a * b), ("div", a / b)],
+    f"""
+input %a: {ty(a)}
+input %b: {ty(b)}
+%s = add(%a, %b) {{act = relu}} : {ty(a)}
+%d = sub(%b, %a) : {ty(a)}
+%m = mul(%a, %b) : {ty(a)}
+%q = div(%a, %b) : {ty(a)}
+output add = %s
+output sub = %d
+output mul = %m
+output div = %q
+""")
+
+# ---- contractions ---------------------------------------------------------------------
+
+x, w, bias = dy(3, 5), dy(4, 5), dy(4)
+m1, m2 = dy(5, 3), dy(4, 5)
+write(
+    "linear-matmul", "linear with bias and fused relu6, linear without bias, matmul with each transpose",
+    "exact", [("x", x), ("w", w), ("b", bias), ("m1", m1), ("m2", m2)],
+    [("lin", np.clip(x @ w.T + bias, 0, 6)), ("lin_nb", x @ w.T), ("mm", x @ m1),
+     ("mm_ta", m1.T @ m2.T), ("mm_tb", x @ m2.T)],
+    f"""
+input %x: {ty(x)}
+input %w: {ty(w)}
+input %b: {ty(bias)}
+input %m1: {ty(m1)}
+input %m2: {ty(m2)}
+%l = linear(%x, %w, %b) {{act = relu6}} : f32[3, 4]
+%l2 = linear(%x, %w) : f32[3, 4]
+%p = matmul(%x, %m1) : f32[3, 3]
+%pa = matmul(%m1, %m2) {{transpose_a = true, transpose_b = true}} : f32[3, 4]
+%pb = matmul(%x, %m2) {{transpose_b = true}} : f32[3, 4]
+output lin = %l
+output lin_nb = %l2
+output mm = %p
+output mm_ta = %pa
+output mm_tb = %pb
+""")
+
+
+def conv_ref(x, w, b, stride, pad, dil, groups):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    oh = (h + pad[0] + pad[2] - dil[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + pad[1] + pad[3] - dil[1] * (kw - 1) - 1) // stride[1] + 1
+    xp = np.zeros((n, c, h + pad[0] + pad[2], wd + pad[1] + pad[3]), dtype=np.float64)
+    xp[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + wd] = x
+    y = np.zeros((n, o, oh, ow))
+    og = o // groups
+    for ni in range(n):
+        for oi in range(o):
+            g = oi // og
+            for oy in range(oh):
+                for ox in range(ow):
+                    s = 0.0
+                    for ci in range(cg):
+                        for ky in range(kh):
+                            for kx in range(kw):
+                                s += xp[ni, g * cg + ci, oy * stride[0] + ky * dil[0], ox * stride[1] + kx * dil[1]] * w[oi, ci, ky, kx]
+                    y[ni, oi, oy, ox] = s + (b[oi] if b is not None else 0)
+    return y
+
+
+def conv_grads(x, w, dyv, stride, pad, dil, groups):
+    """The adjoints of the (linear) convolution, by its explicit matrix."""
+    n = x.size
+    cols = []
+    for i in range(n):
+        e = np.zeros(x.size)
+        e[i] = 1
+        cols.append(conv_ref(e.reshape(x.shape), w, None, stride, pad, dil, groups).reshape(-1))
+    a = np.stack(cols, axis=1)  # y = a @ x
+    dx = (a.T @ dyv.reshape(-1)).reshape(x.shape)
+    wc = []
+    for i in range(w.size):
+        e = np.zeros(w.size)
+        e[i] = 1
+        wc.append(conv_ref(x, e.reshape(w.shape), None, stride, pad, dil, groups).reshape(-1))
+    bm = np.stack(wc, axis=1)
+    dw = (bm.T @ dyv.reshape(-1)).reshape(w.shape)
+    return dx, dw
+
+
+for name, (c, o, groups, stride, pad, dil, hw) in {
+    "conv2d": (2, 3, 1, [2, 1], [1, 1, 0, 2], [1, 1], (5, 6)),
+    "conv2d-dilated-grouped": (4, 4, 2, [1, 2], [2, 0, 1, 1], [2, 1], (6, 5)),
+    "conv2d-depthwise": (3, 3, 3, [1, 1], [1, 1, 1, 1], [1, 1], (4, 4)),
+}.items():
+    x, w, bias = dy(2, c, *hw), dy(o, c // groups, 3, 3), dy(o)
+    y = conv_ref(x, w, bias, stride, pad, dil, groups)
+    dyv = dy(*y.shape)
+    dx, dw = conv_grads(x, w, dyv, stride, pad, dil, groups)
+    attrs = f"stride = {stride}, padding = {pad}, dilation = {dil}, groups = {groups}"
+    write(
+        name, f"conv2d forward (with fused relu) and both gradients: {attrs}", "exact",
+        [("x", x), ("w", w), ("b", bias), ("dy", dyv)],
+        [("y", np.maximum(y, 0)), ("dx", dx), ("dw", dw)],
+        f"""
+input %x: {ty(x)}
+input %w: {ty(w)}
+input %b: {ty(bias)}
+input %dy: {ty(dyv)}
+%y = conv2d(%x, %w, %b) {{{attrs}, act = relu}} : {ty(y)}
+%dx = conv2d_grad_input(%dy, %w) {{{attrs}, input_size = [{hw[0]}, {hw[1]}]}} : {ty(x)}
+%dw = conv2d_grad_weight(%dy, %x) {{{attrs}, kernel = [3, 3]}} : {ty(w)}
+output y = %y
+output dx = %dx
+output dw = %dw
+""")
+
+# ---- pooling and normalization --------------------------------------------------------
+
+
+def pool_windows(h, w, k, s, p):
+    oh = (h + p[0] + p[2] - k[0]) // s[0] + 1
+    ow = (w + p[1] + p[3] - k[1]) // s[1] + 1
+    for oy in range(oh):
+        for ox in range(ow):
+            cells = [(oy * s[0] + ky - p[0], ox * s[1] + kx - p[1]) for ky in range(k[0]) for kx in range(k[1])]
+            yield oy, ox, [(iy, ix) for iy, ix in cells if 0 <= iy < h and 0 <= ix < w], len(cells)
+
+
+x = dy(2, 2, 5, 5)
+x[0, 0, 0, 0] = x[0, 0, 0, 1] = 2.5  # a tie: the first maximum wins
+k, s, p = [2, 3], [2, 2], [1, 0, 0, 1]
+oh, ow = (5 + 1 - 2) // 2 + 1, (5 + 1 - 3) // 2 + 1
+mp = np.zeros((2, 2, oh, ow), F)
+ap = np.zeros((2, 2, oh, ow))
+api = np.zeros((2, 2, oh, ow))
+dyp = dy(2, 2, oh, ow)
+dmp = np.zeros_like(x)
+dap = np.zeros(x.shape)
+for n in range(2):
+    for c in range(2):
+        for oy, ox, cells, full in pool_windows(5, 5, k, s, p):
+            vals = [x[n, c, iy, ix] for iy, ix in cells]
+            j = int(np.argmax(vals))
+            mp[n, c, oy, ox] = vals[j]
+            dmp[n, c, cells[j][0], cells[j][1]] += dyp[n, c, oy, ox]
+            ap[n, c, oy, ox] = sum(float(v) for v in vals) / len(cells)
+            api[n, c, oy, ox] = sum(float(v) for v in vals) / full
+            for iy, ix in cells:
+                dap[n, c, iy, ix] += dyp[n, c, oy, ox] / len(cells)
+attrs = f"kernel = {k}, stride = {s}, padding = {p}"
+gap = x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+dg = dy(2, 2, 1, 1)
+write(
+    "pool", f"max, average (padding excluded and included) and global pooling with gradients: {attrs}",
+    "abs=1e-6 rel=1e-6 averages divide by 3 or 6 cells, rounded once in NumPy and maybe twice in the op",
+    [("x", x), ("dy", dyp), ("dg", dg)],
+    [("max", mp), ("avg", ap), ("avg_incl", api), ("gap", gap), ("dmax", dmp), ("davg", dap),
+     ("dgap", np.broadcast_to(dg / 25.0, x.shape))],
+    f"""
+input %x: {ty(x)}
+input %dy: {ty(dyp)}
+input %dg: {ty(dg)}
+%m = max_pool2d(%x) {{{attrs}}} : {ty(mp)}
+%a = avg_pool2d(%x) {{{attrs}}} : {ty(mp)}
+%ai = avg_pool2d(%x) {{{attrs}, count_include_pad = true}} : {ty(mp)}
+%g = global_avg_pool(%x) : {ty(dg)}
+%dm = max_pool2d_grad(%dy, %x) {{{attrs}}} : {ty(x)}
+%da = avg_pool2d_grad(%dy) {{{attrs}, input_size = [5, 5]}} : {ty(x)}
+%dga = global_avg_pool_grad(%dg) {{input_size = [5, 5]}} : {ty(x)}
+output max = %m
+output avg = %a
+output avg_incl = %ai
+output gap = %g
+output dmax = %dm
+output davg = %da
+output dgap = %dga
+""", overrides=[("max", "exact"), ("dmax", "exact")])
+
+x = dy(3, 2, 2, 2)
+gamma, beta, mean, var = dy(2), dy(2), dy(2), np.array([0.5, 2.0], F)
+eps = 1e-5
+xd = x.astype(np.float64)
+bshape = (1, 2, 1, 1)
+bn = gamma.reshape(bshape) * (xd - mean.reshape(bshape)) / np.sqrt(var.reshape(bshape) + eps) + beta.reshape(bshape)
+mu = xd.mean(axis=(0, 2, 3), keepdims=True)
+sig2 = xd.var(axis=(0, 2, 3), keepdims=True)
+xhat = (xd - mu) / np.sqrt(sig2 + eps)
+bnt = gamma.reshape(bshape) * xhat + beta.reshape(bshape)
+dyv = dy(3, 2, 2, 2).astype(np.float64)
+dxg = dyv * gamma.reshape(bshape) / np.sqrt(var.reshape(bshape) + eps)
+dgg = (dyv * (xd - mean.reshape(bshape)) / np.sqrt(var.reshape(bshape) + eps)).sum(axis=(0, 2, 3))
+dxt = gamma.reshape(bshape) / np.sqrt(sig2 + eps) * (dyv - dyv.mean(axis=(0, 2, 3), keepdims=True) - xhat * (dyv * xhat).mean(axis=(0, 2, 3), keepdims=True))
+dgt = (dyv * xhat).sum(axis=(0, 2, 3))
+write(
+    "batch-norm", "batch_norm with given statistics and in training mode, and their gradients",
+    "abs=2e-6 rel=2e-5 square roots, divisions and per-channel sums in another order than NumPy's float64",
+    [("x", x), ("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var), ("dy", dyv.astype(F))],
+    [("bn", bn), ("bnt", bnt), ("dx", dxg), ("dgamma", dgg), ("dxt", dxt), ("dgammat", dgt)],
+    f"""
+input %x: {ty(x)}
+input %gamma: f32[2]
+input %beta: f32[2]
+input %mean: f32[2]
+input %var: f32[2]
+input %dy: {ty(x)}
+%bn = batch_norm(%x, %gamma, %beta, %mean, %var) : {ty(x)}
+%bnt = batch_norm_train(%x, %gamma, %beta) : {ty(x)}
+%dx = batch_norm_grad_input(%dy, %gamma, %var) : {ty(x)}
+%dg = batch_norm_grad_gamma(%dy, %x, %mean, %var) : f32[2]
+%dxt = batch_norm_train_grad_input(%dy, %x, %gamma) : {ty(x)}
+%dgt = batch_norm_train_grad_gamma(%dy, %x) : f32[2]
+output bn = %bn
+output bnt = %bnt
+output dx = %dx
+output dgamma = %dg
+output dxt = %dxt
+output dgammat = %dgt
+""")
+
+# ---- shape ops ------------------------------------------------------------------------
+
+x, y = dy(2, 3, 4), dy(2, 2, 4)
+write(
+    "shape", "reshape with -1, flatten, transpose, concat on axis 1, slice",
+    "exact", [("x", x), ("y", y)],
+    [("reshape", x.reshape(4, 6)), ("flatten", x.reshape(2, 12)), ("transpose", x.transpose(2, 0, 1)),
+     ("concat", np.concatenate([x, y], axis=1)), ("slice", x[:, 1:3, :])],
+    f"""
+input %x: {ty(x)}
+input %y: {ty(y)}
+%r = reshape(%x) {{shape = [4, -1]}} : f32[4, 6]
+%f = flatten(%x) : f32[2, 12]
+%t = transpose(%x) {{perm = [2, 0, 1]}} : f32[4, 2, 3]
+%c = concat(%x, %y) {{axis = 1}} : f32[2, 5, 4]
+%s = slice(%x) {{axis = 1, start = 1, end = 3}} : f32[2, 2, 4]
+output reshape = %r
+output flatten = %f
+output transpose = %t
+output concat = %c
+output slice = %s
+""")
+
+# ---- reductions, softmax, losses ------------------------------------------------------
+
+x = dy(4, 2, 4)
+xd = x.astype(np.float64)
+dyr = dy(2)
+write(
+    "reduce", "reduce_sum, reduce_mean (keepdims), variance, their gradients, broadcast_like, sum_to_like",
+    "exact", [("x", x), ("d", dyr)],
+    [("sum", xd.sum(axis=(0, 2))), ("mean", xd.mean(axis=(0, 2), keepdims=True)),
+     ("var", xd.var(axis=(0, 2))), ("dmean", np.broadcast_to(dyr.reshape(1, 2, 1) / 16.0, x.shape)),
+     ("dvar", dyr.reshape(1, 2, 1) * 2 * (xd - xd.mean(axis=(0, 2), keepdims=True)) / 16.0),
+     ("bcast", np.broadcast_to(dyr.reshape(2, 1), (2, 4))), ("sumto", xd.sum(axis=(0, 2)).reshape(2, 1))],
+    f"""
+input %x: {ty(x)}
+input %d: f32[2]
+%s = reduce_sum(%x) {{axes = [0, 2]}} : f32[2]
+%m = reduce_mean(%x) {{axes = [0, 2], keepdims = true}} : f32[1, 2, 1]
+%v = variance(%x) {{axes = [0, 2]}} : f32[2]
+%dm = reduce_mean_grad(%d, %x) {{axes = [0, 2]}} : {ty(x)}
+%dv = variance_grad(%d, %x) {{axes = [0, 2]}} : {ty(x)}
+%col = reshape(%d) {{shape = [2, 1]}} : f32[2, 1]
+%like = slice(%x) {{axis = 0, start = 0, end = 1}} : f32[1, 2, 4]
+%like2 = reshape(%like) {{shape = [2, 4]}} : f32[2, 4]
+%b = broadcast_like(%col, %like2) : f32[2, 4]
+%t = transpose(%x) {{perm = [1, 0, 2]}} : f32[2, 4, 4]
+%t2 = reshape(%t) {{shape = [2, 16]}} : f32[2, 16]
+%st = sum_to_like(%t2, %col) : f32[2, 1]
+output sum = %s
+output mean = %m
+output var = %v
+output dmean = %dm
+output dvar = %dv
+output bcast = %b
+output sumto = %st
+""", overrides=[("var", "abs=1e-6 rel=1e-6 the mean and squares are exact, the division by 16 too, but the op may subtract in f32"), ("dvar", "abs=1e-6 rel=1e-6 as var")])
+
+z = dy(3, 5)
+z[1, 2] = z[1, 4] = 3.0  # argmax: the first maximum
+labels = np.array([4, 0, 2], np.int32)
+zd = z.astype(np.float64)
+sm = np.exp(zd - zd.max(axis=1, keepdims=True))
+sm /= sm.sum(axis=1, keepdims=True)
+lsm = np.log(sm)
+ce = -lsm[np.arange(3), labels].mean()
+ces = -lsm[np.arange(3), labels].sum()
+dys = dy(3, 5).astype(np.float64)
+onehot = np.eye(5)[labels]
+dl = np.array(0.5, F)
+write(
+    "softmax", "softmax, log_softmax, their gradients, cross-entropy (mean and sum) and its gradient, argmax",
+    TRANSCENDENTAL, [("z", z), ("labels", labels), ("dy", dys.astype(F)), ("dl", dl)],
+    [("softmax", sm), ("log_softmax", lsm), ("ce", ce), ("ce_sum", ces), ("argmax", np.argmax(z, axis=1)),
+     ("dsoftmax", sm * (dys - (dys * sm).sum(axis=1, keepdims=True))),
+     ("dlog_softmax", dys - np.exp(lsm) * dys.sum(axis=1, keepdims=True)),
+     ("dce", 0.5 * (sm - onehot) / 3)],
+    f"""
+input %z: {ty(z)}
+input %labels: i32[3]
+input %dy: {ty(z)}
+input %dl: f32[]
+%p = softmax(%z) : {ty(z)}
+%lp = log_softmax(%z) {{axis = 1}} : {ty(z)}
+%ce = softmax_cross_entropy(%z, %labels) : f32[]
+%ces = softmax_cross_entropy(%z, %labels) {{reduction = sum}} : f32[]
+%am = argmax(%z) : i64[3]
+%dp = softmax_grad(%dy, %p) : {ty(z)}
+%dlp = log_softmax_grad(%dy, %lp) : {ty(z)}
+%dce = softmax_cross_entropy_grad(%dl, %z, %labels) : {ty(z)}
+output softmax = %p
+output log_softmax = %lp
+output ce = %ce
+output ce_sum = %ces
+output argmax = %am
+output dsoftmax = %dp
+output dlog_softmax = %dlp
+output dce = %dce
+""", overrides=[("argmax", "exact")])
+
+run_, val = dy(4), dy(4)
+write(
+    "ema", "ema of running statistics with momentum 0.25 (exact in binary)", "exact",
+    [("r", run_), ("v", val)], [("ema", 0.75 * run_ + 0.25 * val)],
+    """
+input %r: f32[4]
+input %v: f32[4]
+%e = ema(%r, %v) {momentum = 0.25} : f32[4]
+output ema = %e
+""")
+
+# ---- activation gradients -------------------------------------------------------------
+
+x = np.array([-2.0, -0.5, 0.0, 0.5, 3.0, 6.0, 7.0, 1.5], F)
+d = dy(8)
+xd = x.astype(np.float64)
+sig = (1 / (1 + np.exp(-xd))).astype(F).astype(np.float64)
+th = np.tanh(xd).astype(F).astype(np.float64)
+cdf = 0.5 * (1 + erf(xd / math.sqrt(2)))
+pdf = np.exp(-xd * xd / 2) / math.sqrt(2 * math.pi)
+write(
+    "activation-grads", "relu/relu6 masks (at 0 and 6 the gradient is 0), sigmoid, tanh and gelu gradients",
+    TRANSCENDENTAL, [("x", x), ("d", d), ("sig", sig.astype(F)), ("th", th.astype(F))],
+    [("drelu", d * (x > 0)), ("drelu6", d * ((x > 0) & (x < 6))), ("dsig", d * sig * (1 - sig)),
+     ("dtanh", d * (1 - th * th)), ("dgelu", d * (cdf + xd * pdf))],
+    """
+input %x: f32[8]
+input %d: f32[8]
+input %sig: f32[8]
+input %th: f32[8]
+%a = relu_grad(%d, %x) : f32[8]
+%b = relu6_grad(%d, %x) : f32[8]
+%c = sigmoid_grad(%d, %sig) : f32[8]
+%e = tanh_grad(%d, %th) : f32[8]
+%g = gelu_grad(%d, %x) : f32[8]
+output drelu = %a
+output drelu6 = %b
+output dsig = %c
+output dtanh = %e
+output dgelu = %g
+""", overrides=[("drelu", "exact"), ("drelu6", "exact")])
+
+print("wrote", len([f for f in os.listdir(HERE) if f.endswith(".qir")]), "files")
