@@ -470,4 +470,344 @@ output dtanh = %e
 output dgelu = %g
 """, overrides=[("drelu", "exact"), ("drelu6", "exact")])
 
+
+# ---- fake quantization ----------------------------------------------------------------
+
+
+def fq_codes(x, scale, zp, qmin, qmax, axis=None):
+    """PyTorch's rule: q = clamp(round_half_even(x * f32(1 / scale)) + zp, qmin, qmax)."""
+    x = x.astype(F)
+    if axis is None:
+        inv = F(1) / F(scale)
+        return np.clip(np.rint(x * inv) + zp, qmin, qmax), scale, zp
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    inv = (F(1) / scale.astype(F)).reshape(shape)
+    z = zp.reshape(shape)
+    return np.clip(np.rint(x * inv) + z, qmin, qmax), scale.astype(F).reshape(shape), z
+
+
+def fq(x, scale, zp, qmin, qmax, axis=None):
+    q, s, z = fq_codes(x, scale, zp, qmin, qmax, axis)
+    return ((q - z).astype(F) * s).astype(F)
+
+
+def in_range(x, scale, zp, qmin, qmax, axis=None):
+    x = x.astype(F)
+    if axis is None:
+        r = np.rint(x * (F(1) / F(scale))) + zp
+    else:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        r = np.rint(x * (F(1) / scale.astype(F)).reshape(shape)) + zp.reshape(shape)
+    return (r >= qmin) & (r <= qmax)
+
+
+# ties: x * (1/0.25) = k + 0.5 exactly; both ends of the range clip
+x = np.array([-40.0, -32.125, -0.375, -0.125, 0.125, 0.375, 0.625, 31.875, 40.0, 1.1], F)
+scale, zp = F(0.25), 3
+d = dy(10)
+xc = dy(3, 4, lo=-64, hi=64)
+sc = np.array([0.25, 0.5, 0.1], F)
+zc = np.array([0, -2, 5], np.int32)
+write(
+    "fake-quant", "fake_quant per tensor (ties to even, clipping at both ends) and per channel (axis 0), and the clipped STE",
+    "exact",
+    [("x", x), ("s", np.array(scale)), ("z", np.array(zp, np.int32)), ("d", d), ("xc", xc), ("sc", sc), ("zc", zc)],
+    [("fq", fq(x, scale, zp, -128, 127)), ("fq_c", fq(xc, sc, zc, -8, 7, axis=0)),
+     ("dfq", d * in_range(x, scale, zp, -128, 127)),
+     ("dfq_c", dy_c := (xc * 0 + 1) * in_range(xc, sc, zc, -8, 7, axis=0))],
+    f"""
+input %x: f32[10]
+input %s: f32[]
+input %z: i32[]
+input %d: f32[10]
+input %xc: f32[3, 4]
+input %sc: f32[3]
+input %zc: i32[3]
+%y = fake_quant(%x, %s, %z) {{qmin = -128, qmax = 127}} : f32[10]
+%yc = fake_quant(%xc, %sc, %zc) {{qmin = -8, qmax = 7, axis = 0}} : f32[3, 4]
+%dy = fake_quant_grad(%d, %x, %s, %z) {{qmin = -128, qmax = 127}} : f32[10]
+%one = div(%xc, %xc) : f32[3, 4]
+%dyc = fake_quant_grad(%one, %xc, %sc, %zc) {{qmin = -8, qmax = 7, axis = 0}} : f32[3, 4]
+output fq = %y
+output fq_c = %yc
+output dfq = %dy
+output dfq_c = %dyc
+""")
+
+# LSQ: forward as fake_quant with the float zero point rounded and clamped; gradients per
+# LSQ/LSQ+ (Esser et al.; Bhalgat et al.), summed per tensor
+# no ties in x / scale: PyTorch's learnable fake-quant rounds x / scale before adding the
+# zero point in the forward but after it in the backward, which the op follows; with an odd
+# zero point the two disagree on ties
+x = np.array([-3.0, -1.32, -0.4, 0.0, 0.35, 0.93, 1.6, 2.74], F)
+scale = F(0.2)
+zpf = F(-1.4)
+qmin, qmax = -8, 7
+zr = float(np.clip(np.rint(zpf), qmin, qmax))
+d = dy(8)
+q, _, _ = fq_codes(x, scale, zr, qmin, qmax)
+inr = in_range(x, scale, zr, qmin, qmax)
+raw = np.rint(x * (F(1) / scale)) + zr
+gs = 1 / math.sqrt(8 * qmax)
+xd = x.astype(np.float64)
+term = np.where(inr, (q - zr) - xd / float(scale), np.where(raw < qmin, qmin - zr, qmax - zr))
+dscale = (d * term).sum() * gs
+dzp = (np.where(inr, 0.0, -d.astype(np.float64) * float(scale))).sum() * gs
+write(
+    "fake-quant-lsq", "fake_quant_lsq forward (float zero point rounded) and its gradients for x, scale and zero point",
+    "abs=1e-6 rel=1e-5 the scale and zero-point gradients are sums of products with 1/sqrt(numel*qmax)",
+    [("x", x), ("s", np.array(scale)), ("z", np.array(zpf)), ("d", d)],
+    [("y", fq(x, scale, zr, qmin, qmax)), ("dx", d * inr), ("ds", dscale), ("dz", dzp)],
+    f"""
+input %x: f32[8]
+input %s: f32[]
+input %z: f32[]
+input %d: f32[8]
+%y = fake_quant_lsq(%x, %s, %z) {{qmin = {qmin}, qmax = {qmax}, learn_zero_point = true}} : f32[8]
+%dx = fake_quant_lsq_grad_x(%d, %x, %s, %z) {{qmin = {qmin}, qmax = {qmax}}} : f32[8]
+%ds = fake_quant_lsq_grad_scale(%d, %x, %s, %z) {{qmin = {qmin}, qmax = {qmax}}} : f32[]
+%dz = fake_quant_lsq_grad_zero_point(%d, %x, %s, %z) {{qmin = {qmin}, qmax = {qmax}}} : f32[]
+output y = %y
+output dx = %dx
+output ds = %ds
+output dz = %dz
+""", overrides=[("y", "exact"), ("dx", "exact")])
+
+# ---- observers and quantization parameters --------------------------------------------
+
+x = dy(3, 4, lo=-32, hi=32)
+inf = np.float32(np.inf)
+fresh_min, fresh_max = np.array(inf, F), np.array(-inf, F)
+run_min, run_max = np.array(-1.0, F), np.array(0.5, F)
+rc_min = np.array([inf, -0.5, 0.25], F)
+mn, mx = x.min(), x.max()
+cmin = x.min(axis=1)
+write(
+    "observers", "observe_min/max: first batch (running = +/-inf), running extreme, EMA with averaging 0.25, per channel (axis 0)",
+    "exact",
+    [("x", x), ("fmin", fresh_min), ("fmax", fresh_max), ("rmin", run_min), ("rmax", run_max), ("cmin", rc_min)],
+    [("first_min", mn), ("first_max", mx), ("run_min", min(F(-1.0), mn)), ("run_max", max(F(0.5), mx)),
+     ("ema_min", F(-1.0) + F(0.25) * (mn - F(-1.0))), ("ema_max", F(0.5) + F(0.25) * (mx - F(0.5))),
+     ("chan_min", np.where(np.isinf(rc_min), cmin, np.minimum(rc_min, cmin)))],
+    """
+input %x: f32[3, 4]
+input %fmin: f32[]
+input %fmax: f32[]
+input %rmin: f32[]
+input %rmax: f32[]
+input %cmin: f32[3]
+%a = observe_min(%x, %fmin) : f32[]
+%b = observe_max(%x, %fmax) : f32[]
+%c = observe_min(%x, %rmin) : f32[]
+%d = observe_max(%x, %rmax) : f32[]
+%e = observe_min(%x, %rmin) {averaging = 0.25} : f32[]
+%f = observe_max(%x, %rmax) {averaging = 0.25} : f32[]
+%g = observe_min(%x, %cmin) {axis = 0} : f32[3]
+output first_min = %a
+output first_max = %b
+output run_min = %c
+output run_max = %d
+output ema_min = %e
+output ema_max = %f
+output chan_min = %g
+""")
+
+lo = np.array([-1.0, 0.5, -3.0, -0.75], F)
+hi = np.array([2.0, 4.0, 1.0, -0.25], F)
+lo0, hi0 = np.minimum(lo, 0), np.maximum(hi, 0)
+aff = ((hi0 - lo0) / F(255)).astype(F)
+zpa = np.clip(-128 - np.rint(lo0.astype(np.float64) / aff.astype(np.float64)), -128, 127)
+sym = (np.maximum(-lo0, hi0) / F(127.5)).astype(F)
+p2 = np.array([2.0 ** math.ceil(math.log2(float(v))) for v in aff], F)
+write(
+    "qparams", "qparams_scale/zero_point: affine (range widened to include 0), symmetric, power of two",
+    "exact", [("lo", lo), ("hi", hi)],
+    [("scale", aff), ("zp", zpa.astype(np.int32)), ("sym", sym), ("sym_zp", np.zeros(4, np.int32)), ("pot", p2)],
+    """
+input %lo: f32[4]
+input %hi: f32[4]
+%s = qparams_scale(%lo, %hi) {qmin = -128, qmax = 127} : f32[4]
+%z = qparams_zero_point(%lo, %hi) {qmin = -128, qmax = 127} : i32[4]
+%ss = qparams_scale(%lo, %hi) {qmin = -128, qmax = 127, symmetric = true} : f32[4]
+%sz = qparams_zero_point(%lo, %hi) {qmin = -128, qmax = 127, symmetric = true} : i32[4]
+%p = qparams_scale(%lo, %hi) {qmin = -128, qmax = 127, power_of_two = true} : f32[4]
+output scale = %s
+output zp = %z
+output sym = %ss
+output sym_zp = %sz
+output pot = %p
+""", overrides=[("scale", "abs=0 rel=1.2e-7 one f32 rounding of the quotient, in f32 or f64 then narrowed"), ("sym", "abs=0 rel=1.2e-7 as scale")])
+
+# ---- integer ops ----------------------------------------------------------------------
+
+
+def shift_round(v, s, half_even):
+    if s == 0:
+        return v
+    q = v >> s
+    rem = v - (q << s)
+    half = 1 << (s - 1)
+    if rem > half:
+        return q + 1
+    if rem < half:
+        return q
+    if half_even:
+        return q + (q & 1)
+    return q + 1 if v >= 0 else q
+
+
+def qmult(real):
+    m, e = math.frexp(real)
+    q = math.floor(m * 2.0 ** 31 + 0.5)
+    if q == 1 << 31:
+        q, e = 1 << 30, e + 1
+    return q, -e
+
+
+def rescale_sum(terms, half_even):
+    parts = []
+    for v, real in terms:
+        m, s = qmult(real)
+        parts.append((v * m, 31 + s))
+    e = max(t for _, t in parts)
+    return shift_round(sum(p << (e - t) for p, t in parts), e, half_even)
+
+
+def quantize(x, scale, zp, qmin, qmax, half_even):
+    p = x.astype(F) * (F(1) / F(scale))
+    if half_even:
+        r = np.rint(p)
+    else:
+        r = np.sign(p) * np.floor(np.abs(p) + 0.5)
+    return np.clip(r + zp, qmin, qmax).astype(np.int64)
+
+
+x = np.array([-1.0, -0.25, -0.125, 0.0, 0.125, 0.375, 0.5, 2.0], F)  # x / 0.25 has ties
+acc = np.array([-70000, -1234, -3, 0, 5, 4097, 65535, 300000], np.int64)
+mults, shifts = [1288490189, 1717986918], [7, 12]
+rq = []
+for i, a in enumerate(acc):
+    c = i % 2
+    rq.append(max(-128, min(127, -5 + shift_round(int(a) * mults[c], 31 + shifts[c], True))))
+rq_relu = [max(v, -5) for v in rq]
+write(
+    "quantize", "quantize with both rounding policies on ties, dequantize, requantize per channel with and without relu",
+    "exact", [("x", x), ("acc", acc.reshape(4, 2).astype(np.int32))],
+    [("q_even", quantize(x, 0.25, -3, -128, 127, True)), ("q_away", quantize(x, 0.25, -3, -128, 127, False)),
+     ("deq", (quantize(x, 0.25, -3, -128, 127, True) + 3).astype(F) * F(0.25)),
+     ("rq", np.array(rq)), ("rq_relu", np.array(rq_relu))],
+    """
+input %x: f32[8]
+input %acc: i32[4, 2]
+%qe = quantize(%x) {rounding = half_even} : !quant.uniform<i8:f32, 0.25:-3>[8]
+%qa = quantize(%x) {rounding = half_away_from_zero} : !quant.uniform<i8:f32, 0.25:-3>[8]
+%dq = dequantize(%qe) : f32[8]
+%r = requantize(%acc) {multiplier = [1288490189, 1717986918], shift = [7, 12], axis = 1, rounding = half_even} : !quant.uniform<i8:f32, 0.05:-5>[4, 2]
+%rr = requantize(%acc) {multiplier = [1288490189, 1717986918], shift = [7, 12], axis = 1, rounding = half_even, act = relu} : !quant.uniform<i8:f32, 0.05:-5>[4, 2]
+output q_even = %qe
+output q_away = %qa
+output deq = %dq
+output rq = %r
+output rq_relu = %rr
+""")
+
+xq = rng.integers(-128, 128, size=(3, 5))
+wq = rng.integers(-127, 128, size=(4, 5))
+bq = rng.integers(-500, 500, size=4)
+zx, zw = -7, 2
+accl = (xq - zx) @ (wq - zw).T + bq
+xc = rng.integers(0, 256, size=(1, 2, 4, 4))
+wc = rng.integers(-127, 128, size=(3, 2, 3, 3))
+bc = rng.integers(-500, 500, size=3)
+zxc = 128
+accc = conv_ref((xc - zxc).astype(np.float64), wc.astype(np.float64), bc, [1, 1], [1, 0, 0, 1], [1, 1], 1).astype(np.int64)
+write(
+    "qlinear-qconv", "qlinear and qconv2d accumulate (x - zx)(w - zw) + b exactly in int32 (u8 input with zero point 128, padding reads the zero point)",
+    "exact", [("x", xq), ("xc", xc)],
+    [("acc", accl), ("accc", accc)],
+    f"""
+input %x: !quant.uniform<i8:f32, 0.1:{zx}>[3, 5]
+input %xc: !quant.uniform<u8:f32, 0.02:{zxc}>[1, 2, 4, 4]
+const %w: !quant.uniform<i8:f32, 0.05:{zw}>[4, 5] = {fmt(wq)}
+const %b: i32[4] = {fmt(bq)}
+const %wc: !quant.uniform<i8<-127:127>:f32, 0.03>[3, 2, 3, 3] = {fmt(wc)}
+const %bc: i32[3] = {fmt(bc)}
+%a = qlinear(%x, %w, %b) : i32[3, 4]
+%c = qconv2d(%xc, %wc, %bc) {{padding = [1, 0, 0, 1]}} : {ty(accc, "i32")}
+output acc = %a
+output accc = %c
+""")
+
+aq = rng.integers(-128, 128, size=(2, 3))
+bq2 = rng.integers(-128, 128, size=(3,))
+sa, za, sb, zb, so, zo = F(0.1), 4, F(0.07), -9, F(0.15), -2
+
+
+def r32(v):
+    return float(F(v))
+
+
+qadd = [[max(-128, min(127, zo + rescale_sum([(int(aq[i, j]) - za, r32(sa) / r32(so)), (int(bq2[j]) - zb, r32(sb) / r32(so))], True)))
+         for j in range(3)] for i in range(2)]
+qcat = [[max(-128, min(127, zo + rescale_sum([(int(v) - z, r32(s) / r32(so))], True))) for v in row]
+        for row, z, s in [(aq[0], za, sa), (aq[1], za, sa)]]
+cat = np.concatenate([np.array([[max(-128, min(127, zo + rescale_sum([(int(v) - za, r32(sa) / r32(so))], True))) for v in aq[i]] for i in range(2)]),
+                      np.array([[max(-128, min(127, zo + rescale_sum([(int(v) - zb, r32(sb) / r32(so))], True))) for v in bq2]] * 2)], axis=1)
+pq = rng.integers(-128, 128, size=(1, 2, 3, 3))
+gap = [max(-128, min(127, zo + rescale_sum([(int((pq[0, c] - za).sum()), r32(sa) / (r32(so) * 9))], True))) for c in range(2)]
+write(
+    "qadd-qconcat-qgap", "qadd with broadcasting, qconcat of two scales, qglobal_avg_pool: Q0.31 ratios, one rounding",
+    "exact", [("a", aq), ("b", bq2), ("p", pq)],
+    [("add", np.array(qadd)), ("cat", cat), ("gap", np.array(gap))],
+    f"""
+input %a: !quant.uniform<i8:f32, 0.1:{za}>[2, 3]
+input %b: !quant.uniform<i8:f32, 0.07:{zb}>[3]
+input %p: !quant.uniform<i8:f32, 0.1:{za}>[1, 2, 3, 3]
+%s = qadd(%a, %b) {{rounding = half_even}} : !quant.uniform<i8:f32, 0.15:{zo}>[2, 3]
+%bb = reshape(%b) {{shape = [1, 3]}} : !quant.uniform<i8:f32, 0.07:{zb}>[1, 3]
+%b2 = qconcat(%bb, %bb) {{axis = 0, rounding = half_even}} : !quant.uniform<i8:f32, 0.07:{zb}>[2, 3]
+%c = qconcat(%a, %b2) {{axis = 1, rounding = half_even}} : !quant.uniform<i8:f32, 0.15:{zo}>[2, 6]
+%g = qglobal_avg_pool(%p) {{rounding = half_even}} : !quant.uniform<i8:f32, 0.15:{zo}>[1, 2, 1, 1]
+output add = %s
+output cat = %c
+output gap = %g
+""")
+
+# ---- optimizer updates ----------------------------------------------------------------
+
+p_, g_, buf, m_, v_ = dy(6), dy(6), dy(6), dy(6), np.abs(dy(6)) + F(0.125)
+lr = F(0.125)
+sgd = p_ - lr * (g_ + F(0.5) * p_)
+mom = F(0.5) * buf + F(0.75) * (g_ + F(0.125) * p_)
+m1 = F(0.75) * m_ + F(0.25) * g_
+v1 = F(0.75) * v_ + F(0.25) * (g_ * g_)
+t = 3
+bc1, bc2 = F(1 - 0.9 ** t), F(1 - 0.999 ** t)
+adam = p_ - lr * (m_ / bc1) / (np.sqrt(v_ / bc2) + F(1e-8)) - lr * F(0.01) * p_
+write(
+    "optimizers", "sgd_update with weight decay, sgd_momentum with dampening, adam_moment (orders 1 and 2), adam_update (AdamW decay) at step 3",
+    "exact", [("p", p_), ("g", g_), ("buf", buf), ("m", m_), ("v", v_), ("lr", np.array(lr)), ("t", np.array(F(t)))],
+    [("sgd", sgd), ("mom", mom), ("m1", m1), ("v1", v1), ("adam", adam.astype(F))],
+    """
+input %p: f32[6]
+input %g: f32[6]
+input %buf: f32[6]
+input %m: f32[6]
+input %v: f32[6]
+input %lr: f32[]
+input %t: f32[]
+%s = sgd_update(%p, %g, %lr) {weight_decay = 0.5} : f32[6]
+%b = sgd_momentum(%buf, %g, %p) {momentum = 0.5, dampening = 0.25, weight_decay = 0.125} : f32[6]
+%m1 = adam_moment(%m, %g, %p) {beta = 0.75} : f32[6]
+%v1 = adam_moment(%v, %g, %p) {beta = 0.75, order = 2} : f32[6]
+%a = adam_update(%p, %m, %v, %t, %lr) {weight_decay = 0.01} : f32[6]
+output sgd = %s
+output mom = %b
+output m1 = %m1
+output v1 = %v1
+output adam = %a
+""")
+
 print("wrote", len([f for f in os.listdir(HERE) if f.endswith(".qir")]), "files")

@@ -111,7 +111,9 @@ fn parse_values(s: &str) -> Result<Vec<f64>, String> {
                 "nan" => Ok(f64::NAN),
                 "inf" => Ok(f64::INFINITY),
                 "-inf" => Ok(f64::NEG_INFINITY),
-                _ => v.parse::<f64>().map_err(|_| format!("`{v}` is not a number")),
+                _ => v
+                    .parse::<f64>()
+                    .map_err(|_| format!("`{v}` is not a number")),
             }
         })
         .collect()
@@ -134,8 +136,12 @@ fn parse_tolerance(s: &str) -> Result<Tolerance, String> {
         (Some(abs), Some(rel)) if s.split_whitespace().count() > 2 => {
             Ok(Tolerance::Close { abs, rel })
         }
-        (Some(_), Some(_)) => Err("a tolerance other than exact must give its reason after abs=A rel=R".into()),
-        _ => Err(format!("tolerance must be `exact` or `abs=A rel=R reason`, found `{s}`")),
+        (Some(_), Some(_)) => {
+            Err("a tolerance other than exact must give its reason after abs=A rel=R".into())
+        }
+        _ => Err(format!(
+            "tolerance must be `exact` or `abs=A rel=R reason`, found `{s}`"
+        )),
     }
 }
 
@@ -158,10 +164,17 @@ pub fn parse(text: &str) -> Result<RunFile, String> {
         } else if let Some(r) = d.strip_prefix("tolerance:") {
             tolerance = Some(parse_tolerance(r).map_err(err)?);
         } else if let Some(r) = d.strip_prefix("tolerance ") {
-            let (name, t) = r.split_once(':').ok_or_else(|| err("expected `tolerance NAME: ...`".into()))?;
+            let (name, t) = r
+                .split_once(':')
+                .ok_or_else(|| err("expected `tolerance NAME: ...`".into()))?;
             overrides.insert(name.trim().to_string(), parse_tolerance(t).map_err(err)?);
-        } else if let Some(r) = d.strip_prefix("input ").or_else(|| d.strip_prefix("expect ")) {
-            let (name, v) = r.split_once(':').ok_or_else(|| err("expected `NAME: [values]`".into()))?;
+        } else if let Some(r) = d
+            .strip_prefix("input ")
+            .or_else(|| d.strip_prefix("expect "))
+        {
+            let (name, v) = r
+                .split_once(':')
+                .ok_or_else(|| err("expected `NAME: [values]`".into()))?;
             let values = Values {
                 name: name.trim().trim_start_matches('%').to_string(),
                 values: parse_values(v).map_err(err)?,
@@ -176,12 +189,19 @@ pub fn parse(text: &str) -> Result<RunFile, String> {
     }
     let description = description.ok_or("no `// run:` line")?;
     let tolerance = tolerance.ok_or("no `// tolerance:` line")?;
-    let graph = qir_reader::parse_and_verify(text)
-        .map_err(|d| qir_reader::render(&d, "run file", text))?;
+    let graph =
+        qir_reader::parse_and_verify(text).map_err(|d| qir_reader::render(&d, "run file", text))?;
     if expects.is_empty() {
         return Err("no `// expect` line".into());
     }
-    Ok(RunFile { description, tolerance, overrides, inputs, expects, graph })
+    Ok(RunFile {
+        description,
+        tolerance,
+        overrides,
+        inputs,
+        expects,
+        graph,
+    })
 }
 
 /// The inputs of a run file as tensors of the declared types.
@@ -203,7 +223,11 @@ pub fn input_tensors(f: &RunFile) -> Result<HashMap<String, Tensor>, String> {
         let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
         let n: usize = dims.iter().product();
         if v.values.len() != n {
-            return Err(format!("{}: input %{name} has {n} elements, the line gives {}", v.line, v.values.len()));
+            return Err(format!(
+                "{}: input %{name} has {n} elements, the line gives {}",
+                v.line,
+                v.values.len()
+            ));
         }
         let t = Tensor::new(dims, Data::from_f64(&ty.elem, &v.values))
             .ok_or_else(|| format!("{}: cannot build input %{name}", v.line))?;
@@ -222,8 +246,12 @@ pub fn input_tensors(f: &RunFile) -> Result<HashMap<String, Tensor>, String> {
 pub fn run(f: &RunFile, executor: &dyn Executor) -> Result<(), String> {
     let inputs = input_tensors(f)?;
     let mut store = init_store(&f.graph, 0).map_err(|e| e.to_string())?;
-    let mut prog = executor.prepare(&f.graph, &[]).map_err(|e| format!("prepare: {e}"))?;
-    let out = prog.run(&mut store, &inputs).map_err(|e| format!("run: {e}"))?;
+    let mut prog = executor
+        .prepare(&f.graph, &[])
+        .map_err(|e| format!("prepare: {e}"))?;
+    let out = prog
+        .run(&mut store, &inputs)
+        .map_err(|e| format!("run: {e}"))?;
     let mut errs = String::new();
     for e in &f.expects {
         let Some(t) = out.outputs.get(&e.name) else {
@@ -231,7 +259,14 @@ pub fn run(f: &RunFile, executor: &dyn Executor) -> Result<(), String> {
             continue;
         };
         if t.data.len() != e.values.len() {
-            let _ = writeln!(errs, "{}: {} has {} elements, expected {}", e.line, e.name, t.data.len(), e.values.len());
+            let _ = writeln!(
+                errs,
+                "{}: {} has {} elements, expected {}",
+                e.line,
+                e.name,
+                t.data.len(),
+                e.values.len()
+            );
             continue;
         }
         let tol = f.overrides.get(&e.name).copied().unwrap_or(f.tolerance);
@@ -240,7 +275,11 @@ pub fn run(f: &RunFile, executor: &dyn Executor) -> Result<(), String> {
             let got = t.data.get_f64(i);
             if !tol.accepts(got, want) {
                 if shown < 8 {
-                    let _ = writeln!(errs, "{}: {}[{i}]: expected {want:?}, got {got:?}", e.line, e.name);
+                    let _ = writeln!(
+                        errs,
+                        "{}: {}[{i}]: expected {want:?}, got {got:?}",
+                        e.line, e.name
+                    );
                 }
                 shown += 1;
             }

@@ -19,7 +19,11 @@ fn files() -> Vec<(PathBuf, String)> {
         })
         .collect();
     files.sort();
-    assert!(files.len() >= 10, "testdata/run holds only {} files", files.len());
+    assert!(
+        files.len() >= 10,
+        "testdata/run holds only {} files",
+        files.len()
+    );
     files
 }
 
@@ -32,7 +36,13 @@ fn run_all(executor: &dyn Executor) {
             failures.push(format!("testdata/run/{name}:\n{e}"));
         }
     }
-    assert!(failures.is_empty(), "{} run file(s) failed on {}:\n{}", failures.len(), executor.name(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} run file(s) failed on {}:\n{}",
+        failures.len(),
+        executor.name(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -56,27 +66,60 @@ fn run_files_cover_every_op() {
             }
         }
     }
-    let missing: Vec<&str> = Op::ALL.iter().filter(|op| !seen.contains(*op)).map(|op| op.mnemonic()).collect();
-    assert!(missing.is_empty(), "ops without a run file: {}", missing.join(", "));
+    let missing: Vec<&str> = Op::ALL
+        .iter()
+        .filter(|op| !seen.contains(*op))
+        .map(|op| op.mnemonic())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ops without a run file: {}",
+        missing.join(", ")
+    );
 }
 
 #[test]
 fn malformed_run_files_are_errors() {
     let g = "graph @t {\n  input %x: f32[2]\n  %y = relu(%x) : f32[2]\n  output y = %y\n}\n";
     for (head, want) in [
-        ("// tolerance: exact\n// input x: [1, 2]\n// expect y: [1, 2]\n", "run:"),
-        ("// run: r\n// input x: [1, 2]\n// expect y: [1, 2]\n", "tolerance"),
-        ("// run: r\n// tolerance: abs=1 rel=0\n// input x: [1, 2]\n// expect y: [1, 2]\n", "reason"),
-        ("// run: r\n// tolerance: exact\n// input x: [1, 2]\n", "expect"),
-        ("// run: r\n// tolerance: exact\n// input x: [1, two]\n// expect y: [1, 2]\n", "not a number"),
+        (
+            "// tolerance: exact\n// input x: [1, 2]\n// expect y: [1, 2]\n",
+            "run:",
+        ),
+        (
+            "// run: r\n// input x: [1, 2]\n// expect y: [1, 2]\n",
+            "tolerance",
+        ),
+        (
+            "// run: r\n// tolerance: abs=1 rel=0\n// input x: [1, 2]\n// expect y: [1, 2]\n",
+            "reason",
+        ),
+        (
+            "// run: r\n// tolerance: exact\n// input x: [1, 2]\n",
+            "expect",
+        ),
+        (
+            "// run: r\n// tolerance: exact\n// input x: [1, two]\n// expect y: [1, 2]\n",
+            "not a number",
+        ),
     ] {
         let e = qir_filetest::parse(&format!("{head}{g}")).unwrap_err();
         assert!(e.contains(want), "{want}: {e}");
     }
-    let f = qir_filetest::parse(&format!("// run: r\n// tolerance: exact\n// input x: [1, 2, 3]\n// expect y: [1, 2]\n{g}")).unwrap();
-    assert!(qir_filetest::input_tensors(&f).unwrap_err().contains("2 elements"));
+    let f = qir_filetest::parse(&format!(
+        "// run: r\n// tolerance: exact\n// input x: [1, 2, 3]\n// expect y: [1, 2]\n{g}"
+    ))
+    .unwrap();
+    assert!(
+        qir_filetest::input_tensors(&f)
+            .unwrap_err()
+            .contains("2 elements")
+    );
     // a wrong expectation is reported with its line, index and both values
-    let f = qir_filetest::parse(&format!("// run: r\n// tolerance: exact\n// input x: [-1, 2]\n// expect y: [0, 3]\n{g}")).unwrap();
+    let f = qir_filetest::parse(&format!(
+        "// run: r\n// tolerance: exact\n// input x: [-1, 2]\n// expect y: [0, 3]\n{g}"
+    ))
+    .unwrap();
     let e = qir_filetest::run(&f, &qir_interp::Interpreter::default()).unwrap_err();
     assert!(e.contains("4: y[1]: expected 3.0, got 2.0"), "{e}");
 }
