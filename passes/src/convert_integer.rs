@@ -120,6 +120,8 @@ enum V {
     },
     /// The global average pool of a quantized value, waiting for its grid.
     Gap { x: NodeId },
+    /// A concatenation of layer results or quantized values, waiting for its grid.
+    Cat { parts: Vec<(V, Type)>, axis: i64 },
 }
 
 fn err(g: &Graph, id: NodeId, msg: impl std::fmt::Display) -> PassError {
@@ -416,32 +418,26 @@ impl Lowering<'_> {
                 Ok(V::Gap { x })
             }
             Op::Concat => {
-                let mut qs = Vec::new();
+                let mut parts = Vec::new();
                 for &o in &ops {
-                    let V::Quant(x, grid) = self.get(o)?.clone() else {
-                        return Err(err(src, id, "concatenates a value that is not quantized"));
-                    };
-                    qs.push((x, grid));
+                    let v = self.get(o)?.clone();
+                    if !matches!(v, V::Quant(..) | V::Acc { .. }) {
+                        return Err(err(src, id, "concatenates a value that is neither quantized nor a layer's result"));
+                    }
+                    parts.push((v, src.ty(o).clone()));
                 }
-                // placement shares one grid among the inputs of a concatenation: the
-                // result is on it and the concatenation exact
-                let grid = qs[0].1;
-                let ty = src.ty(id).with_elem(grid.elem());
-                let i = self.inst(
-                    id,
-                    Op::Qconcat,
-                    &[
-                        ("axis", qir::Attr::Int(inst.int("axis").unwrap_or(0))),
-                        ("rounding", qir::Attr::Enum(self.rounding_attr())),
-                    ],
-                )?;
-                let n = self.name(&self.src_name(id));
-                let xs: Vec<NodeId> = qs.iter().map(|q| q.0).collect();
-                let nid = self
-                    .out
-                    .add_op_typed(i, &xs, ty, Some(&n))
-                    .map_err(self.edit(id))?;
-                Ok(V::Quant(nid, grid))
+                let axis = inst.int("axis").unwrap_or(0);
+                // inputs that share one grid concatenate exactly on it
+                if let Some(V::Quant(_, g0)) = parts.first().map(|p| &p.0)
+                    && parts.iter().all(|p| matches!(&p.0, V::Quant(_, g) if g == g0))
+                {
+                    let grid = *g0;
+                    let ty = src.ty(id).with_elem(grid.elem());
+                    let name = self.name(&self.src_name(id));
+                    let nid = self.concat(id, axis, &parts, grid, ty, &name)?;
+                    return Ok(V::Quant(nid, grid));
+                }
+                Ok(V::Cat { parts, axis })
             }
             op => Err(err(src, id, format!("{op} has no integer form"))),
         }
@@ -627,6 +623,9 @@ impl Lowering<'_> {
                 self.out.add_op_typed(i, &[x], ty, Some(&name))
             }
             V::Acc { node, a, c, act } => return self.requantize(id, node, &a, &c, act, grid, ty, &name),
+            V::Cat { parts, axis } => {
+                return Ok(V::Quant(self.concat(id, axis, &parts, grid, ty, &name)?, grid));
+            }
             V::Sum { a, b, act, .. } => {
                 let i = self.inst(id, Op::Qadd, &[("rounding", round), ("act", qir::Attr::Enum(act))])?;
                 self.out.add_op_typed(i, &[a, b], ty, Some(&name))
@@ -639,6 +638,46 @@ impl Lowering<'_> {
         }
         .map_err(self.edit(id))?;
         Ok(V::Quant(nid, grid))
+    }
+
+    /// `qconcat` of `parts`, each first brought onto `grid` (a layer's result requantized
+    /// onto it directly).
+    fn concat(
+        &mut self,
+        id: NodeId,
+        axis: i64,
+        parts: &[(V, Type)],
+        grid: Grid,
+        ty: Type,
+        name: &str,
+    ) -> Result<NodeId, PassError> {
+        let mut xs = Vec::new();
+        for (v, pty) in parts {
+            let x = match v {
+                V::Quant(x, _) => *x,
+                V::Acc { node, a, c, act } => {
+                    let pname = self.name(&format!("{name}.in"));
+                    let ty = pty.with_elem(grid.elem());
+                    match self.requantize(id, *node, a, c, *act, grid, ty, &pname)? {
+                        V::Quant(x, _) => x,
+                        _ => unreachable!(),
+                    }
+                }
+                _ => return Err(err(self.src, id, "concatenates a value without an integer form")),
+            };
+            xs.push(x);
+        }
+        let i = self.inst(
+            id,
+            Op::Qconcat,
+            &[
+                ("axis", qir::Attr::Int(axis)),
+                ("rounding", qir::Attr::Enum(self.rounding_attr())),
+            ],
+        )?;
+        self.out
+            .add_op_typed(i, &xs, ty, Some(name))
+            .map_err(self.edit(id))
     }
 
     /// The int32 bias and the requantization of an accumulator onto `grid`.
