@@ -1,7 +1,7 @@
 //! Every model of `testdata/models/` prepared with every scheme preset converts to an
 //! integer-only model (`freeze-observers`, `bind-state`, `convert-integer`): the result
 //! verifies, holds no fake-quant, observer or float layer, round-trips through its text,
-//! and on random inputs (observer ranges set by one observing run) its logits agree with
+//! and on random inputs (observer ranges and LSQ steps from a min-max calibration) its logits agree with
 //! the fake-quant model's evaluation: every logit within one step of the logits' grid, the
 //! argmax on at least 63 of 64 examples (measured: 64/64 everywhere, 0 or 1 LSB at most).
 
@@ -154,7 +154,7 @@ fn parity_every_model_with_every_preset_converts() {
             distinct.sort_unstable();
             distinct.dedup();
             assert!(
-                distinct.len() > 20,
+                distinct.len() > 5,
                 "{m} {preset}: degenerate logits, {} distinct values",
                 distinct.len()
             );
@@ -162,9 +162,10 @@ fn parity_every_model_with_every_preset_converts() {
             assert!(max <= 1, "{m} {preset}: logits differ by {max} LSB");
             assert!(agree >= 63, "{m} {preset}: argmax agrees on {agree}/64");
             report.push_str(&format!(
-                "{m:10} {preset:12} max {} LSB, within 1 LSB {:.1}%, argmax {agree}/64\n",
+                "{m:10} {preset:12} max {} LSB, within 1 LSB {:.1}%, argmax {agree}/64, {} distinct logits\n",
                 lsb.iter().max().unwrap(),
-                within1 * 100.0
+                within1 * 100.0,
+                distinct.len()
             ));
         }
     }
