@@ -317,7 +317,13 @@ impl Lowering<'_> {
         } else {
             return Err(err(self.src, id, format!("weight range [{}, {}] does not fit i8", q.qmin, q.qmax)));
         };
-        let base = self.src_name(w);
+        // named after the weight the fake-quant reads (`fc.w.q`, `conv1.w.folded.q`)
+        let base = self
+            .src
+            .operands(w)
+            .first()
+            .and_then(|&o| self.src.node(o).name.clone())
+            .unwrap_or_else(|| self.src_name(w));
         let params = match q.axis {
             Some(axis) if q.scales.len() > 1 => {
                 let sname = self.constant(
@@ -715,6 +721,7 @@ impl Lowering<'_> {
         // the bias joins the accumulator: operand 2 of qlinear / qconv2d
         if bias.iter().any(|&b| b != 0.0) {
             let base = self.out.node(acc).name.clone().unwrap_or_default();
+            let base = base.strip_suffix(".acc").unwrap_or(&base);
             let bq = self.constant(
                 &format!("{base}.bias.q"),
                 Type::new(ElemType::I32, Shape::fixed(&[bias.len() as u64])),
@@ -781,7 +788,7 @@ impl Lowering<'_> {
         };
         let i = self.inst(id, op, &std::mem::take(&mut attrs))?;
         let ty = src.ty(id).with_elem(ElemType::I32);
-        let n = self.name(&self.src_name(id));
+        let n = self.name(&format!("{}.acc", self.src_name(id)));
         let node = self
             .out
             .add_op_typed(i, &[x, wq], ty, Some(&n))
