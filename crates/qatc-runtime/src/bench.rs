@@ -219,6 +219,17 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// Benchmarks `model` as `cfg` says with `executor`.
 pub fn bench(model: &Graph, cfg: &BenchConfig, executor: &dyn Executor) -> Result<BenchReport> {
+    bench_with(model, cfg, executor, None)
+}
+
+/// [`bench`] with the values of `weights` (e.g. the integer tensors `qatc convert` writes)
+/// in the store; what the file lacks is initialized from the graph with the seed.
+pub fn bench_with(
+    model: &Graph,
+    cfg: &BenchConfig,
+    executor: &dyn Executor,
+    weights: Option<&crate::io::weights::TensorFile>,
+) -> Result<BenchReport> {
     if cfg.batch == 0 {
         return Err(RuntimeError::Config(
             "the batch size must be at least 1".into(),
@@ -226,7 +237,15 @@ pub fn bench(model: &Graph, cfg: &BenchConfig, executor: &dyn Executor) -> Resul
     }
     let g = bench_graph(model, cfg)?;
     let inputs = synthetic_inputs(&g, cfg.batch, cfg.seed)?;
-    let mut store = init_store(&g, cfg.seed)?;
+    let mut store = match weights {
+        Some(f) => crate::io::weights::store_from_file(
+            &g,
+            f,
+            crate::io::weights::Require::Params,
+            cfg.seed,
+        )?,
+        None => init_store(&g, cfg.seed)?,
+    };
     let t0 = Instant::now();
     let mut prog = executor.prepare(&g, &[])?;
     prog.run(&mut store, &inputs)?;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use passes::grad::{GradOptions, Optimizer};
-use runtime::bench::{BenchConfig, BenchReport, bench};
+use runtime::bench::{BenchConfig, BenchReport, bench_with};
 use runtime::train::Prepare;
 
 use crate::io::{CmdResult, fail, read_input, write_stdout};
@@ -24,6 +24,10 @@ pub struct Args {
     /// Prepare the model for QAT with this scheme (a preset name or file) first.
     #[arg(long, value_name = "NAME|FILE")]
     scheme: Option<String>,
+    /// Parameters, state and constants (safetensors), e.g. the integer tensors of
+    /// `qatc convert`; without it they are initialized from the model with --seed.
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
     /// Examples per step.
     #[arg(long, default_value_t = 128)]
     batch: usize,
@@ -182,7 +186,14 @@ pub fn run(args: Args) -> CmdResult {
         }),
         super::Backend::Interp => args.backend.executor(),
     };
-    let report = bench(&model, &cfg, executor.as_ref()).or_else(|e| fail(e.to_string()))?;
+    let weights = match &args.weights {
+        Some(w) => {
+            Some(runtime::io::weights::read_safetensors(w).or_else(|e| fail(e.to_string()))?)
+        }
+        None => None,
+    };
+    let report = bench_with(&model, &cfg, executor.as_ref(), weights.as_ref())
+        .or_else(|e| fail(e.to_string()))?;
     write_stdout(&render(
         &report,
         args.train,
