@@ -162,3 +162,64 @@ impl PassDef for BindState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: &str = "graph @m {
+  input %x: f32[B, 2]
+  param %w: f32[2, 2] = kaiming_uniform
+  state %x.min: f32[] = fill(inf)
+  state %n: f32[2] = zeros
+
+  %x.min.new = observe_min(%x, %x.min) : f32[]
+  %y = linear(%x, %w) : f32[B, 2]
+
+  output y = %y
+  output m = %x.min.new
+  update %x.min = %x.min.new
+}
+";
+
+    fn t(shape: &[usize], v: &[f64]) -> (Vec<usize>, Vec<f64>) {
+        (shape.to_vec(), v.to_vec())
+    }
+
+    #[test]
+    fn binds_params_and_state_and_drops_their_updates() {
+        let mut g = qir_reader::parse_and_verify(G).unwrap();
+        let tensors = BTreeMap::from([
+            ("w".to_string(), t(&[2, 2], &[1.0, 2.0, 3.0, 4.0])),
+            ("x.min".to_string(), t(&[], &[-0.5])),
+            ("extra".to_string(), t(&[1], &[9.0])),
+        ]);
+        // %n is not in the file: it keeps its (deterministic) initializer, as a constant
+        assert_eq!(bind_state(&mut g, &tensors).unwrap(), 3);
+        qir::verify::verify(&g).unwrap();
+        let text = qir::print::print(&g);
+        assert!(text.contains("const %w: f32[2, 2] = [1.0, 2.0, 3.0, 4.0]"), "{text}");
+        assert!(text.contains("const %x.min: f32[] = [-0.5]"), "{text}");
+        assert!(text.contains("const %n: f32[2] = zeros"), "{text}");
+        assert!(!text.contains("update"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_param_or_a_wrong_shape_is_an_error() {
+        let mut g = qir_reader::parse_and_verify(G).unwrap();
+        let e = bind_state(&mut g, &BTreeMap::new()).unwrap_err().to_string();
+        assert!(e.contains("the weights have no tensor for %w: f32[2, 2]"), "{e}");
+        let tensors = BTreeMap::from([("w".to_string(), t(&[4], &[1.0, 2.0, 3.0, 4.0]))]);
+        let e = bind_state(&mut g, &tensors).unwrap_err().to_string();
+        assert!(e.contains("the weights hold %w with shape [4], the graph declares f32[2, 2]"), "{e}");
+        let e = BindState::default().run(&mut g).unwrap_err().to_string();
+        assert!(e.contains("bind-state needs the trained weights"), "{e}");
+        let e = BindState {
+            weights: "/nonexistent.safetensors".into(),
+        }
+        .run(&mut g)
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cannot read /nonexistent.safetensors"), "{e}");
+    }
+}
