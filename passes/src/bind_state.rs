@@ -30,8 +30,11 @@ pub struct BindState {
     pub weights: String,
 }
 
+/// Tensors by name: shape and row-major values (integers exact).
+pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f64>)>;
+
 /// Reads the tensors of a safetensors file as f64 values by name (with their shapes).
-pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f64>)>, PassError> {
+pub fn read_tensors(path: &Path) -> Result<Tensors, PassError> {
     let bytes = std::fs::read(path)
         .map_err(|e| PassError::new(format!("cannot read {}: {e}", path.display())))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
@@ -65,10 +68,7 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f64
 }
 
 /// Binds `tensors` into `g` (see the module docs); returns how many values were bound.
-pub fn bind_state(
-    g: &mut Graph,
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f64>)>,
-) -> Result<usize, PassError> {
+pub fn bind_state(g: &mut Graph, tensors: &Tensors) -> Result<usize, PassError> {
     let mut bound = 0;
     for id in g.node_ids() {
         let node = g.node(id);

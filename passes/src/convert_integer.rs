@@ -664,7 +664,7 @@ impl Lowering<'_> {
                 V::Acc { node, a, c, act } => {
                     let pname = self.name(&format!("{name}.in"));
                     let ty = pty.with_elem(grid.elem());
-                    match self.requantize(id, *node, a, c, *act, grid, ty, &pname)? {
+                    match self.requantize(id, *node, a, c, act, grid, ty, &pname)? {
                         V::Quant(x, _) => x,
                         _ => unreachable!(),
                     }

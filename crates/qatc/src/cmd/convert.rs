@@ -49,9 +49,9 @@ fn run_pipeline(g: &mut qir::Graph, name: &str, params: &[(&str, OptValue)]) -> 
     let pm = PassManager::from_pipeline(&pipeline).or_else(|e| fail(e.to_string()))?;
     let result = pm.run(g);
     super::print_remarks();
-    result.map(|_| ()).or_else(|e| {
+    result.map(|_| ()).map_err(|e| {
         write_stderr(&format!("error: {name}: {e}\n"));
-        Err(Failure::Reported)
+        Failure::Reported
     })
 }
 
