@@ -123,6 +123,8 @@ passes! {
     fold_batchnorm_qat => FoldBatchNormQat,
     insert_fake_quant => InsertFakeQuant,
     freeze_observers => FreezeObservers,
+    bind_state => BindState,
+    convert_integer => ConvertInteger,
     disable_fake_quant => DisableFakeQuant,
 }
 

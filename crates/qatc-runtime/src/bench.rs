@@ -37,10 +37,6 @@ pub struct BenchConfig {
     pub min_seconds: f64,
     /// Seeds the parameters and the inputs.
     pub seed: u64,
-    /// Parameters and state to run with (e.g. a checkpoint, or a converted model's integer
-    /// tensors); what the file does not hold is initialized from the graph with `seed`.
-    /// Needed for graphs with `external` parameters.
-    pub weights: Option<crate::io::TensorFile>,
 }
 
 impl Default for BenchConfig {
@@ -53,7 +49,6 @@ impl Default for BenchConfig {
             runs: 20,
             min_seconds: 1.0,
             seed: 0,
-            weights: None,
         }
     }
 }
@@ -224,6 +219,17 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// Benchmarks `model` as `cfg` says with `executor`.
 pub fn bench(model: &Graph, cfg: &BenchConfig, executor: &dyn Executor) -> Result<BenchReport> {
+    bench_with(model, cfg, executor, None)
+}
+
+/// [`bench`] with the values of `weights` (e.g. the integer tensors `qatc convert` writes)
+/// in the store; what the file lacks is initialized from the graph with the seed.
+pub fn bench_with(
+    model: &Graph,
+    cfg: &BenchConfig,
+    executor: &dyn Executor,
+    weights: Option<&crate::io::weights::TensorFile>,
+) -> Result<BenchReport> {
     if cfg.batch == 0 {
         return Err(RuntimeError::Config(
             "the batch size must be at least 1".into(),
@@ -231,8 +237,13 @@ pub fn bench(model: &Graph, cfg: &BenchConfig, executor: &dyn Executor) -> Resul
     }
     let g = bench_graph(model, cfg)?;
     let inputs = synthetic_inputs(&g, cfg.batch, cfg.seed)?;
-    let mut store = match &cfg.weights {
-        Some(file) => crate::io::store_from_file(&g, file, crate::io::Require::Params, cfg.seed)?,
+    let mut store = match weights {
+        Some(f) => crate::io::weights::store_from_file(
+            &g,
+            f,
+            crate::io::weights::Require::Params,
+            cfg.seed,
+        )?,
         None => init_store(&g, cfg.seed)?,
     };
     let t0 = Instant::now();

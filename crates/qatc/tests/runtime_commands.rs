@@ -696,3 +696,162 @@ fn init_skips_calibration_unless_asked() {
         "{recal}"
     );
 }
+
+/// `N/360` of an `eval` line.
+fn correct_of(stdout: &str) -> usize {
+    stdout
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once('/'))
+        .map(|(n, _)| n.parse().unwrap())
+        .unwrap_or_else(|| panic!("no count in {stdout}"))
+}
+
+#[test]
+fn convert_then_eval_run_and_bench_the_integer_model() {
+    // QAT-train the digits MLP (tflite-int8, 2 epochs), convert it, and run the integer
+    // model with every command that takes a model, on both backends.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = s(&dir.path().join("mlp.safetensors"));
+    let run = qatc(&[
+        "train",
+        &digits_mlp(),
+        "--data",
+        &digits(),
+        "--scheme",
+        "tflite-int8",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "-o",
+        &ck,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    let fq_correct = (final_accuracy(&run.stdout) * 360.0).round() as usize;
+    let int = s(&dir.path().join("mlp.int8.qir"));
+    let run = qatc(&[
+        "convert",
+        &digits_mlp(),
+        "--weights",
+        &ck,
+        "--scheme",
+        "tflite-int8",
+        "-o",
+        &int,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    let text = std::fs::read_to_string(&int).unwrap();
+    for op in ["quantize(", "qlinear(", "requantize(", "dequantize("] {
+        assert!(text.contains(op), "{op} missing:\n{text}");
+    }
+    assert!(
+        !text.contains("fake_quant") && !text.contains("param "),
+        "{text}"
+    );
+    // the integer tensors: i8 weights (large constants go to the file)
+    let tensors = runtime::io::weights::read_safetensors(&dir.path().join("mlp.int8.safetensors"))
+        .unwrap()
+        .tensors;
+    assert_eq!(tensors["fc1.w.q"].data.dtype(), "i8");
+    assert_eq!(tensors["fc1.w.q"].shape, vec![32, 64]);
+    let w = s(&dir.path().join("mlp.int8.safetensors"));
+    let mut counts = Vec::new();
+    for backend in ["jit", "interp"] {
+        let run = qatc(&[
+            "eval",
+            &int,
+            "--data",
+            &digits(),
+            "--weights",
+            &w,
+            "--backend",
+            backend,
+        ]);
+        assert_eq!(run.code, Some(0), "{}", run.all());
+        counts.push(correct_of(&run.stdout));
+    }
+    assert_eq!(counts[0], counts[1], "jit and interpreter disagree");
+    // measured: the integer model classifies exactly the images the fake-quant model does
+    assert!(
+        counts[0].abs_diff(fq_correct) <= 1,
+        "int8 {}/360, fake-quant {fq_correct}/360",
+        counts[0]
+    );
+    let (x, _) = inputs(dir.path());
+    let mut outs = Vec::new();
+    for backend in ["jit", "interp"] {
+        let run = qatc(&[
+            "run",
+            &int,
+            "--weights",
+            &w,
+            "-i",
+            &format!("x={}", s(&x)),
+            "--backend",
+            backend,
+        ]);
+        assert_eq!(run.code, Some(0), "{}", run.all());
+        assert!(run.stdout.contains("logits"), "{}", run.stdout);
+        outs.push(run.stdout);
+    }
+    assert_eq!(outs[0], outs[1]);
+    for backend in ["jit", "interp"] {
+        let run = qatc(&[
+            "bench",
+            &int,
+            "--weights",
+            &w,
+            "--batch",
+            "8",
+            "--runs",
+            "2",
+            "--min-seconds",
+            "0",
+            "--backend",
+            backend,
+        ]);
+        assert_eq!(run.code, Some(0), "{}", run.all());
+        assert!(run.stdout.contains("samples/s"), "{}", run.stdout);
+    }
+}
+
+#[test]
+fn convert_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = s(&dir.path().join("o.qir"));
+    let run = qatc(&[
+        "convert",
+        &digits_mlp(),
+        "--weights",
+        "nope.safetensors",
+        "-o",
+        &out,
+    ]);
+    assert_one_line_error(&run, "the model has no fake-quant: give the --scheme");
+    let run = qatc(&[
+        "convert",
+        &digits_mlp(),
+        "--weights",
+        "nope.safetensors",
+        "--scheme",
+        "tflite-int8",
+        "-o",
+        &out,
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    assert!(
+        run.stderr.contains("cannot read nope.safetensors"),
+        "{}",
+        run.stderr
+    );
+    let run = qatc(&[
+        "convert",
+        &qat_mlp(),
+        "--weights",
+        "x",
+        "--scheme",
+        "tflite-int8",
+        "-o",
+        &out,
+    ]);
+    assert_one_line_error(&run, "already prepared");
+}

@@ -5,7 +5,7 @@
 //! - `verify/ok/`: parses and verifies; snapshot: the IR.
 //! - `verify/err/`: parses but does not verify; snapshot: the diagnostics.
 //! - `passes/<pass>/`: runs `<pass>` (or the pipeline of a first line
-//!   `// RUN: passes=...` / `// RUN: pipeline=...`) and verifies; snapshot: whether the
+//!   `// RUN: passes=...` / `// RUN: pipeline=NAME{param=value}`) and verifies; snapshot: whether the
 //!   graph changed, then the IR. `canonicalize` must also find nothing to do the second time.
 //!   `passes/<pass>/err/`: the run must fail; snapshot: the error and annotated IR.
 //! - `pipelines/<name>/`: runs the named pipeline end to end; snapshot as for passes.
@@ -171,8 +171,9 @@ fn pipeline_for(src: &str, default: Default, path: &Path) -> passes::Pipeline {
     };
     let result = if let Some(text) = run.strip_prefix("passes=") {
         passes::pipeline::parse(text).map_err(passes::ConfigError::from)
-    } else if let Some(name) = run.strip_prefix("pipeline=") {
-        passes::named(name)
+    } else if let Some(spec) = run.strip_prefix("pipeline=") {
+        // `convert{weights=...}`: a named pipeline with its parameters
+        passes::named_spec(spec)
     } else {
         panic!(
             "{}: a RUN line is `// RUN: passes=...` or `// RUN: pipeline=...`",

@@ -314,4 +314,47 @@ mod tests {
         let (s, z) = qparams_f32(1e-30f32, 1.5, rule(-8, 7, false, false));
         assert_eq!((s, z), (0.1, -8));
     }
+
+    mod prop {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Requantization of a real scale against a 64-bit float reference: the Q0.31
+            /// multiplier is within 2^-31 (relative) of the scale, and the exact rescale of an
+            /// accumulator is `v * scale` rounded, off by at most that relative error.
+            #[test]
+            fn rescale_real_against_f64(
+                v in any::<i32>(),
+                real in prop_oneof![1e-9f64..1e-3, 1e-3f64..1.0, 1.0f64..1e3],
+                ties in any::<bool>(),
+            ) {
+                let r = if ties { Rounding::HalfEven } else { Rounding::HalfAwayFromZero };
+                let (m, sh) = quantize_multiplier(real).unwrap();
+                prop_assert!((1i64 << 30..1i64 << 31).contains(&m));
+                let approx = m as f64 * 2f64.powi(-(31 + sh as i32));
+                prop_assert!((approx - real).abs() <= real * 2f64.powi(-31), "{real} -> {m} >> {sh}");
+                let got = rescale_real(v as i64, real, r).unwrap() as f64;
+                let want = v as f64 * real;
+                let bound = 0.5 + want.abs() * 2f64.powi(-31) + 1e-9;
+                prop_assert!((got - want).abs() <= bound, "{v} * {real}: {got} vs {want}");
+            }
+
+            /// The exact sum of rescaled terms (qadd, qconcat) against f64.
+            #[test]
+            fn rescale_sum_against_f64(
+                a in -(1i64 << 20)..(1i64 << 20),
+                b in -(1i64 << 20)..(1i64 << 20),
+                ra in 1e-4f64..10.0,
+                rb in 1e-4f64..10.0,
+            ) {
+                let got = rescale_sum(&[(a, ra), (b, rb)], Rounding::HalfEven).unwrap() as f64;
+                let want = a as f64 * ra + b as f64 * rb;
+                let bound = 0.5 + (a as f64 * ra).abs().max((b as f64 * rb).abs()) * 2f64.powi(-30) + 1e-9;
+                prop_assert!((got - want).abs() <= bound, "{got} vs {want}");
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use passes::grad::{GradOptions, Optimizer};
-use runtime::bench::{BenchConfig, BenchReport, bench};
+use runtime::bench::{BenchConfig, BenchReport, bench_with};
 use runtime::train::Prepare;
 
 use crate::io::{CmdResult, fail, read_input, write_stdout};
@@ -24,6 +24,10 @@ pub struct Args {
     /// Prepare the model for QAT with this scheme (a preset name or file) first.
     #[arg(long, value_name = "NAME|FILE")]
     scheme: Option<String>,
+    /// Parameters, state and constants (safetensors), e.g. the integer tensors of
+    /// `qatc convert`; without it they are initialized from the model with --seed.
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
     /// Examples per step.
     #[arg(long, default_value_t = 128)]
     batch: usize,
@@ -39,11 +43,6 @@ pub struct Args {
     /// Seeds the parameters and the synthetic inputs.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Parameters and state (safetensors: a checkpoint, an imported model's weights, a
-    /// converted model's integer tensors); required for `external` params, the rest is
-    /// initialized with --seed.
-    #[arg(long, value_name = "W.safetensors")]
-    weights: Option<PathBuf>,
     /// Print the JIT's memory plan (steps, arena buffers, arena size against the sum of
     /// all intermediates).
     #[arg(long)]
@@ -179,10 +178,6 @@ pub fn run(args: Args) -> CmdResult {
         runs: args.runs,
         min_seconds: args.min_seconds,
         seed: args.seed,
-        weights: match &args.weights {
-            Some(p) => Some(runtime::io::read_safetensors(p).or_else(|e| fail(e.to_string()))?),
-            None => None,
-        },
     };
     let executor: runtime::executor::SharedExecutor = match args.backend.backend {
         super::Backend::Jit => std::sync::Arc::new(qir_jit::Jit {
@@ -191,7 +186,14 @@ pub fn run(args: Args) -> CmdResult {
         }),
         super::Backend::Interp => args.backend.executor(),
     };
-    let report = bench(&model, &cfg, executor.as_ref()).or_else(|e| fail(e.to_string()))?;
+    let weights = match &args.weights {
+        Some(w) => {
+            Some(runtime::io::weights::read_safetensors(w).or_else(|e| fail(e.to_string()))?)
+        }
+        None => None,
+    };
+    let report = bench_with(&model, &cfg, executor.as_ref(), weights.as_ref())
+        .or_else(|e| fail(e.to_string()))?;
     write_stdout(&render(
         &report,
         args.train,

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod calibrate;
 pub mod check;
+pub mod convert;
 pub mod dot;
 pub mod eval;
 pub mod fmt;
@@ -49,6 +50,8 @@ pub enum Command {
     Bench(bench::Args),
     /// Import an ONNX model as a .qir graph and its weights
     Import(import::Args),
+    /// Convert a trained QAT model to an integer-only model
+    Convert(convert::Args),
 }
 
 impl Command {
@@ -68,6 +71,7 @@ impl Command {
             Command::Eval(a) => eval::run(a),
             Command::Bench(a) => bench::run(a),
             Command::Import(a) => import::run(a),
+            Command::Convert(a) => convert::run(a),
         }
     }
 }
