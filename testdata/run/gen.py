@@ -56,7 +56,15 @@ def write(name, desc, tol, inputs, expects, body, overrides=()):
     for n, v in expects:
         lines.append(f"// expect {n}: {fmt(v)}")
     lines.append(f"graph @{name.replace('-', '_')} {{")
-    lines += ["  " + l if l else "" for l in body.strip("\n").split("\n")]
+    # the canonical layout (`qatc fmt`): declarations, a blank line, ops, a blank line, outputs
+    body = [l for l in body.strip("\n").split("\n") if l.strip()]
+    decls = [l for l in body if l.split()[0] in ("input", "const", "param", "state")]
+    outs = [l for l in body if l.split()[0] == "output"]
+    ops = [l for l in body if l not in decls and l not in outs]
+    for i, block in enumerate(b for b in (decls, ops, outs) if b):
+        if i:
+            lines.append("")
+        lines += ["  " + l for l in block]
     lines.append("}")
     with open(os.path.join(HERE, name + ".qir"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -206,7 +214,11 @@ for name, (c, o, groups, stride, pad, dil, hw) in {
     y = conv_ref(x, w, bias, stride, pad, dil, groups)
     dyv = dy(*y.shape)
     dx, dw = conv_grads(x, w, dyv, stride, pad, dil, groups)
-    attrs = f"stride = {stride}, padding = {pad}, dilation = {dil}, groups = {groups}"
+    # attributes at their defaults are left out, as the canonical printer does
+    attrs = ", ".join(
+        f"{k} = {v}" for k, v, default in [
+            ("stride", stride, [1, 1]), ("padding", pad, [0, 0, 0, 0]),
+            ("dilation", dil, [1, 1]), ("groups", groups, 1)] if v != default)
     write(
         name, f"conv2d forward (with fused relu) and both gradients: {attrs}", "exact",
         [("x", x), ("w", w), ("b", bias), ("dy", dyv)],
