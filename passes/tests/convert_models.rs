@@ -1,10 +1,11 @@
-//! Every model of `testdata/models/` prepared with every scheme preset converts to an
-//! integer-only model (`freeze-observers`, `bind-state`, `convert-integer`): the result
-//! verifies, holds no fake-quant, observer or float layer, round-trips through its text,
-//! and on random inputs (observer ranges and LSQ steps from a min-max calibration) its logits agree with
-//! the fake-quant model's evaluation: every logit within one step of the logits' grid, the
+//! Every model of `testdata/models/` prepared with every scheme preset (and the test
+//! scheme files: skipped layers, mixed bit widths, unsigned activations, unfolded
+//! batch-norm) converts to an integer-only model (`freeze-observers`, `bind-state`,
+//! `convert-integer`): the result verifies, holds no fake-quant or observer and no float
+//! layer but those a scheme skips, round-trips through its text, and on random inputs
+//! (observer ranges and LSQ steps from a min-max calibration) its logits agree with the
+//! fake-quant model's evaluation: every logit within one step of the logits' grid, the
 //! argmax on at least 63 of 64 examples (measured: 64/64 everywhere, 0 or 1 LSB at most).
-
 mod prepare_common;
 
 use std::collections::{BTreeMap, HashMap};
