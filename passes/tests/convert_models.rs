@@ -6,6 +6,7 @@
 //! (observer ranges and LSQ steps from a min-max calibration) its logits agree with the
 //! fake-quant model's evaluation: every logit within one step of the logits' grid, the
 //! argmax on at least 63 of 64 examples (measured: 64/64 everywhere, 0 or 1 LSB at most).
+
 mod prepare_common;
 
 use std::collections::{BTreeMap, HashMap};
