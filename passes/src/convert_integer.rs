@@ -571,6 +571,19 @@ impl Lowering<'_> {
                 if cs[0].v.len() != cs[1].v.len() {
                     return Err(err(src, id, "min and max differ in size"));
                 }
+                // a range never observed (+inf, -inf) would quantize with the smallest
+                // scale: the checkpoint holds no calibrated ranges
+                if cs[0].v.iter().zip(&cs[1].v).any(|(mn, mx)| mn > mx) {
+                    let o = src.operands(id)[0];
+                    return Err(err(
+                        src,
+                        id,
+                        format!(
+                            "the range {} was never observed (train or calibrate with the scheme first)",
+                            src.describe(o)
+                        ),
+                    ));
+                }
                 let r = rule();
                 let v = cs[0]
                     .v
