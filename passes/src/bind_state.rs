@@ -152,7 +152,7 @@ impl PassDef for BindState {
         options: &[OptionSpec {
             name: "weights",
             kind: OptionKind::Str,
-            default: "",
+            default: "\"\"",
             doc: "the safetensors file (a checkpoint of qatc train)",
         }],
     };

@@ -19,7 +19,10 @@
 //!   `qglobal_avg_pool`, each rescaling to the fake-quant's grid;
 //! - `max_pool2d`, `reshape` and `flatten` run directly on the quantized values;
 //! - a fake-quant of a float input becomes `quantize`, a fake-quant of a quantized value
-//!   on another grid `requantize`, and every output that is quantized is `dequantize`d.
+//!   on another grid `requantize`, and every output that is quantized is `dequantize`d;
+//! - what the scheme left in float (a skipped layer, and what reads it until the next
+//!   fake-quant) stays a float op, its quantized operands dequantized and its constants
+//!   f32 constants: a mixed-precision model converts too.
 //!
 //! The loss, and inputs only the loss reads (labels), are dropped: the result is an
 //! inference model. Option `rounding` (default `half_even`, the rounding of `fake_quant`)
@@ -246,6 +249,8 @@ struct Lowering<'a> {
     out: Graph,
     vals: HashMap<NodeId, V>,
     rounding: Rounding,
+    /// The dequantized float form of quantized values, made once each.
+    dequantized: HashMap<NodeId, NodeId>,
 }
 
 impl Lowering<'_> {
@@ -393,6 +398,9 @@ impl Lowering<'_> {
         {
             return Ok(v);
         }
+        if self.needs_float(inst, &ops)? {
+            return self.float_op(id, inst, &ops);
+        }
         match inst.op {
             Op::FakeQuant | Op::FakeQuantLsq => self.fake_quant(id, inst, &ops),
             Op::Linear | Op::Conv2d => self.layer(id, inst, &ops),
@@ -445,8 +453,81 @@ impl Lowering<'_> {
                 }
                 Ok(V::Cat { parts, axis })
             }
-            op => Err(err(src, id, format!("{op} has no integer form"))),
+            _ => self.float_op(id, inst, &ops),
         }
+    }
+
+    /// Whether `inst` stays a float op: it reads a float value (a layer the scheme skips,
+    /// or what follows it), or it is a layer whose input or weight is not quantized. A
+    /// fake-quant of a float value is the model's `quantize`, not a float op.
+    fn needs_float(&self, inst: &Inst, ops: &[NodeId]) -> Result<bool, PassError> {
+        if matches!(inst.op, Op::FakeQuant | Op::FakeQuantLsq) {
+            return Ok(false);
+        }
+        for &o in ops {
+            if matches!(self.get(o)?, V::Float(_)) {
+                return Ok(true);
+            }
+        }
+        Ok(match inst.op {
+            Op::Linear | Op::Conv2d => {
+                !matches!(self.get(ops[0])?, V::Quant(..))
+                    || !matches!(self.vals.get(&ops[1]), Some(V::Const(_, Some(_))))
+            }
+            _ => false,
+        })
+    }
+
+    /// `inst` as a float op of the new graph: quantized operands are dequantized,
+    /// constants become f32 constants.
+    fn float_op(&mut self, id: NodeId, inst: &Inst, ops: &[NodeId]) -> Result<V, PassError> {
+        let src = self.src;
+        let mut operands = Vec::with_capacity(ops.len());
+        for &o in ops {
+            let n = match self.get(o)?.clone() {
+                V::Float(n) => n,
+                V::Quant(q, _) => match self.dequantized.get(&q) {
+                    Some(&d) => d,
+                    None => {
+                        let name = self.name(&format!("{}.real", self.src_name(o)));
+                        let ty = src.ty(o).with_elem(ElemType::F32);
+                        let d = self
+                            .out
+                            .add_op_typed(Inst::new(Op::Dequantize), &[q], ty, Some(&name))
+                            .map_err(self.edit(id))?;
+                        self.dequantized.insert(q, d);
+                        d
+                    }
+                },
+                V::Const(ct, _) => {
+                    let shape: Vec<u64> = ct.shape.iter().map(|&d| d as u64).collect();
+                    let elem = src.ty(o).elem.clone();
+                    self.constant(
+                        &self.src_name(o),
+                        Type::new(elem, Shape::fixed(&shape)),
+                        ct.v.iter().map(|&x| x as f64).collect(),
+                    )?
+                }
+                _ => {
+                    return Err(err(
+                        src,
+                        id,
+                        format!(
+                            "{} has no integer form and reads {}, a layer result without a fake-quant",
+                            inst.op,
+                            src.describe(o)
+                        ),
+                    ));
+                }
+            };
+            operands.push(n);
+        }
+        let name = self.name(&self.src_name(id));
+        let nid = self
+            .out
+            .add_op_typed(inst.clone(), &operands, src.ty(id).clone(), Some(&name))
+            .map_err(self.edit(id))?;
+        Ok(V::Float(nid))
     }
 
     /// Evaluates an op of constants; `None` when the op is not one evaluated here.
@@ -489,6 +570,19 @@ impl Lowering<'_> {
             Op::QparamsScale | Op::QparamsZeroPoint => {
                 if cs[0].v.len() != cs[1].v.len() {
                     return Err(err(src, id, "min and max differ in size"));
+                }
+                // a range never observed (+inf, -inf) would quantize with the smallest
+                // scale: the checkpoint holds no calibrated ranges
+                if cs[0].v.iter().zip(&cs[1].v).any(|(mn, mx)| mn > mx) {
+                    let o = src.operands(id)[0];
+                    return Err(err(
+                        src,
+                        id,
+                        format!(
+                            "the range {} was never observed (train or calibrate with the scheme first)",
+                            src.describe(o)
+                        ),
+                    ));
                 }
                 let r = rule();
                 let v = cs[0]
@@ -880,6 +974,7 @@ pub fn convert_integer(g: &Graph, rounding: Rounding) -> Result<Graph, PassError
         out: Graph::new(g.name.clone()),
         vals: HashMap::new(),
         rounding,
+        dequantized: HashMap::new(),
     };
     // only what the outputs need: the loss and the labels are dropped
     let live = live_set(g);

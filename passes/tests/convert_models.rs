@@ -1,8 +1,10 @@
-//! Every model of `testdata/models/` prepared with every scheme preset converts to an
-//! integer-only model (`freeze-observers`, `bind-state`, `convert-integer`): the result
-//! verifies, holds no fake-quant, observer or float layer, round-trips through its text,
-//! and on random inputs (observer ranges and LSQ steps from a min-max calibration) its logits agree with
-//! the fake-quant model's evaluation: every logit within one step of the logits' grid, the
+//! Every model of `testdata/models/` prepared with every scheme preset (and the test
+//! scheme files: skipped layers, mixed bit widths, unsigned activations, unfolded
+//! batch-norm) converts to an integer-only model (`freeze-observers`, `bind-state`,
+//! `convert-integer`): the result verifies, holds no fake-quant or observer and no float
+//! layer but those a scheme skips, round-trips through its text, and on random inputs
+//! (observer ranges and LSQ steps from a min-max calibration) its logits agree with the
+//! fake-quant model's evaluation: every logit within one step of the logits' grid, the
 //! argmax on at least 63 of 64 examples (measured: 64/64 everywhere, 0 or 1 LSB at most).
 
 mod prepare_common;
@@ -74,100 +76,127 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
+/// Prepares model `m` with `scheme` (a preset or a scheme file), calibrates it (min-max
+/// ranges, LSQ steps), converts it and compares the two on random inputs; a report line.
+fn check(m: &str, scheme: &str, skipped: usize, rng: &mut Rng) -> String {
+    let preset = scheme;
+    let g = prepare(&model(m), scheme);
+    let mut store = init_store(&g, 3).unwrap();
+    let batches = vec![inputs(&g, 32, rng)];
+    runtime::calibrate::calibrate(
+        &g,
+        &mut store,
+        &batches,
+        &runtime::calibrate::CalibrationConfig::default(),
+        &qir_interp::Interpreter::default(),
+    )
+    .unwrap();
+    let int = convert(&g, &store);
+    let text = qir::print::print(&int);
+    qir::verify::verify(&int).unwrap_or_else(|e| panic!("{m} {preset}: {e:?}\n{text}"));
+    let back = qir_reader::parse_and_verify(&text)
+        .unwrap_or_else(|d| panic!("{}", qir_reader::render(&d, m, &text)));
+    assert_eq!(
+        qir::print::print(&back),
+        text,
+        "{m} {preset}: no round trip"
+    );
+    let mut float_layers = 0;
+    for id in int.node_ids() {
+        let op = int.node(id).op();
+        assert!(
+            !matches!(
+                op,
+                Some(Op::FakeQuant | Op::FakeQuantLsq | Op::ObserveMin | Op::ObserveMax)
+            ),
+            "{m} {preset}: {op:?} left\n{text}"
+        );
+        if matches!(op, Some(Op::Linear | Op::Conv2d | Op::BatchNorm)) {
+            float_layers += 1;
+        }
+    }
+    // only the layers a scheme skips stay in float
+    assert_eq!(float_layers, skipped, "{m} {preset}: float layers\n{text}");
+    // the logits of the fake-quant evaluation and of the integer model
+    let eval = runtime::executor::eval_graph(&g).unwrap();
+    let x = inputs(&g, 64, rng);
+    let fq = run(&eval, &mut store.clone(), &x, &RunOptions::default()).unwrap();
+    let mut int_store = init_store(&int, 0).unwrap();
+    let mut xi = x.clone();
+    xi.remove("label");
+    let iq = run(&int, &mut int_store, &xi, &RunOptions::default()).unwrap();
+    let (a, b) = (
+        fq.outputs["logits"].as_f32().unwrap(),
+        iq.outputs["logits"].as_f32().unwrap(),
+    );
+    let deq = int.output("logits").unwrap();
+    let q = int.operands(deq)[0];
+    let ElemType::Quant(qt) = &int.ty(q).elem else {
+        panic!("{m} {preset}: the logits are not dequantized")
+    };
+    let qir::QuantParams::PerTensor { scale, .. } = qt.params else {
+        panic!("per-tensor logits")
+    };
+    let lsb: Vec<i64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| ((x - y) / scale).abs().round() as i64)
+        .collect();
+    let within1 = lsb.iter().filter(|&&d| d <= 1).count() as f64 / lsb.len() as f64;
+    let agree = a
+        .chunks(10)
+        .zip(b.chunks(10))
+        .filter(|(x, y)| argmax(x) == argmax(y))
+        .count();
+    let mut distinct: Vec<u32> = a.iter().map(|v| v.to_bits()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(
+        distinct.len() > 20,
+        "{m} {preset}: degenerate logits, {} distinct values",
+        distinct.len()
+    );
+    let max = *lsb.iter().max().unwrap();
+    assert!(max <= 1, "{m} {preset}: logits differ by {max} LSB");
+    assert!(agree >= 63, "{m} {preset}: argmax agrees on {agree}/64");
+    format!(
+        "{m:10} {preset} max {} LSB, within 1 LSB {:.1}%, argmax {agree}/64, {} distinct logits\n",
+        lsb.iter().max().unwrap(),
+        within1 * 100.0,
+        distinct.len()
+    )
+}
+
 #[test]
 fn parity_every_model_with_every_preset_converts() {
     let mut rng = Rng(11);
     let mut report = String::new();
     for m in MODELS {
-        let float = model(m);
         for (preset, _) in PRESETS {
-            let g = prepare(&float, preset);
-            let mut store = init_store(&g, 3).unwrap();
-            // one observing run sets every observer range
-            run(
-                &g,
-                &mut store,
-                &inputs(&g, 32, &mut rng),
-                &RunOptions::default(),
-            )
-            .unwrap();
-            let int = convert(&g, &store);
-            let text = qir::print::print(&int);
-            qir::verify::verify(&int).unwrap_or_else(|e| panic!("{m} {preset}: {e:?}\n{text}"));
-            let back = qir_reader::parse_and_verify(&text)
-                .unwrap_or_else(|d| panic!("{}", qir_reader::render(&d, m, &text)));
-            assert_eq!(
-                qir::print::print(&back),
-                text,
-                "{m} {preset}: no round trip"
-            );
-            for id in int.node_ids() {
-                let op = int.node(id).op();
-                assert!(
-                    !matches!(
-                        op,
-                        Some(
-                            Op::FakeQuant
-                                | Op::FakeQuantLsq
-                                | Op::ObserveMin
-                                | Op::ObserveMax
-                                | Op::Linear
-                                | Op::Conv2d
-                                | Op::BatchNorm
-                        )
-                    ),
-                    "{m} {preset}: {op:?} left\n{text}"
-                );
-            }
-            // the logits of the fake-quant evaluation and of the integer model
-            let eval = runtime::executor::eval_graph(&g).unwrap();
-            let x = inputs(&g, 64, &mut rng);
-            let fq = run(&eval, &mut store.clone(), &x, &RunOptions::default()).unwrap();
-            let mut int_store = init_store(&int, 0).unwrap();
-            let mut xi = x.clone();
-            xi.remove("label");
-            let iq = run(&int, &mut int_store, &xi, &RunOptions::default()).unwrap();
-            let (a, b) = (
-                fq.outputs["logits"].as_f32().unwrap(),
-                iq.outputs["logits"].as_f32().unwrap(),
-            );
-            let deq = int.output("logits").unwrap();
-            let q = int.operands(deq)[0];
-            let ElemType::Quant(qt) = &int.ty(q).elem else {
-                panic!("{m} {preset}: the logits are not dequantized")
-            };
-            let qir::QuantParams::PerTensor { scale, .. } = qt.params else {
-                panic!("per-tensor logits")
-            };
-            let lsb: Vec<i64> = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| ((x - y) / scale).abs().round() as i64)
-                .collect();
-            let within1 = lsb.iter().filter(|&&d| d <= 1).count() as f64 / lsb.len() as f64;
-            let agree = a
-                .chunks(10)
-                .zip(b.chunks(10))
-                .filter(|(x, y)| argmax(x) == argmax(y))
-                .count();
-            let mut distinct: Vec<u32> = a.iter().map(|v| v.to_bits()).collect();
-            distinct.sort_unstable();
-            distinct.dedup();
-            assert!(
-                distinct.len() > 5,
-                "{m} {preset}: degenerate logits, {} distinct values",
-                distinct.len()
-            );
-            let max = *lsb.iter().max().unwrap();
-            assert!(max <= 1, "{m} {preset}: logits differ by {max} LSB");
-            assert!(agree >= 63, "{m} {preset}: argmax agrees on {agree}/64");
-            report.push_str(&format!(
-                "{m:10} {preset:12} max {} LSB, within 1 LSB {:.1}%, argmax {agree}/64, {} distinct logits\n",
-                lsb.iter().max().unwrap(),
-                within1 * 100.0,
-                distinct.len()
-            ));
+            report.push_str(&check(m, preset, 0, &mut rng));
         }
+    }
+    println!("{report}");
+}
+
+#[test]
+fn parity_scheme_files_convert() {
+    // the test schemes of passes/schemes/: skipped layers (kept in float), mixed 4/8-bit
+    // weights, unsigned activations, unfolded batch-norm
+    let mut rng = Rng(12);
+    let mut report = String::new();
+    let dir = prepare_common::repo_root().join("passes/schemes");
+    for (m, file, skipped) in [
+        ("mnist_mlp", "skip-fc2.toml", 1),
+        // the skipped depthwise conv keeps its batch-norm: two float ops
+        ("depthwise", "skip-depthwise.toml", 2),
+        ("mnist_mlp", "w4a8-first-last-8bit.toml", 0),
+        ("mnist_cnn", "uint8-minmax.toml", 0),
+        ("mnist_cnn", "unfolded-bn-frozen.toml", 0),
+        ("residual", "tflite-int8-minmax.toml", 0),
+    ] {
+        let path = dir.join(file).display().to_string();
+        report.push_str(&check(m, &path, skipped, &mut rng));
     }
     println!("{report}");
 }

@@ -854,4 +854,34 @@ fn convert_errors() {
         &out,
     ]);
     assert_one_line_error(&run, "already prepared");
+    // a float checkpoint holds no observer ranges
+    let ck = s(&dir.path().join("float.safetensors"));
+    let run = qatc(&[
+        "train",
+        &digits_mlp(),
+        "--data",
+        &digits(),
+        "--epochs",
+        "1",
+        "--no-progress",
+        "-o",
+        &ck,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    let run = qatc(&[
+        "convert",
+        &digits_mlp(),
+        "--weights",
+        &ck,
+        "--scheme",
+        "tflite-int8",
+        "-o",
+        &out,
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    assert!(
+        run.stderr.contains("the range %x.min was never observed"),
+        "{}",
+        run.stderr
+    );
 }
