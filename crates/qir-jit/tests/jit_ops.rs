@@ -240,6 +240,416 @@ fn reduction(rng: &mut Rng, op: &str, grad: bool) -> Case {
     }
 }
 
+fn contraction(rng: &mut Rng, op: Op) -> Case {
+    let (n, k, o) = (size(rng, 7), size(rng, 37), size(rng, 19));
+    let mut b = B::new();
+    b.rand(rng, "x", &[n, k], -2.0, 2.0);
+    match op {
+        Op::Linear => {
+            b.rand(rng, "w", &[o, k], -1.0, 1.0);
+            b.rand(rng, "bias", &[o], -1.0, 1.0);
+            b.done(&format!(
+                "  %y = linear(%x, %w, %bias) {{act = relu}} : f32[{n}, {o}]"
+            ))
+        }
+        _ => {
+            let tb = rng.int(0, 1) == 1;
+            let wd = if tb { [o, k] } else { [k, o] };
+            b.rand(rng, "w", &wd, -1.0, 1.0);
+            b.done(&format!(
+                "  %y = matmul(%x, %w) {{transpose_b = {tb}}} : f32[{n}, {o}]"
+            ))
+        }
+    }
+}
+
+/// Convolution geometry: batch, channels in/out, input size, kernel, stride, padding.
+struct Conv {
+    n: usize,
+    ci: usize,
+    co: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    groups: usize,
+}
+impl Conv {
+    fn random(rng: &mut Rng, depthwise: bool) -> Conv {
+        let k = rng.int(1, 3) as usize;
+        let s = rng.int(1, 2) as usize;
+        let p = rng.int(0, (k as i64 - 1).max(0)) as usize;
+        let ci = size(rng, 5);
+        let (co, groups) = if depthwise {
+            (ci, ci)
+        } else {
+            (size(rng, 6), 1)
+        };
+        Conv {
+            n: size(rng, 3),
+            ci,
+            co,
+            h: k + rng.int(0, 7) as usize,
+            w: k + rng.int(0, 8) as usize,
+            k,
+            s,
+            p,
+            groups,
+        }
+    }
+    fn out(&self) -> (usize, usize) {
+        (
+            (self.h + 2 * self.p - self.k) / self.s + 1,
+            (self.w + 2 * self.p - self.k) / self.s + 1,
+        )
+    }
+    fn attrs(&self) -> String {
+        let (s, p) = (self.s, self.p);
+        format!(
+            "stride = [{s}, {s}], padding = [{p}, {p}, {p}, {p}], groups = {}",
+            self.groups
+        )
+    }
+    fn wdims(&self) -> [usize; 4] {
+        [self.co, self.ci / self.groups, self.k, self.k]
+    }
+}
+
+fn conv(rng: &mut Rng, op: Op) -> Case {
+    let depthwise = rng.int(0, 3) == 0;
+    let c = Conv::random(rng, depthwise);
+    let (oh, ow) = c.out();
+    let mut b = B::new();
+    let xd = [c.n, c.ci, c.h, c.w];
+    let yd = [c.n, c.co, oh, ow];
+    let at = c.attrs();
+    match op {
+        Op::Conv2d => {
+            b.rand(rng, "x", &xd, -2.0, 2.0);
+            b.rand(rng, "w", &c.wdims(), -1.0, 1.0);
+            b.rand(rng, "bias", &[c.co], -1.0, 1.0);
+            b.done(&format!(
+                "  %y = conv2d(%x, %w, %bias) {{{at}}} : f32{}",
+                dims(&yd)
+            ))
+        }
+        Op::Conv2dGradInput => {
+            b.rand(rng, "dy", &yd, -1.0, 1.0);
+            b.rand(rng, "w", &c.wdims(), -1.0, 1.0);
+            b.done(&format!(
+                "  %y = conv2d_grad_input(%dy, %w) {{{at}, input_size = [{}, {}]}} : f32{}",
+                c.h,
+                c.w,
+                dims(&xd)
+            ))
+        }
+        _ => {
+            b.rand(rng, "dy", &yd, -1.0, 1.0);
+            b.rand(rng, "x", &xd, -2.0, 2.0);
+            b.done(&format!(
+                "  %y = conv2d_grad_weight(%dy, %x) {{{at}, kernel = [{k}, {k}]}} : f32{}",
+                dims(&c.wdims()),
+                k = c.k
+            ))
+        }
+    }
+}
+
+fn pool(rng: &mut Rng, op: Op) -> Case {
+    let (n, c) = (size(rng, 3), size(rng, 5));
+    let k = rng.int(1, 3) as usize;
+    let s = rng.int(1, 3) as usize;
+    let (h, w) = (k + rng.int(0, 7) as usize, k + rng.int(0, 8) as usize);
+    let (oh, ow) = ((h - k) / s + 1, (w - k) / s + 1);
+    let mut b = B::new();
+    let xd = [n, c, h, w];
+    let yd = [n, c, oh, ow];
+    let at = format!("kernel = [{k}, {k}], stride = [{s}, {s}]");
+    match op {
+        Op::MaxPool2d | Op::AvgPool2d => {
+            b.rand(rng, "x", &xd, -2.0, 2.0);
+            b.done(&format!("  %y = {op}(%x) {{{at}}} : f32{}", dims(&yd)))
+        }
+        Op::MaxPool2dGrad => {
+            b.rand(rng, "dy", &yd, -1.0, 1.0);
+            // a coarse grid makes ties inside a window
+            let v = (0..xd.iter().product())
+                .map(|_| rng.int(-3, 3) as f32)
+                .collect();
+            b.f32("x", &xd, v);
+            b.done(&format!(
+                "  %y = max_pool2d_grad(%dy, %x) {{{at}}} : f32{}",
+                dims(&xd)
+            ))
+        }
+        Op::AvgPool2dGrad => {
+            b.rand(rng, "dy", &yd, -1.0, 1.0);
+            b.done(&format!(
+                "  %y = avg_pool2d_grad(%dy) {{{at}, input_size = [{h}, {w}]}} : f32{}",
+                dims(&xd)
+            ))
+        }
+        Op::GlobalAvgPool => {
+            b.rand(rng, "x", &xd, -2.0, 2.0);
+            b.done(&format!("  %y = global_avg_pool(%x) : f32[{n}, {c}, 1, 1]"))
+        }
+        _ => {
+            b.rand(rng, "dy", &[n, c, 1, 1], -1.0, 1.0);
+            b.done(&format!(
+                "  %y = global_avg_pool_grad(%dy) {{input_size = [{h}, {w}]}} : f32{}",
+                dims(&xd)
+            ))
+        }
+    }
+}
+
+fn softmaxes(rng: &mut Rng, op: Op) -> Case {
+    let (n, c) = (size(rng, 9), size(rng, 23));
+    let mut b = B::new();
+    match op {
+        Op::Softmax | Op::LogSoftmax | Op::Argmax => {
+            // ties for argmax: a coarse grid
+            let v = (0..n * c).map(|_| rng.int(-8, 8) as f32 / 2.0).collect();
+            b.f32("x", &[n, c], v);
+            let ty = if op == Op::Argmax {
+                format!("i64[{n}]")
+            } else {
+                format!("f32[{n}, {c}]")
+            };
+            b.done(&format!("  %y = {op}(%x) : {ty}"))
+        }
+        Op::SoftmaxGrad | Op::LogSoftmaxGrad => {
+            b.rand(rng, "dy", &[n, c], -1.0, 1.0);
+            b.rand(rng, "out", &[n, c], 0.0, 1.0);
+            b.done(&format!("  %y = {op}(%dy, %out) : f32[{n}, {c}]"))
+        }
+        Op::SoftmaxCrossEntropy => {
+            b.rand(rng, "logits", &[n, c], -4.0, 4.0);
+            let l = (0..n).map(|_| rng.int(0, c as i64 - 1) as i32).collect();
+            b.i32("labels", &[n], l);
+            b.done("  %y = softmax_cross_entropy(%logits, %labels) : f32[]")
+        }
+        _ => {
+            b.rand(rng, "dloss", &[], 0.5, 2.0);
+            b.rand(rng, "logits", &[n, c], -4.0, 4.0);
+            let l = (0..n).map(|_| rng.int(0, c as i64 - 1) as i32).collect();
+            b.i32("labels", &[n], l);
+            b.done(&format!(
+                "  %y = softmax_cross_entropy_grad(%dloss, %logits, %labels) : f32[{n}, {c}]"
+            ))
+        }
+    }
+}
+
+fn movement(rng: &mut Rng, op: Op) -> Case {
+    let (n, c, h) = (size(rng, 5), size(rng, 7), size(rng, 9));
+    let mut b = B::new();
+    b.rand(rng, "x", &[n, c, h], -2.0, 2.0);
+    match op {
+        Op::Reshape => b.done(&format!(
+            "  %y = reshape(%x) {{shape = [{n}, {}]}} : f32[{n}, {}]",
+            c * h,
+            c * h
+        )),
+        Op::Flatten => b.done(&format!("  %y = flatten(%x) : f32[{n}, {}]", c * h)),
+        Op::Transpose => b.done(&format!(
+            "  %y = transpose(%x) {{perm = [2, 0, 1]}} : f32[{h}, {n}, {c}]"
+        )),
+        Op::Concat => {
+            let c2 = size(rng, 7);
+            b.rand(rng, "x2", &[n, c2, h], -2.0, 2.0);
+            b.done(&format!(
+                "  %y = concat(%x, %x2) {{axis = 1}} : f32[{n}, {}, {h}]",
+                c + c2
+            ))
+        }
+        Op::Slice => {
+            let start = rng.int(0, h as i64 - 1);
+            let end = rng.int(start + 1, h as i64);
+            b.done(&format!(
+                "  %y = slice(%x) {{axis = 2, start = {start}, end = {end}}} : f32[{n}, {c}, {}]",
+                end - start
+            ))
+        }
+        Op::BroadcastLike => {
+            let mut b = B::new();
+            b.rand(rng, "x", &[c, 1], -2.0, 2.0);
+            b.rand(rng, "like", &[n, c, h], -2.0, 2.0);
+            b.done(&format!(
+                "  %y = broadcast_like(%x, %like) : f32[{n}, {c}, {h}]"
+            ))
+        }
+        _ => {
+            b.rand(rng, "like", &[c, 1], -2.0, 2.0);
+            b.done(&format!("  %y = sum_to_like(%x, %like) : f32[{c}, 1]"))
+        }
+    }
+}
+
+fn observer(rng: &mut Rng, op: Op) -> Case {
+    let (n, c) = (size(rng, 9), size(rng, 23));
+    let mut b = B::new();
+    match op {
+        Op::ObserveMin | Op::ObserveMax => {
+            b.rand(rng, "x", &[n, c], -4.0, 4.0);
+            let per_channel = rng.int(0, 1) == 1;
+            let rd: Vec<usize> = if per_channel { vec![c] } else { vec![] };
+            b.rand(rng, "running", &rd, -3.0, 3.0);
+            let mut at = Vec::new();
+            if per_channel {
+                at.push("axis = 1".to_string());
+            }
+            if rng.int(0, 1) == 1 {
+                at.push("averaging = 0.01".to_string());
+            }
+            let at = if at.is_empty() {
+                String::new()
+            } else {
+                format!(" {{{}}}", at.join(", "))
+            };
+            b.done(&format!("  %y = {op}(%x, %running){at} : f32{}", dims(&rd)))
+        }
+        Op::Ema => {
+            b.rand(rng, "running", &[c], -3.0, 3.0);
+            b.rand(rng, "value", &[c], -3.0, 3.0);
+            b.done(&format!(
+                "  %y = ema(%running, %value) {{momentum = 0.1}} : f32[{c}]"
+            ))
+        }
+        _ => {
+            b.rand(rng, "min", &[c], -4.0, 0.0);
+            b.rand(rng, "max", &[c], 0.0, 4.0);
+            let sym = rng.int(0, 1) == 1;
+            let ty = if op == Op::QparamsScale { "f32" } else { "i32" };
+            b.done(&format!(
+                "  %y = {op}(%min, %max) {{qmin = -128, qmax = 127, symmetric = {sym}}} : {ty}[{c}]"
+            ))
+        }
+    }
+}
+
+fn optimizer(rng: &mut Rng, op: Op) -> Case {
+    let (n, c) = (size(rng, 9), size(rng, 23));
+    let mut b = B::new();
+    let d = [n, c];
+    match op {
+        Op::SgdUpdate => {
+            b.rand(rng, "param", &d, -1.0, 1.0);
+            b.rand(rng, "grad", &d, -1.0, 1.0);
+            b.rand(rng, "lr", &[], 0.01, 0.1);
+            b.done(&format!(
+                "  %y = sgd_update(%param, %grad, %lr) {{weight_decay = 0.01}} : f32[{n}, {c}]"
+            ))
+        }
+        Op::SgdMomentum => {
+            b.rand(rng, "buf", &d, -1.0, 1.0);
+            b.rand(rng, "grad", &d, -1.0, 1.0);
+            b.rand(rng, "param", &d, -1.0, 1.0);
+            b.done(&format!(
+                "  %y = sgd_momentum(%buf, %grad, %param) {{momentum = 0.9, weight_decay = 0.01}} : f32[{n}, {c}]"
+            ))
+        }
+        Op::AdamUpdate => {
+            b.rand(rng, "param", &d, -1.0, 1.0);
+            b.rand(rng, "m", &d, -1.0, 1.0);
+            b.rand(rng, "v", &d, 0.0, 1.0);
+            let step = rng.int(1, 20) as f32;
+            b.f32("step", &[], vec![step]);
+            b.rand(rng, "lr", &[], 0.001, 0.1);
+            b.done(&format!(
+                "  %y = adam_update(%param, %m, %v, %step, %lr) {{weight_decay = 0.01}} : f32[{n}, {c}]"
+            ))
+        }
+        _ => {
+            b.rand(rng, "m", &d, -1.0, 1.0);
+            b.rand(rng, "grad", &d, -1.0, 1.0);
+            b.rand(rng, "param", &d, -1.0, 1.0);
+            let order = rng.int(1, 2);
+            b.done(&format!(
+                "  %y = adam_moment(%m, %grad, %param) {{beta = 0.9, order = {order}}} : f32[{n}, {c}]"
+            ))
+        }
+    }
+}
+
+fn batch_norm(rng: &mut Rng, op: Op) -> Case {
+    let (n, c, h, w) = (size(rng, 3), size(rng, 5), size(rng, 5), size(rng, 6));
+    let xd = [n, c, h, w];
+    let mut b = B::new();
+    let ty = format!("f32{}", dims(&xd));
+    match op {
+        Op::BatchNorm => {
+            b.rand(rng, "x", &xd, -2.0, 2.0);
+            b.rand(rng, "gamma", &[c], 0.5, 1.5);
+            b.rand(rng, "beta", &[c], -0.5, 0.5);
+            b.rand(rng, "mean", &[c], -0.5, 0.5);
+            b.rand(rng, "var", &[c], 0.5, 2.0);
+            b.done(&format!(
+                "  %y = batch_norm(%x, %gamma, %beta, %mean, %var) : {ty}"
+            ))
+        }
+        Op::BatchNormTrain => {
+            b.rand(rng, "x", &xd, -2.0, 2.0);
+            b.rand(rng, "gamma", &[c], 0.5, 1.5);
+            b.rand(rng, "beta", &[c], -0.5, 0.5);
+            b.done(&format!(
+                "  %y = batch_norm_train(%x, %gamma, %beta) : {ty}"
+            ))
+        }
+        Op::BatchNormGradInput => {
+            b.rand(rng, "dy", &xd, -1.0, 1.0);
+            b.rand(rng, "gamma", &[c], 0.5, 1.5);
+            b.rand(rng, "var", &[c], 0.5, 2.0);
+            b.done(&format!(
+                "  %y = batch_norm_grad_input(%dy, %gamma, %var) : {ty}"
+            ))
+        }
+        Op::BatchNormGradGamma => {
+            b.rand(rng, "dy", &xd, -1.0, 1.0);
+            b.rand(rng, "x", &xd, -2.0, 2.0);
+            b.rand(rng, "mean", &[c], -0.5, 0.5);
+            b.rand(rng, "var", &[c], 0.5, 2.0);
+            b.done(&format!(
+                "  %y = batch_norm_grad_gamma(%dy, %x, %mean, %var) : f32[{c}]"
+            ))
+        }
+        Op::BatchNormTrainGradInput => {
+            b.rand(rng, "dy", &xd, -1.0, 1.0);
+            b.rand(rng, "x", &xd, -2.0, 2.0);
+            b.rand(rng, "gamma", &[c], 0.5, 1.5);
+            b.done(&format!(
+                "  %y = batch_norm_train_grad_input(%dy, %x, %gamma) : {ty}"
+            ))
+        }
+        _ => {
+            b.rand(rng, "dy", &xd, -1.0, 1.0);
+            b.rand(rng, "x", &xd, -2.0, 2.0);
+            b.done(&format!(
+                "  %y = batch_norm_train_grad_gamma(%dy, %x) : f32[{c}]"
+            ))
+        }
+    }
+}
+
+/// `quantize` to int8 or uint8 (per tensor, random scale and zero point, both rounding
+/// policies) followed by `dequantize`: the case of both ops.
+fn quantize(rng: &mut Rng) -> Case {
+    let (n, c) = (size(rng, 9), size(rng, 23));
+    let mut b = B::new();
+    b.rand(rng, "x", &[n, c], -4.0, 4.0);
+    let scale = [0.0078125, 0.02, 0.05, 0.1][rng.int(0, 3) as usize];
+    let (st, zp) = if rng.int(0, 1) == 0 {
+        ("i8", rng.int(-20, 20))
+    } else {
+        ("u8", rng.int(100, 150))
+    };
+    let rounding = ["half_even", "half_away_from_zero"][rng.int(0, 1) as usize];
+    b.done(&format!(
+        "  %q = quantize(%x) {{rounding = {rounding}}} : !quant.uniform<{st}:f32, {scale}:{zp}>[{n}, {c}]\n  %y = dequantize(%q) : f32[{n}, {c}]"
+    ))
+}
+
 /// The case of `op` with its tolerance, or `None` if it has no generator.
 fn case(op: Op, rng: &mut Rng) -> Option<(Case, Tol)> {
     use Tol::*;
@@ -294,6 +704,36 @@ fn case(op: Op, rng: &mut Rng) -> Option<(Case, Tol)> {
         Op::Variance => (reduction(rng, "variance", false), Sum),
         Op::ReduceMeanGrad => (reduction(rng, "reduce_mean_grad", true), Sum),
         Op::VarianceGrad => (reduction(rng, "variance_grad", true), Sum),
+        Op::Linear | Op::Matmul => (contraction(rng, op), Sum),
+        Op::Conv2d | Op::Conv2dGradInput | Op::Conv2dGradWeight => (conv(rng, op), Sum),
+        Op::MaxPool2d | Op::MaxPool2dGrad => (pool(rng, op), Exact),
+        Op::AvgPool2d | Op::AvgPool2dGrad | Op::GlobalAvgPool | Op::GlobalAvgPoolGrad => {
+            (pool(rng, op), Sum)
+        }
+        Op::Softmax
+        | Op::LogSoftmax
+        | Op::SoftmaxGrad
+        | Op::LogSoftmaxGrad
+        | Op::SoftmaxCrossEntropy
+        | Op::SoftmaxCrossEntropyGrad => (softmaxes(rng, op), Sum),
+        Op::Argmax => (softmaxes(rng, op), Exact),
+        Op::Reshape | Op::Flatten | Op::Transpose | Op::Concat | Op::Slice | Op::BroadcastLike => {
+            (movement(rng, op), Exact)
+        }
+        Op::SumToLike => (movement(rng, op), Sum),
+        Op::ObserveMin | Op::ObserveMax | Op::QparamsScale | Op::QparamsZeroPoint => {
+            (observer(rng, op), Exact)
+        }
+        Op::Ema => (observer(rng, op), Exact),
+        Op::SgdUpdate | Op::SgdMomentum | Op::AdamMoment => (optimizer(rng, op), Exact),
+        Op::AdamUpdate => (optimizer(rng, op), Ulps),
+        Op::Quantize | Op::Dequantize => (quantize(rng), Exact),
+        Op::BatchNorm
+        | Op::BatchNormTrain
+        | Op::BatchNormGradInput
+        | Op::BatchNormGradGamma
+        | Op::BatchNormTrainGradInput
+        | Op::BatchNormTrainGradGamma => (batch_norm(rng, op), Sum),
         _ => return None,
     };
     Some(c)
