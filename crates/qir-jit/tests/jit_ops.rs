@@ -650,6 +650,102 @@ fn quantize(rng: &mut Rng) -> Case {
     ))
 }
 
+/// The integer ops: operands quantized from f32 inputs inside the graph (so they are
+/// run-time values), the op, then `dequantize` (or the raw i32 accumulator).
+fn integer(rng: &mut Rng, op: Op) -> Case {
+    let (n, c) = (size(rng, 5), size(rng, 21));
+    let mut b = B::new();
+    let rounding = ["half_even", "half_away_from_zero"][rng.int(0, 1) as usize];
+    let q = |scale: f32, zp: i64| format!("!quant.uniform<i8:f32, {scale}:{zp}>");
+    let (sa, za) = (rng.f(0.01, 0.05), rng.int(-10, 10));
+    let (sb, zb) = (rng.f(0.01, 0.05), rng.int(-10, 10));
+    let (so, zo) = (rng.f(0.02, 0.08), rng.int(-10, 10));
+    let quant = |name: &str, d: &str, scale: f32, zp: i64| {
+        format!(
+            "  %{name}q = quantize(%{name}) {{rounding = half_even}} : {}{d}\n",
+            q(scale, zp)
+        )
+    };
+    match op {
+        Op::Requantize => {
+            let acc = (0..n * c).map(|_| rng.int(-40000, 40000) as i32).collect();
+            b.i32("acc", &[n, c], acc);
+            let mult: Vec<String> = (0..c)
+                .map(|_| rng.int(1 << 30, (1 << 31) - 1).to_string())
+                .collect();
+            let shift: Vec<String> = (0..c).map(|_| rng.int(6, 12).to_string()).collect();
+            b.done(&format!(
+                "  %r = requantize(%acc) {{multiplier = [{}], shift = [{}], axis = 1, rounding = {rounding}, act = relu}} : {}[{n}, {c}]\n  %y = dequantize(%r) : f32[{n}, {c}]",
+                mult.join(", "),
+                shift.join(", "),
+                q(0.05, -9)
+            ))
+        }
+        Op::Qlinear => {
+            let o = size(rng, 13);
+            b.rand(rng, "x", &[n, c], -1.0, 1.0);
+            b.rand(rng, "w", &[o, c], -1.0, 1.0);
+            let bias = (0..o).map(|_| rng.int(-300, 300) as i32).collect();
+            b.i32("bias", &[o], bias);
+            let wq = "!quant.uniform<i8<-127:127>:f32, 0.0078125:0>";
+            b.done(&format!(
+                "{}  %wq = quantize(%w) {{rounding = half_even}} : {wq}[{o}, {c}]\n  %y = qlinear(%xq, %wq, %bias) : i32[{n}, {o}]",
+                quant("x", &format!("[{n}, {c}]"), sa, za)
+            ))
+        }
+        Op::Qconv2d => {
+            let cv = Conv::random(rng, false);
+            let (oh, ow) = cv.out();
+            let xd = [cv.n, cv.ci, cv.h, cv.w];
+            b.rand(rng, "x", &xd, -1.0, 1.0);
+            b.rand(rng, "w", &cv.wdims(), -1.0, 1.0);
+            let wq = "!quant.uniform<i8<-127:127>:f32, 0.0078125:0>";
+            let at = cv.attrs();
+            b.done(&format!(
+                "{}  %wq = quantize(%w) {{rounding = half_even}} : {wq}{}\n  %y = qconv2d(%xq, %wq) {{{at}}} : i32[{}, {}, {oh}, {ow}]",
+                quant("x", &dims(&xd), sa, za),
+                dims(&cv.wdims()),
+                cv.n,
+                cv.co
+            ))
+        }
+        Op::Qadd => {
+            b.rand(rng, "a", &[n, c], -1.0, 1.0);
+            b.rand(rng, "b", &[n, c], -1.0, 1.0);
+            let d = format!("[{n}, {c}]");
+            b.done(&format!(
+                "{}{}  %r = qadd(%aq, %bq) {{rounding = {rounding}}} : {}{d}\n  %y = dequantize(%r) : f32{d}",
+                quant("a", &d, sa, za),
+                quant("b", &d, sb, zb),
+                q(so, zo)
+            ))
+        }
+        Op::Qconcat => {
+            let c2 = size(rng, 9);
+            b.rand(rng, "a", &[n, c], -1.0, 1.0);
+            b.rand(rng, "b", &[n, c2], -1.0, 1.0);
+            b.done(&format!(
+                "{}{}  %r = qconcat(%aq, %bq) {{axis = 1, rounding = {rounding}}} : {}[{n}, {}]\n  %y = dequantize(%r) : f32[{n}, {}]",
+                quant("a", &format!("[{n}, {c}]"), sa, za),
+                quant("b", &format!("[{n}, {c2}]"), sb, zb),
+                q(so, zo),
+                c + c2,
+                c + c2
+            ))
+        }
+        _ => {
+            let (h, w) = (size(rng, 6), size(rng, 7));
+            let xd = [n, c, h, w];
+            b.rand(rng, "x", &xd, -1.0, 1.0);
+            b.done(&format!(
+                "{}  %r = qglobal_avg_pool(%xq) {{rounding = {rounding}}} : {}[{n}, {c}, 1, 1]\n  %y = dequantize(%r) : f32[{n}, {c}, 1, 1]",
+                quant("x", &dims(&xd), sa, za),
+                q(so, zo)
+            ))
+        }
+    }
+}
+
 /// The case of `op` with its tolerance, or `None` if it has no generator.
 fn case(op: Op, rng: &mut Rng) -> Option<(Case, Tol)> {
     use Tol::*;
@@ -728,12 +824,20 @@ fn case(op: Op, rng: &mut Rng) -> Option<(Case, Tol)> {
         Op::SgdUpdate | Op::SgdMomentum | Op::AdamMoment => (optimizer(rng, op), Exact),
         Op::AdamUpdate => (optimizer(rng, op), Ulps),
         Op::Quantize | Op::Dequantize => (quantize(rng), Exact),
+        Op::Requantize
+        | Op::Qlinear
+        | Op::Qconv2d
+        | Op::Qadd
+        | Op::Qconcat
+        | Op::QglobalAvgPool => (integer(rng, op), Exact),
         Op::BatchNorm
         | Op::BatchNormTrain
         | Op::BatchNormGradInput
         | Op::BatchNormGradGamma
         | Op::BatchNormTrainGradInput
         | Op::BatchNormTrainGradGamma => (batch_norm(rng, op), Sum),
+        // a new op compiles without a generator; `jit_every_op_has_a_generator` names it
+        #[allow(unreachable_patterns)]
         _ => return None,
     };
     Some(c)
