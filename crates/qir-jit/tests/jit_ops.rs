@@ -47,7 +47,7 @@ impl Rng {
     }
     /// A float in `[lo, hi)`, on a 1/4096 grid half the time (ties and exact zeros).
     fn f(&mut self, lo: f32, hi: f32) -> f32 {
-        if self.next() % 2 == 0 {
+        if self.next().is_multiple_of(2) {
             let k = self.int(0, ((hi - lo) * 4096.0) as i64 - 1);
             lo + k as f32 / 4096.0
         } else {
