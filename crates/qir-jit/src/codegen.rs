@@ -978,17 +978,21 @@ impl<'a, 'b> LoopGen<'a, 'b> {
                 self.b.ins().trunc(a)
             }
             Ex::RoundAway(a) => {
-                // trunc(x) + sign(x) when |x - trunc(x)| >= 0.5
+                // trunc(x) + 1 when x - trunc(x) >= 0.5, - 1 when it is <= -0.5 (the
+                // fraction has the sign of x); no fcopysign, which Cranelift's x64
+                // backend does not lower on f32x4 vectors
                 let x = get(self, a)?;
                 let t = self.b.ins().trunc(x);
                 let d = self.b.ins().fsub(x, t);
-                let ad = self.b.ins().fabs(d);
                 let half = self.fconst(0.5, w);
+                let minus_half = self.fconst(-0.5, w);
                 let one = self.fconst(1.0, w);
+                let minus_one = self.fconst(-1.0, w);
                 let zero = self.fconst(0.0, w);
-                let sgn = self.b.ins().fcopysign(one, x);
-                let ge = self.b.ins().fcmp(FloatCC::GreaterThanOrEqual, ad, half);
-                let adj = self.select(Ty::F, w, ge, sgn, zero);
+                let up = self.b.ins().fcmp(FloatCC::GreaterThanOrEqual, d, half);
+                let down = self.b.ins().fcmp(FloatCC::LessThanOrEqual, d, minus_half);
+                let neg = self.select(Ty::F, w, down, minus_one, zero);
+                let adj = self.select(Ty::F, w, up, one, neg);
                 self.b.ins().fadd(t, adj)
             }
             Ex::Add(a, c) | Ex::Sub(a, c) | Ex::Mul(a, c) | Ex::Div(a, c) => {

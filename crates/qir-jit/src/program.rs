@@ -358,9 +358,21 @@ impl Program for JitProgram {
                     value: v,
                 });
             }
+            // the message starts with the op's mnemonic, as `ExecError::Node` promises:
+            // kernels that fail are calls, whose description starts with the op
+            let op = match plan.steps.get(step) {
+                Some(crate::plan::Step::Call(b)) => b
+                    .kernel
+                    .describe()
+                    .split(' ')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                _ => "kernel".to_string(),
+            };
             return Err(ExecError::Node {
                 node: label,
-                message: status::message(st).to_string(),
+                message: format!("{op}: {}", status::message(st)),
             });
         }
         // SAFETY (all copies below): every place lies in the arena or the io table.
