@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::qatc_in;
+use common::{qatc_in, testdata};
 
 fn tmp_with(files: &[(&str, &[u8])]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -35,10 +35,355 @@ fn long_names_get_an_error_not_an_abort() {
     let run = qatc_in(dir.path(), &["check", "x.qir"], None);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(
-        run.stderr.starts_with("x.qir:3:14: error: use of undefined value '%bbbb"),
+        run.stderr
+            .starts_with("x.qir:3:14: error: use of undefined value '%bbbb"),
         "{}",
         &run.stderr[..run.stderr.len().min(300)]
     );
     assert!(!run.stderr.contains("did you mean"));
     assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
+}
+
+/// A temporary directory holding the digits model as `m.qir`, the QAT model as `q.qir`,
+/// and a copy of the digits data in `data/`.
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = common::repo_root();
+    std::fs::copy(
+        testdata().join("models/digits_mlp.qir"),
+        dir.path().join("m.qir"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root.join("crates/qatc-runtime/tests/models/digits_mlp_qat.qir"),
+        dir.path().join("q.qir"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for e in std::fs::read_dir(testdata().join("digits")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), data.join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+/// One line on stderr, `error: ` and `want`, exit code 1.
+fn assert_error(run: &common::Run, want: &str) {
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    assert_eq!(run.stderr, format!("error: {want}\n"), "{}", run.all());
+}
+
+const QUICK: [&str; 6] = [
+    "--epochs",
+    "1",
+    "--max-batches",
+    "2",
+    "--no-progress",
+    "--backend",
+];
+
+#[test]
+fn outputs_that_are_inputs_are_refused() {
+    let dir = workspace();
+    let d = dir.path();
+    let model = read(d, "m.qir");
+    let labels = read(d, "data/train-labels-idx1-ubyte");
+    let run = qatc_in(
+        d,
+        &["train", "m.qir", "--data", "data", "-o", "m.qir"],
+        None,
+    );
+    assert_error(
+        &run,
+        "-o m.qir is the model: qatc does not overwrite its inputs; choose another output file",
+    );
+    let run = qatc_in(
+        d,
+        &[
+            "train",
+            "m.qir",
+            "--data",
+            "data",
+            "-o",
+            "data/train-labels-idx1-ubyte",
+        ],
+        None,
+    );
+    assert_error(
+        &run,
+        "-o data/train-labels-idx1-ubyte is a file of --data: qatc does not overwrite its inputs; choose another output file",
+    );
+    // the same file under another name: a hard link, and a path through `..`
+    std::fs::hard_link(d.join("m.qir"), d.join("alias.qir")).unwrap();
+    let run = qatc_in(d, &["prepare", "m.qir", "-o", "alias.qir"], None);
+    assert_error(
+        &run,
+        "-o alias.qir is the model (m.qir): qatc does not overwrite its inputs; choose another output file",
+    );
+    let run = qatc_in(d, &["prepare", "m.qir", "-o", "data/../m.qir"], None);
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    assert_eq!(read(d, "m.qir"), model);
+    assert_eq!(read(d, "data/train-labels-idx1-ubyte"), labels);
+
+    // run -o an --input file, calibrate -o its --weights
+    let x = "x.npy";
+    let t = qir::Tensor::f32(vec![1, 64], vec![0.5; 64]).unwrap();
+    runtime::io::write_npy(&d.join(x), &t).unwrap();
+    let before = read(d, x);
+    let run = qatc_in(d, &["run", "m.qir", "-i", "x=x.npy", "-o", x], None);
+    assert_error(
+        &run,
+        "-o x.npy is an --input file: qatc does not overwrite its inputs; choose another output file",
+    );
+    assert_eq!(read(d, x), before);
+    let run = qatc_in(
+        d,
+        &[
+            "calibrate",
+            "q.qir",
+            "--data",
+            "data",
+            "--batches",
+            "1",
+            "-o",
+            "w.st",
+        ],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    let w = read(d, "w.st");
+    let run = qatc_in(
+        d,
+        &[
+            "calibrate",
+            "q.qir",
+            "--data",
+            "data",
+            "--weights",
+            "w.st",
+            "-o",
+            "w.st",
+        ],
+        None,
+    );
+    assert_error(
+        &run,
+        "-o w.st is the --weights file: qatc does not overwrite its inputs; choose another output file",
+    );
+    assert_eq!(read(d, "w.st"), w);
+    // fmt is in place by design: still allowed
+    let run = qatc_in(d, &["fmt", "m.qir"], None);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+}
+
+#[test]
+fn a_bad_output_location_fails_before_training() {
+    let dir = workspace();
+    let d = dir.path();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    let run = qatc_in(
+        d,
+        &["train", "m.qir", "--data", "data", "-o", "missing/c.st"],
+        None,
+    );
+    assert_error(
+        &run,
+        "-o missing/c.st: the directory missing does not exist",
+    );
+    assert_eq!(run.stdout, "", "no epoch ran");
+    let run = qatc_in(d, &["train", "m.qir", "--data", "data", "-o", "sub"], None);
+    assert_error(&run, "-o sub is a directory; give a file name");
+    let run = qatc_in(
+        d,
+        &[
+            "train",
+            "m.qir",
+            "--data",
+            "data",
+            "--metrics",
+            "nope/m.jsonl",
+            "-o",
+            "c.st",
+        ],
+        None,
+    );
+    assert_error(
+        &run,
+        "--metrics nope/m.jsonl: the directory nope does not exist",
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn writes_go_through_links_to_the_target_with_one_file_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = workspace();
+    let d = dir.path();
+    let ugly = b"graph @m{\n  input %x : f32[B,4]\n  %y=relu(%x):f32[B,4]\n  output y=%y\n}\n";
+    std::fs::create_dir(d.join("real")).unwrap();
+    std::fs::write(d.join("real/u.qir"), ugly).unwrap();
+    std::os::unix::fs::symlink("real/u.qir", d.join("link.qir")).unwrap();
+    let run = qatc_in(d, &["fmt", "link.qir"], None);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    assert!(
+        std::fs::symlink_metadata(d.join("link.qir"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let formatted = String::from_utf8(read(d, "real/u.qir")).unwrap();
+    assert!(
+        formatted.contains("%y = relu(%x) : f32[B, 4]"),
+        "{formatted}"
+    );
+    // a hard link stays one file
+    std::fs::write(d.join("real/u.qir"), ugly).unwrap();
+    std::fs::hard_link(d.join("real/u.qir"), d.join("hard.qir")).unwrap();
+    let run = qatc_in(d, &["fmt", "hard.qir"], None);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    assert_eq!(std::fs::metadata(d.join("hard.qir")).unwrap().nlink(), 2);
+    assert_eq!(read(d, "real/u.qir"), formatted.as_bytes());
+    // train -o a symbolic link writes the checkpoint into its target
+    std::os::unix::fs::symlink("real/ck.st", d.join("ck.st")).unwrap();
+    let mut args = vec!["train", "m.qir", "--data", "data", "-o", "ck.st"];
+    args.extend(QUICK);
+    args.push("interp");
+    let run = qatc_in(d, &args, None);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    assert!(
+        std::fs::symlink_metadata(d.join("ck.st"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(d.join("real/ck.st").is_file());
+
+    // every new output gets the mode of an ordinary new file (0666 less the umask)
+    std::fs::write(d.join("probe"), b"").unwrap();
+    let usual = std::fs::metadata(d.join("probe"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    for args in [
+        vec!["prepare", "m.qir", "-o", "p.qir"],
+        vec!["grad", "m.qir", "-o", "g.qir"],
+        vec!["opt", "m.qir", "--passes", "simplify", "-o", "o.qir"],
+        vec!["dot", "m.qir", "-o", "m.dot"],
+    ] {
+        let run = qatc_in(d, &args, None);
+        assert_eq!(run.code, Some(0), "{args:?}: {}", run.all());
+        let out = d.join(args[args.len() - 1]);
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, usual, "{args:?}");
+    }
+    let mode = std::fs::metadata(d.join("real/ck.st"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, usual);
+}
+
+#[test]
+fn stale_temporaries_are_cleaned_on_the_next_start() {
+    let dir = workspace();
+    let d = dir.path();
+    std::fs::write(d.join(".ck.st.a1B2c3.tmp"), b"torn checkpoint").unwrap();
+    let mut args = vec!["train", "m.qir", "--data", "data", "-o", "ck.st"];
+    args.extend(QUICK);
+    args.push("interp");
+    let run = qatc_in(d, &args, None);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    assert!(!d.join(".ck.st.a1B2c3.tmp").exists());
+    assert!(d.join("ck.st").is_file());
+}
+
+#[test]
+fn zero_batches_are_rejected() {
+    let dir = workspace();
+    let d = dir.path();
+    let run = qatc_in(
+        d,
+        &[
+            "eval",
+            "m.qir",
+            "--data",
+            "data",
+            "--weights",
+            "w.st",
+            "--batch-size",
+            "0",
+        ],
+        None,
+    );
+    assert_error(&run, "--batch-size must be at least 1");
+    let run = qatc_in(
+        d,
+        &[
+            "train",
+            "q.qir",
+            "--data",
+            "data",
+            "--calibration-batches",
+            "0",
+            "-o",
+            "c.st",
+        ],
+        None,
+    );
+    assert_error(
+        &run,
+        "--calibration-batches must be at least 1 (use --calibrate none to skip calibration)",
+    );
+    let run = qatc_in(
+        d,
+        &["train", "m.qir", "--data", "data", "--batch-size", "0"],
+        None,
+    );
+    assert_error(&run, "--batch-size must be at least 1");
+    let empty = qir::Tensor::f32(vec![0, 64], Vec::new()).unwrap();
+    runtime::io::write_npy(&d.join("x.npy"), &empty).unwrap();
+    let run = qatc_in(d, &["run", "m.qir", "-i", "x=x.npy"], None);
+    assert_error(
+        &run,
+        "--input 'x=x.npy': the array has shape [0, 64], no elements (an empty batch has nothing to evaluate)",
+    );
+}
+
+#[test]
+fn sizes_read_from_input_are_bounded() {
+    let dir = workspace();
+    let d = dir.path();
+    let run = qatc_in(
+        d,
+        &[
+            "calibrate",
+            "q.qir",
+            "--data",
+            "data",
+            "--method",
+            "mse",
+            "--bins",
+            "1000000000",
+            "-o",
+            "c.st",
+        ],
+        None,
+    );
+    assert_error(
+        &run,
+        "--bins 1000000000: at most 16384 bins (every observed channel keeps a histogram of that many)",
+    );
+    // 642 bytes whose header length field says 0xFFFFFFF0
+    let mut npy = b"\x93NUMPY\x02\x00".to_vec();
+    npy.extend(0xFFFF_FFF0u32.to_le_bytes());
+    npy.resize(642, b' ');
+    std::fs::write(d.join("h.npy"), &npy).unwrap();
+    let run = qatc_in(d, &["run", "m.qir", "-i", "x=h.npy"], None);
+    assert_error(
+        &run,
+        "h.npy: not a valid .npy file: the header length field says 4294967280 bytes but the file has 630 bytes after it",
+    );
 }

@@ -23,7 +23,7 @@ use runtime::metrics::{Csv, EpochMetrics, JsonLines, Monitor};
 use runtime::schedule::LrSchedule;
 use runtime::train::{CalibrationSetup, OptimizerKind, Prepare, TrainConfig, Trainer, qat_setup};
 
-use crate::io::{CmdResult, fail, read_input, write_stdout};
+use crate::io::{CmdResult, check_output, data_files, fail, read_input, write_stdout};
 
 /// Train a model on an IDX data set.
 #[derive(clap::Args)]
@@ -106,6 +106,14 @@ fn parse<T: std::str::FromStr<Err = String>>(
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    if args.batch_size == 0 {
+        return fail("--batch-size must be at least 1");
+    }
+    if args.calibration_batches == 0 && args.calibrate.as_deref() != Some("none") {
+        return fail(
+            "--calibration-batches must be at least 1 (use --calibrate none to skip calibration)",
+        );
+    }
     let schedule: LrSchedule = parse("--schedule", &args.schedule)?;
     let optimizer: OptimizerKind = parse("--optimizer", &args.optimizer)?;
     let pixel_scale: PixelScale = parse("--pixel-scale", &args.pixel_scale)?;
@@ -134,6 +142,24 @@ pub fn run(args: Args) -> CmdResult {
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.safetensors", model.name)));
+    // Every output is checked before any training: not an input, a writable place.
+    let data_files = data_files(&args.data);
+    let mut inputs: Vec<(&str, &std::path::Path)> = vec![("the model", args.file.as_path())];
+    if let Some(p) = &args.init {
+        inputs.push(("the --init checkpoint", p.as_path()));
+    }
+    inputs.extend(data_files.iter().map(|p| ("a file of --data", p.as_path())));
+    check_output("-o", &checkpoint, &inputs)?;
+    inputs.push(("the checkpoint (-o)", checkpoint.as_path()));
+    if let Some(p) = &args.metrics {
+        check_output("--metrics", p, &inputs)?;
+        inputs.push(("the --metrics file", p.as_path()));
+    }
+    if let Some(p) = &args.metrics_csv {
+        check_output("--metrics-csv", p, &inputs)?;
+    }
+    // a run killed while writing leaves `.NAME.*.tmp` beside the checkpoint
+    runtime::io::clean_stale_temporaries(&checkpoint);
     let qat = qat_setup(
         &model,
         args.scheme.clone().map(Prepare::Scheme),
