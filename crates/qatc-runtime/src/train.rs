@@ -17,7 +17,11 @@
 //! to the monitors, and an atomic checkpoint of parameters and state.
 //!
 //! Invariants: a NaN or infinite loss stops training with [`RuntimeError::Diverged`]
-//! naming the epoch and step, and the store keeps the last finite step's values; the
+//! naming the epoch and step, and the store keeps the last finite step's values; so does a
+//! finite loss above [`crate::error::EXPLOSION_FACTOR`] (10^4) times the reference, the
+//! first step's loss of this run or 1 if that is smaller
+//! ([`RuntimeError::LossExploded`]), and a non-finite test loss after an epoch
+//! ([`RuntimeError::DivergedEval`]); the
 //! store always holds every parameter and state of the current training step; the same
 //! seed and configuration give the same run.
 
@@ -665,6 +669,8 @@ impl Trainer {
 
         let (mut step_prog, mut eval_prog) = self.programs()?;
         let mut history = Vec::new();
+        // the first step's loss (at least 1): the scale a diverging loss is measured against
+        let mut reference: Option<f64> = None;
         for epoch in first_epoch..=epochs {
             let t0 = Instant::now();
             let order = shuffled(data.train.len(), self.config.seed, epoch as u64);
@@ -705,6 +711,16 @@ impl Trainer {
                             )));
                         }
                     };
+                    let r = *reference.get_or_insert(loss.abs().max(1.0));
+                    if loss.abs() > crate::error::EXPLOSION_FACTOR * r {
+                        return Err(RuntimeError::LossExploded {
+                            epoch,
+                            step: i + 1,
+                            global_step: self.global_step + 1,
+                            value: loss,
+                            reference: r,
+                        });
+                    }
                     loss_sum += loss * batch.labels.len() as f64;
                     seen += batch.labels.len();
                     self.global_step += 1;
@@ -728,7 +744,15 @@ impl Trainer {
                 &feed,
                 scale,
                 self.config.eval_batch_size,
-            )?;
+            )
+            .map_err(|e| match e {
+                RuntimeError::NonFiniteLoss { value } => RuntimeError::DivergedEval {
+                    epoch,
+                    global_step: self.global_step,
+                    value,
+                },
+                e => e,
+            })?;
             self.epochs_done = epoch;
             let m = EpochMetrics {
                 epoch,

@@ -387,3 +387,42 @@ fn sizes_read_from_input_are_bounded() {
         "h.npy: not a valid .npy file: the header length field says 4294967280 bytes but the file has 630 bytes after it",
     );
 }
+
+/// momentum and adam at --lr 1e6 drove the loss to 1e5–1e20 and exited 0 with a garbage
+/// checkpoint; the rule: a finite loss above 10^4 times the first step's (at least 1)
+/// stops training, naming the step.
+#[test]
+fn a_loss_that_explodes_without_nan_stops_training() {
+    let dir = workspace();
+    let d = dir.path();
+    for opt in ["momentum", "adam"] {
+        let run = qatc_in(
+            d,
+            &[
+                "train",
+                "m.qir",
+                "--data",
+                "data",
+                "--lr",
+                "1e6",
+                "--optimizer",
+                opt,
+                "--epochs",
+                "3",
+                "--no-progress",
+                "-o",
+                "c.st",
+            ],
+            None,
+        );
+        assert_eq!(run.code, Some(1), "{}", run.all());
+        assert_eq!(run.stdout, "", "stopped in the first epoch");
+        assert!(
+            run.stderr.starts_with("error: training diverged: the loss is ")
+                && run.stderr.contains(" at epoch 1, step 2 (global step 2), more than 1e4 times the first step's 2.3873; try a lower learning rate\n"),
+            "{}",
+            run.stderr
+        );
+        assert!(!d.join("c.st").exists(), "no garbage checkpoint");
+    }
+}
