@@ -82,6 +82,25 @@ pub enum RuntimeError {
         /// The loss (NaN or ±inf).
         value: f64,
     },
+    /// Training was stopped on request (a signal) after a step; the checkpoint, if any,
+    /// holds the parameters and state after that step.
+    #[error(
+        "interrupted at epoch {epoch}, step {step} (global step {global_step}){}",
+        match checkpoint {
+            Some(p) => format!("; wrote the checkpoint {}", p.display()),
+            None => String::new(),
+        }
+    )]
+    Interrupted {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch: the last one done.
+        step: usize,
+        /// Steps done over the whole run.
+        global_step: u64,
+        /// Where the checkpoint was written.
+        checkpoint: Option<PathBuf>,
+    },
     /// An option is out of range or inconsistent.
     #[error("{0}")]
     Config(String),

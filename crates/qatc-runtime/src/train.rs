@@ -27,6 +27,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -341,6 +343,8 @@ pub struct Trainer {
     epochs_done: usize,
     /// The pixel factor of the last `fit` (from its training set).
     scale: Option<f32>,
+    /// Set (by a signal handler) to stop training after the current step.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Trainer {
@@ -428,6 +432,7 @@ impl Trainer {
             config,
             executor,
             hooks,
+            stop: None,
             freeze_bn_after,
             calibration,
             global_step: 0,
@@ -521,6 +526,33 @@ impl Trainer {
         })?;
         self.store = store;
         Ok(file.metadata)
+    }
+
+    /// Stops [`Trainer::fit`] when `flag` becomes true: the step under way finishes, the
+    /// checkpoint (if configured) is written, and `fit` returns
+    /// [`RuntimeError::Interrupted`].
+    pub fn stop_when(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// Writes the checkpoint (if configured) and returns the error of an interrupted run.
+    fn interrupted(&self, epoch: usize, step: usize) -> RuntimeError {
+        let checkpoint = self.config.checkpoint.clone();
+        if let Some(p) = &checkpoint
+            && let Err(e) = self.save_checkpoint(p)
+        {
+            return e;
+        }
+        RuntimeError::Interrupted {
+            epoch,
+            step,
+            global_step: self.global_step,
+            checkpoint,
+        }
     }
 
     /// Writes the parameters and state of the training step (optimizer state included)
@@ -730,6 +762,10 @@ impl Trainer {
                         (step_prog, eval_prog) = self.programs()?;
                         rebuilt = true;
                     }
+                    if self.stop_requested() {
+                        bar.finish_and_clear();
+                        return Err(self.interrupted(epoch, i + 1));
+                    }
                 }
                 Ok(())
             })?;
@@ -780,6 +816,10 @@ impl Trainer {
             }
             if let Some(p) = &self.config.checkpoint {
                 self.save_checkpoint(p)?;
+            }
+            if epoch < epochs && self.stop_requested() {
+                bar.finish_and_clear();
+                return Err(self.interrupted(epoch, per_epoch));
             }
         }
         bar.finish_and_clear();

@@ -426,3 +426,74 @@ fn a_loss_that_explodes_without_nan_stops_training() {
         assert!(!d.join("c.st").exists(), "no garbage checkpoint");
     }
 }
+
+/// SIGTERM (as SIGINT) during training: the step finishes, the checkpoint is written with
+/// the steps done, the exit code is 1. It used to kill the run with the work since the
+/// last epoch lost.
+#[cfg(unix)]
+#[test]
+fn a_signal_during_training_writes_the_checkpoint_and_exits_1() {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let dir = workspace();
+    let d = dir.path();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qatc"))
+        .args([
+            "train",
+            "m.qir",
+            "--data",
+            "data",
+            "--epochs",
+            "100000",
+            "--no-progress",
+            "--backend",
+            "interp",
+            "-o",
+            "c.st",
+        ])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("epoch 1/100000 "), "{first}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("\nnote: interrupted: finishing the step and writing the checkpoint"),
+        "{stderr}"
+    );
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: interrupted at epoch ")
+            && last.ends_with("; wrote the checkpoint c.st"),
+        "{stderr}"
+    );
+    // the checkpoint's step count is the one the message names
+    let global: u64 = last
+        .split("(global step ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let f = runtime::io::read_safetensors(&d.join("c.st")).unwrap();
+    assert_eq!(f.metadata["global_step"], global.to_string());
+    assert!(global >= 12, "at least the first epoch: {global}");
+    let names: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.to_string_lossy().ends_with(".tmp")),
+        "{names:?}"
+    );
+}

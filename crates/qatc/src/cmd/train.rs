@@ -194,6 +194,26 @@ pub fn run(args: Args) -> CmdResult {
     };
     super::print_remarks();
     let mut trainer = trainer.or_else(|e| fail(e.to_string()))?;
+    // SIGINT/SIGTERM (and SIGHUP): finish the step, write the checkpoint, exit 1; a
+    // second signal quits at once
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let installed = ctrlc::set_handler(move || {
+            if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            crate::io::write_stderr(
+                "\nnote: interrupted: finishing the step and writing the checkpoint (signal again to quit at once)\n",
+            );
+        });
+        if let Err(e) = installed {
+            crate::io::write_stderr(&format!(
+                "warning: cannot handle Ctrl-C ({e}); an interrupted run keeps only the last epoch's checkpoint\n"
+            ));
+        }
+    }
+    trainer.stop_when(stop);
     if let Some(e) = args.freeze_observers_after {
         trainer.add_hook(Box::new(FreezeObservers { after_epoch: e }));
     }
