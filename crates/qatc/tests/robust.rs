@@ -497,3 +497,121 @@ fn a_signal_during_training_writes_the_checkpoint_and_exits_1() {
         "{names:?}"
     );
 }
+
+const BIG_PARAM: &str = "graph @big {\n  input %x: f32[B, 64]\n  param %fc.w: f32[1000000000, 64] = zeros\n  param %fc.b: f32[1000000000] = zeros\n  %y = linear(%x, %fc.w, %fc.b) : f32[B, 1000000000]\n  output y = %y\n}\n";
+const UNUSED: &str = "graph @unused {\n  input %x: f32[B, 64]\n  param %w: f32[1000000000, 1000000000] = zeros\n  %y = relu(%x) : f32[B, 64]\n  output y = %y\n}\n";
+const FILL: &str = "graph @fill {\n  input %x: f32[B, 64]\n  const %c: f32[100000, 100000] = fill(1.0)\n  %y = relu(%x) : f32[B, 64]\n  output y = %y\n}\n";
+const PAD: &str = "graph @pad {\n  input %x: f32[B, 1, 8, 8]\n  param %w: f32[1, 1, 3, 3] = kaiming_uniform\n  param %b: f32[1] = zeros\n  %y = conv2d(%x, %w, %b) {padding = [1000000, 1000000, 1000000, 1000000]} : f32[B, 1, 2000006, 2000006]\n  output y = %y\n}\n";
+
+/// Huge declarations and intermediates used to abort `run` and `train` with `memory
+/// allocation of ... failed` (exit 134): now an error naming the value and its size,
+/// on both executors, before anything that large is allocated.
+#[test]
+fn huge_tensors_are_refused_with_their_size() {
+    let dir = tmp_with(&[
+        ("big.qir", BIG_PARAM.as_bytes()),
+        ("unused.qir", UNUSED.as_bytes()),
+        ("fill.qir", FILL.as_bytes()),
+        ("pad.qir", PAD.as_bytes()),
+    ]);
+    let d = dir.path();
+    let x = qir::Tensor::f32(vec![2, 64], vec![0.5; 128]).unwrap();
+    runtime::io::write_npy(&d.join("x.npy"), &x).unwrap();
+    let img = qir::Tensor::f32(vec![1, 1, 8, 8], vec![0.5; 64]).unwrap();
+    runtime::io::write_npy(&d.join("img.npy"), &img).unwrap();
+    for backend in ["jit", "interp"] {
+        for (file, input, want) in [
+            (
+                "big.qir",
+                "x=x.npy",
+                "param %fc.w: f32[1000000000, 64] needs 256.0 GB, more than ",
+            ),
+            (
+                "unused.qir",
+                "x=x.npy",
+                "param %w: f32[1000000000, 1000000000] needs 4000000.0 TB, more than ",
+            ),
+            (
+                "fill.qir",
+                "x=x.npy",
+                "const %c: f32[100000, 100000] needs 40.0 GB, more than ",
+            ),
+            (
+                "pad.qir",
+                "x=img.npy",
+                "value %y: f32[B, 1, 2000006, 2000006] with B = 1 needs 16.0 TB, more than ",
+            ),
+        ] {
+            let run = qatc_in(d, &["run", file, "-i", input, "--backend", backend], None);
+            assert_eq!(run.code, Some(1), "{file} {backend}: {}", run.all());
+            assert!(
+                run.stderr.starts_with(&format!("error: {want}"))
+                    && run.stderr.lines().count() == 1,
+                "{file} {backend}: {}",
+                run.stderr
+            );
+        }
+        // a limit the user sets
+        let run = qatc_in(
+            d,
+            &[
+                "run",
+                "pad.qir",
+                "-i",
+                "x=img.npy",
+                "--backend",
+                backend,
+                "--max-memory",
+                "1M",
+            ],
+            None,
+        );
+        assert_error(
+            &run,
+            "value %y: f32[B, 1, 2000006, 2000006] with B = 1 needs 16.0 TB, more than the --max-memory limit (1.0 MB)",
+        );
+    }
+    // small enough for the machine, not for the limit: 40 kB of constant
+    let small = FILL.replace("100000, 100000", "100, 100");
+    std::fs::write(d.join("small.qir"), small).unwrap();
+    let run = qatc_in(d, &["run", "small.qir", "-i", "x=x.npy"], None);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    let run = qatc_in(
+        d,
+        &["run", "small.qir", "-i", "x=x.npy", "--max-memory", "10k"],
+        None,
+    );
+    assert_error(
+        &run,
+        "const %c: f32[100, 100] needs 40.0 kB, more than the --max-memory limit (10.0 kB)",
+    );
+    let run = qatc_in(
+        d,
+        &["run", "small.qir", "-i", "x=x.npy", "--max-memory", "lots"],
+        None,
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr
+            .contains("expected a positive size such as 512M or 8G, got 'lots'"),
+        "{}",
+        run.stderr
+    );
+
+    // train: refused before the first step
+    let model = std::fs::read_to_string(testdata().join("models/digits_mlp.qir")).unwrap();
+    let model = model.replace(
+        "  param %fc2.b: f32[10] = zeros\n",
+        "  param %fc2.b: f32[10] = zeros\n  param %huge: f32[1000000000, 64] = zeros\n",
+    );
+    std::fs::write(d.join("m.qir"), model).unwrap();
+    let data = testdata().join("digits").display().to_string();
+    let run = qatc_in(d, &["train", "m.qir", "--data", &data, "-o", "c.st"], None);
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    assert!(
+        run.stderr
+            .starts_with("error: param %huge: f32[1000000000, 64] needs 256.0 GB, more than "),
+        "{}",
+        run.stderr
+    );
+}

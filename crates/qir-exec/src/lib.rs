@@ -13,6 +13,7 @@
 
 mod bind;
 mod error;
+pub mod memory;
 pub mod program;
 mod store;
 

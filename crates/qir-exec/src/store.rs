@@ -85,6 +85,7 @@ pub fn init_store(g: &Graph, seed: u64) -> Result<Store, ExecError> {
 /// yet (see [`init_store`]); values already present are checked against their
 /// declaration and kept. An `External` value missing from the store is an error.
 pub fn fill_store(g: &Graph, store: &mut Store, seed: u64) -> Result<(), ExecError> {
+    crate::memory::check_declarations(g, &|name| store.get(name).is_none())?;
     for id in g.node_ids() {
         let node = g.node(id);
         let (what, init) = match &node.kind {

@@ -55,6 +55,7 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    args.backend.limit_memory();
     let method: Method = args
         .method
         .parse()

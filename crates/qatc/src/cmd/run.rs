@@ -113,6 +113,7 @@ fn show(name: &str, t: &Tensor) -> String {
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    args.backend.limit_memory();
     if let Some(out) = &args.output {
         let mut inputs: Vec<(&str, &Path)> = vec![("the model", args.file.as_path())];
         if let Some(p) = &args.weights {

@@ -106,6 +106,7 @@ fn parse<T: std::str::FromStr<Err = String>>(
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    args.backend.limit_memory();
     if args.batch_size == 0 {
         return fail("--batch-size must be at least 1");
     }
