@@ -149,7 +149,9 @@ pub fn check_output(flag: &str, out: &Path, inputs: &[(&str, &Path)]) -> CmdResu
             dir.display()
         ));
     }
-    if let Err(e) = tempfile::tempfile_in(&dir) {
+    // a device or FIFO (`-o /dev/null`) is written in place: no new file is needed
+    let special = fs::metadata(out).is_ok_and(|m| !m.is_file());
+    if !special && let Err(e) = tempfile::tempfile_in(&dir) {
         return fail(format!(
             "{flag} {shown}: cannot create files in {}: {e}",
             dir.display()

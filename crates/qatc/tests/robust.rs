@@ -615,3 +615,69 @@ fn huge_tensors_are_refused_with_their_size() {
         run.stderr
     );
 }
+
+const FQ: &str = "graph @fq {\n  input %x: f32[B, 4]\n  const %s: f32[] = fill(0.0)\n  const %z: i32[] = zeros\n  %y = fake_quant(%x, %s, %z) {qmin = -128, qmax = 127} : f32[B, 4]\n  output y = %y\n}\n";
+
+/// A constant scale of 0, -1 or inf made `fake_quant` return NaN or garbage with exit 0:
+/// the verifier rejects it with a location, and a scale fed or stored is checked at run
+/// time, naming the op, on both executors (computed scales: by the interpreter).
+#[test]
+fn fake_quant_scales_must_be_positive_and_finite() {
+    let neg = FQ.replace("fill(0.0)", "fill(-1.0)");
+    let inf = FQ.replace("fill(0.0)", "[inf]");
+    let fed = FQ.replace("  const %s: f32[] = fill(0.0)\n", "  input %s: f32[]\n");
+    let dir = tmp_with(&[
+        ("zero.qir", FQ.as_bytes()),
+        ("neg.qir", neg.as_bytes()),
+        ("inf.qir", inf.as_bytes()),
+        ("fed.qir", fed.as_bytes()),
+    ]);
+    let d = dir.path();
+    for (file, shown) in [("zero.qir", "0.0"), ("neg.qir", "-1.0"), ("inf.qir", "inf")] {
+        let run = qatc_in(d, &["check", file], None);
+        assert_eq!(run.code, Some(1), "{}", run.all());
+        assert!(
+            run.stderr.starts_with(&format!(
+                "{file}:5:3: error: %y: 'fake_quant' scale %s is the constant {shown}: scales must be positive and finite\n"
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+    let x = qir::Tensor::f32(vec![2, 4], vec![0.5; 8]).unwrap();
+    runtime::io::write_npy(&d.join("x.npy"), &x).unwrap();
+    for (v, shown) in [(0.0f32, "0"), (-1.0, "-1"), (f32::INFINITY, "inf")] {
+        let s = qir::Tensor::f32(vec![], vec![v]).unwrap();
+        runtime::io::write_npy(&d.join("s.npy"), &s).unwrap();
+        let run = qatc_in(
+            d,
+            &["run", "fed.qir", "-i", "x=x.npy", "-i", "s=s.npy"],
+            None,
+        );
+        assert_error(
+            &run,
+            &format!(
+                "%y: 'fake_quant' scale %s holds {shown}.0: scales must be positive and finite"
+            )
+            .replace("inf.0", "inf"),
+        );
+        let run = qatc_in(
+            d,
+            &[
+                "run",
+                "fed.qir",
+                "-i",
+                "x=x.npy",
+                "-i",
+                "s=s.npy",
+                "--backend",
+                "interp",
+            ],
+            None,
+        );
+        assert_error(
+            &run,
+            &format!("%y: 'fake_quant' the scale is {shown}: scales must be positive and finite"),
+        );
+    }
+}

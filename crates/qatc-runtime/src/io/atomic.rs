@@ -7,7 +7,9 @@
 //! Links are written through: a symbolic link is followed and its target replaced (the
 //! temporary file goes beside the target, so the rename stays within one directory); a
 //! file with several hard links is rewritten in place (truncated and written, after the
-//! new contents were produced in memory), which keeps every link but is not atomic.
+//! new contents were produced in memory), which keeps every link but is not atomic; so is
+//! anything that is not a regular file (`/dev/null`, a FIFO), which a rename would
+//! replace.
 //! Every new file gets the mode `0666` less the umask; a replaced file keeps its own.
 
 use std::io::Write;
@@ -32,9 +34,9 @@ pub fn write_atomic_with(
     {
         use std::os::unix::fs::MetadataExt;
         if let Ok(m) = std::fs::metadata(path)
-            && m.is_file()
-            && m.nlink() > 1
+            && ((m.is_file() && m.nlink() > 1) || !(m.is_file() || m.is_dir()))
         {
+            // several hard links, or a device or FIFO (`-o /dev/null`): never renamed over
             return rewrite_in_place(path, fill);
         }
     }
@@ -105,13 +107,17 @@ fn rewrite_in_place(
     let io = |e: std::io::Error| RuntimeError::io(path, &e);
     let mut bytes = Vec::new();
     fill(&mut bytes).map_err(io)?;
+    let regular = std::fs::metadata(path).is_ok_and(|m| m.is_file());
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .truncate(true)
+        .truncate(regular)
         .open(path)
         .map_err(io)?;
     f.write_all(&bytes).map_err(io)?;
-    f.sync_all().map_err(io)
+    if regular {
+        f.sync_all().map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Removes the temporary files (`.NAME.XXXXXX.tmp`) that an interrupted write of `path`
@@ -234,5 +240,9 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), b"newer");
         use std::os::unix::fs::MetadataExt;
         assert_eq!(std::fs::metadata(&hard).unwrap().nlink(), 2);
+        // a device stays a device
+        write_atomic(Path::new("/dev/null"), b"gone").unwrap();
+        let null = std::fs::metadata("/dev/null").unwrap();
+        assert!(!null.is_file(), "/dev/null was replaced by a file");
     }
 }
