@@ -681,3 +681,32 @@ fn fake_quant_scales_must_be_positive_and_finite() {
         );
     }
 }
+
+/// A chain of 8,000 `relu`s through `fuse`: egg's extractor swept every class once per
+/// level of the chain (quadratic: 4,000 took 33 s, 8,000 over two minutes in a debug
+/// build); the Knuth–Dijkstra extraction is O(n log n) — about 2 s here.
+#[test]
+fn egraph_passes_grow_about_linearly() {
+    let n = 8000;
+    let mut text = String::from("graph @chain {\n  input %x: f32[B, 4]\n");
+    let mut prev = "%x".to_string();
+    for i in 0..n {
+        text.push_str(&format!("  %r{i} = relu({prev}) : f32[B, 4]\n"));
+        prev = format!("%r{i}");
+    }
+    text.push_str(&format!("  output y = {prev}\n}}\n"));
+    let dir = tmp_with(&[("chain.qir", text.as_bytes())]);
+    for pass in ["fuse", "simplify"] {
+        let start = std::time::Instant::now();
+        let run = qatc_in(
+            dir.path(),
+            &["opt", "chain.qir", "--passes", pass, "-o", "out.qir"],
+            None,
+        );
+        let took = start.elapsed();
+        assert_eq!(run.code, Some(0), "{}", run.all());
+        assert!(took.as_secs() < 40, "{pass}: {took:?}");
+        let out = String::from_utf8(read(dir.path(), "out.qir")).unwrap();
+        assert_eq!(out.matches("= relu(").count(), n, "{pass}");
+    }
+}

@@ -20,7 +20,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use egg::{Extractor, Runner, StopReason};
+use egg::{Runner, StopReason};
 use qir::Graph;
 
 use crate::options::{OptionError, OptionKind, OptionSpec, Options};
@@ -268,8 +268,14 @@ pub fn rewrite(
     report.work_before = map.ops.iter().fold(0u64, |sum, (_, n)| {
         sum.saturating_add(model.local(&convert::canonical(egraph, n)).work)
     });
-    let extractor = Extractor::new(egraph, model.clone());
-    let choice = |c| extractor.find_best_node(c);
+    let extraction = cost::Extraction::new(egraph, &model);
+    // every class of the (acyclic) source graph has a finite choice; the first e-node
+    // stands in for a class that has none, and costs INFINITE in the model
+    let choice = |c: egg::Id| {
+        extraction
+            .best_node(egraph, c)
+            .unwrap_or_else(|| &egraph[c].nodes[0])
+    };
     report.work_after = cost::dag_work(egraph, &model, &map.roots, choice);
     if report.work_after >= report.work_before {
         return Ok(report);
