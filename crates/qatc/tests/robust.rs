@@ -707,6 +707,12 @@ fn egraph_passes_grow_about_linearly() {
         assert_eq!(run.code, Some(0), "{}", run.all());
         assert!(took.as_secs() < 40, "{pass}: {took:?}");
         let out = String::from_utf8(read(dir.path(), "out.qir")).unwrap();
-        assert_eq!(out.matches("= relu(").count(), n, "{pass}");
+        let relus = out.matches("= relu(").count();
+        match pass {
+            // nothing to fuse into
+            "fuse" => assert_eq!(relus, n),
+            // relu(relu(x)) = relu(x): the chain collapses
+            _ => assert_eq!(relus, 1),
+        }
     }
 }
