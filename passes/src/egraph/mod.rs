@@ -230,6 +230,8 @@ pub fn rewrite(
     rules: &[Rewrite],
     limits: &Limits,
 ) -> Result<Report, PassError> {
+    // the time limit covers the whole pass: conversion in counts against the search
+    let start = std::time::Instant::now();
     let (egraph, map) = convert::to_egraph(g)?;
     if map.ops.is_empty() {
         return Ok(Report::unchanged(pass));
@@ -238,7 +240,7 @@ pub fn rewrite(
         .with_egraph(egraph)
         .with_node_limit(limits.node_limit)
         .with_iter_limit(limits.iter_limit)
-        .with_time_limit(limits.time_limit)
+        .with_time_limit(limits.time_limit.saturating_sub(start.elapsed()))
         .run(rules);
     let egraph = &runner.egraph;
     if let Some(c) = egraph.analysis.conflicts.first() {
