@@ -46,6 +46,10 @@ use crate::executor::Executor;
 /// histogram-observer default).
 pub const HISTOGRAM_BINS: usize = 2048;
 
+/// The most histogram bins a calibration may ask for: every observed channel holds one
+/// histogram, so the count multiplies memory (8 bytes a bin) and the MSE search's time.
+pub const MAX_HISTOGRAM_BINS: usize = 16_384;
+
 /// How calibration turns statistics into a range.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Method {

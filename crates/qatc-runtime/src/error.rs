@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 
 use qir_exec::ExecError;
 
+/// How many times its reference (the first step's loss, at least 1) a finite training
+/// loss may grow before training stops as diverged.
+pub const EXPLOSION_FACTOR: f64 = 1e4;
+
 /// An error from reading or writing data, running a graph, training or calibrating.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -48,6 +52,54 @@ pub enum RuntimeError {
         global_step: u64,
         /// The loss (NaN or ±inf).
         value: f64,
+    },
+    /// The training loss grew beyond [`EXPLOSION_FACTOR`] times its start (see
+    /// [`crate::train`]), while still finite.
+    #[error(
+        "training diverged: the loss is {value:.3e} at epoch {epoch}, step {step} (global step {global_step}), more than {EXPLOSION_FACTOR:e} times the first step's {reference:.4}; try a lower learning rate"
+    )]
+    LossExploded {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+        /// 1-based step counted over the whole run.
+        global_step: u64,
+        /// The loss.
+        value: f64,
+        /// The reference: the first step's loss, at least 1.
+        reference: f64,
+    },
+    /// The test loss after an epoch is NaN or infinite.
+    #[error(
+        "training diverged: the test loss is {value} after epoch {epoch} (global step {global_step}); try a lower learning rate"
+    )]
+    DivergedEval {
+        /// 1-based epoch.
+        epoch: usize,
+        /// Steps done over the whole run.
+        global_step: u64,
+        /// The loss (NaN or ±inf).
+        value: f64,
+    },
+    /// Training was stopped on request (a signal) after a step; the checkpoint, if any,
+    /// holds the parameters and state after that step.
+    #[error(
+        "interrupted at epoch {epoch}, step {step} (global step {global_step}){}",
+        match checkpoint {
+            Some(p) => format!("; wrote the checkpoint {}", p.display()),
+            None => String::new(),
+        }
+    )]
+    Interrupted {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch: the last one done.
+        step: usize,
+        /// Steps done over the whole run.
+        global_step: u64,
+        /// Where the checkpoint was written.
+        checkpoint: Option<PathBuf>,
     },
     /// An option is out of range or inconsistent.
     #[error("{0}")]

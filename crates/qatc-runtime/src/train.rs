@@ -17,12 +17,18 @@
 //! to the monitors, and an atomic checkpoint of parameters and state.
 //!
 //! Invariants: a NaN or infinite loss stops training with [`RuntimeError::Diverged`]
-//! naming the epoch and step, and the store keeps the last finite step's values; the
+//! naming the epoch and step, and the store keeps the last finite step's values; so does a
+//! finite loss above [`crate::error::EXPLOSION_FACTOR`] (10^4) times the reference, the
+//! first step's loss of this run or 1 if that is smaller
+//! ([`RuntimeError::LossExploded`]), and a non-finite test loss after an epoch
+//! ([`RuntimeError::DivergedEval`]); the
 //! store always holds every parameter and state of the current training step; the same
 //! seed and configuration give the same run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -337,6 +343,8 @@ pub struct Trainer {
     epochs_done: usize,
     /// The pixel factor of the last `fit` (from its training set).
     scale: Option<f32>,
+    /// Set (by a signal handler) to stop training after the current step.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Trainer {
@@ -424,6 +432,7 @@ impl Trainer {
             config,
             executor,
             hooks,
+            stop: None,
             freeze_bn_after,
             calibration,
             global_step: 0,
@@ -517,6 +526,33 @@ impl Trainer {
         })?;
         self.store = store;
         Ok(file.metadata)
+    }
+
+    /// Stops [`Trainer::fit`] when `flag` becomes true: the step under way finishes, the
+    /// checkpoint (if configured) is written, and `fit` returns
+    /// [`RuntimeError::Interrupted`].
+    pub fn stop_when(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// Writes the checkpoint (if configured) and returns the error of an interrupted run.
+    fn interrupted(&self, epoch: usize, step: usize) -> RuntimeError {
+        let checkpoint = self.config.checkpoint.clone();
+        if let Some(p) = &checkpoint
+            && let Err(e) = self.save_checkpoint(p)
+        {
+            return e;
+        }
+        RuntimeError::Interrupted {
+            epoch,
+            step,
+            global_step: self.global_step,
+            checkpoint,
+        }
     }
 
     /// Writes the parameters and state of the training step (optimizer state included)
@@ -665,6 +701,8 @@ impl Trainer {
 
         let (mut step_prog, mut eval_prog) = self.programs()?;
         let mut history = Vec::new();
+        // the first step's loss (at least 1): the scale a diverging loss is measured against
+        let mut reference: Option<f64> = None;
         for epoch in first_epoch..=epochs {
             let t0 = Instant::now();
             let order = shuffled(data.train.len(), self.config.seed, epoch as u64);
@@ -705,6 +743,16 @@ impl Trainer {
                             )));
                         }
                     };
+                    let r = *reference.get_or_insert(loss.abs().max(1.0));
+                    if loss.abs() > crate::error::EXPLOSION_FACTOR * r {
+                        return Err(RuntimeError::LossExploded {
+                            epoch,
+                            step: i + 1,
+                            global_step: self.global_step + 1,
+                            value: loss,
+                            reference: r,
+                        });
+                    }
                     loss_sum += loss * batch.labels.len() as f64;
                     seen += batch.labels.len();
                     self.global_step += 1;
@@ -713,6 +761,10 @@ impl Trainer {
                     if self.run_hooks(epoch, false)? {
                         (step_prog, eval_prog) = self.programs()?;
                         rebuilt = true;
+                    }
+                    if self.stop_requested() {
+                        bar.finish_and_clear();
+                        return Err(self.interrupted(epoch, i + 1));
                     }
                 }
                 Ok(())
@@ -728,7 +780,15 @@ impl Trainer {
                 &feed,
                 scale,
                 self.config.eval_batch_size,
-            )?;
+            )
+            .map_err(|e| match e {
+                RuntimeError::NonFiniteLoss { value } => RuntimeError::DivergedEval {
+                    epoch,
+                    global_step: self.global_step,
+                    value,
+                },
+                e => e,
+            })?;
             self.epochs_done = epoch;
             let m = EpochMetrics {
                 epoch,
@@ -756,6 +816,10 @@ impl Trainer {
             }
             if let Some(p) = &self.config.checkpoint {
                 self.save_checkpoint(p)?;
+            }
+            if epoch < epochs && self.stop_requested() {
+                bar.finish_and_clear();
+                return Err(self.interrupted(epoch, per_epoch));
             }
         }
         bar.finish_and_clear();

@@ -95,27 +95,84 @@ pub fn write_output(path: Option<&Path>, text: &str) -> CmdResult {
     }
 }
 
-/// Replaces the file at `path` by `text` in one step: the text goes to a temporary file in
-/// the same directory, which is then renamed over `path`, so readers never see a partial
-/// file. An existing file keeps its permissions.
+/// Replaces the file at `path` by `text` in one step, with the runtime's atomic writer:
+/// a temporary file beside the target, renamed over it; symbolic links are followed and
+/// hard-linked files rewritten in place, and new files get the umask's mode (as every
+/// output of qatc does).
 pub fn write_atomic(path: &Path, text: &str) -> CmdResult {
-    let name = path.display();
-    let dir: PathBuf = match path.parent() {
+    runtime::io::write_atomic(path, text.as_bytes()).or_else(|e| fail(e.to_string()))
+}
+
+/// True if `a` and `b` name the same existing file (after symbolic links; hard links too).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(ma), Ok(mb)) = (fs::metadata(a), fs::metadata(b)) {
+            return ma.dev() == mb.dev() && ma.ino() == mb.ino();
+        }
+    }
+    matches!((fs::canonicalize(a), fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Checks an output file before the command does any work: it must not be one of the
+/// command's `inputs` (`(what, path)`, e.g. `("the model", FILE)`), whatever their kind;
+/// it must not be a directory; and its directory must exist and take new files. `-`
+/// (standard output) always passes.
+pub fn check_output(flag: &str, out: &Path, inputs: &[(&str, &Path)]) -> CmdResult {
+    if is_std(out) {
+        return Ok(());
+    }
+    let shown = out.display();
+    if let Some((what, p)) = inputs.iter().find(|(_, p)| !is_std(p) && same_file(out, p)) {
+        let also = if p == &out {
+            String::new()
+        } else {
+            format!(" ({})", p.display())
+        };
+        return fail(format!(
+            "{flag} {shown} is {what}{also}: qatc does not overwrite its inputs; choose another output file"
+        ));
+    }
+    if out.is_dir() {
+        return fail(format!("{flag} {shown} is a directory; give a file name"));
+    }
+    // the directory the file goes to, after symbolic links
+    let target = fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
+    let dir: PathBuf = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let write = || -> io::Result<()> {
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".qatc-")
-            .suffix(".tmp")
-            .tempfile_in(&dir)?;
-        tmp.write_all(text.as_bytes())?;
-        tmp.as_file().sync_all()?;
-        if let Ok(meta) = fs::metadata(path) {
-            tmp.as_file().set_permissions(meta.permissions())?;
-        }
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+    if !dir.is_dir() {
+        return fail(format!(
+            "{flag} {shown}: the directory {} does not exist",
+            dir.display()
+        ));
+    }
+    // a device or FIFO (`-o /dev/null`) is written in place: no new file is needed
+    let special = fs::metadata(out).is_ok_and(|m| !m.is_file());
+    if !special && let Err(e) = tempfile::tempfile_in(&dir) {
+        return fail(format!(
+            "{flag} {shown}: cannot create files in {}: {e}",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The files of an IDX data directory (`train-*` and `t10k-*`), as inputs for
+/// [`check_output`].
+pub fn data_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
     };
-    write().or_else(|e| fail(format!("cannot write {name}: {e}")))
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("train-") || n.starts_with("t10k-"))
+        })
+        .collect()
 }

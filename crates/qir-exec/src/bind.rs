@@ -75,7 +75,9 @@ pub fn bind_inputs(g: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Bindin
             }
         }
     }
-    Ok(syms.into_iter().map(|(k, (v, _))| (k, v)).collect())
+    let bindings: Bindings = syms.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    crate::memory::check_values(g, &bindings)?;
+    Ok(bindings)
 }
 
 /// The symbolic dimensions of `g`'s values that no input binds (a graph whose only

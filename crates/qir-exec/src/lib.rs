@@ -13,6 +13,7 @@
 
 mod bind;
 mod error;
+pub mod memory;
 pub mod program;
 mod store;
 
@@ -20,5 +21,6 @@ pub use bind::{Bindings, bind_inputs, unbound_symbols};
 pub use error::ExecError;
 pub use program::{Executor, Inputs, Program, ProgramStats, RunOutput, loss_value};
 pub use store::{
-    Store, check_data, check_stored, data_from_f64, dtype_fits, fans, fill_store, init_store,
+    Store, check_data, check_fake_quant_scales, check_stored, data_from_f64, dtype_fits, fans,
+    fill_store, init_store,
 };

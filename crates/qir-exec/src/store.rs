@@ -85,6 +85,7 @@ pub fn init_store(g: &Graph, seed: u64) -> Result<Store, ExecError> {
 /// yet (see [`init_store`]); values already present are checked against their
 /// declaration and kept. An `External` value missing from the store is an error.
 pub fn fill_store(g: &Graph, store: &mut Store, seed: u64) -> Result<(), ExecError> {
+    crate::memory::check_declarations(g, &|name| store.get(name).is_none())?;
     for id in g.node_ids() {
         let node = g.node(id);
         let (what, init) = match &node.kind {
@@ -107,6 +108,54 @@ pub fn fill_store(g: &Graph, store: &mut Store, seed: u64) -> Result<(), ExecErr
         let t = materialize(name, &node.ty, init, seed)
             .map_err(|e| ExecError::Store(format!("{what} %{name}: {e}")))?;
         store.insert(name, t);
+    }
+    Ok(())
+}
+
+/// Checks the scales of `g`'s fake-quant ops that are declared values (inputs, params,
+/// state, constants), held in `store` or `inputs`: every one must be positive and finite,
+/// else the error names the op. Scales computed by the graph are checked by the
+/// interpreter's kernel only.
+pub fn check_fake_quant_scales(
+    g: &Graph,
+    store: &Store,
+    inputs: &std::collections::HashMap<String, Tensor>,
+) -> Result<(), ExecError> {
+    for id in g.node_ids() {
+        let Some(inst) = g.node(id).inst() else {
+            continue;
+        };
+        if inst.op.class() != qir::OpClass::FakeQuant {
+            continue;
+        }
+        let Some(&s) = g.operands(id).get(1) else {
+            continue;
+        };
+        let node = g.node(s);
+        let Some(name) = node.name.as_deref() else {
+            continue;
+        };
+        let t = if node.is_input() {
+            inputs.get(name)
+        } else if node.op().is_none() {
+            store.get(name)
+        } else {
+            None
+        };
+        let Some(t) = t else { continue };
+        if let Some(v) = (0..t.numel())
+            .map(|i| t.data.get_f64(i))
+            .find(|v| !(v.is_finite() && *v > 0.0))
+        {
+            return Err(ExecError::Node {
+                node: g.describe(id),
+                message: format!(
+                    "'{}' scale %{name} holds {}: scales must be positive and finite",
+                    inst.op,
+                    qir::float::fmt_f64(v)
+                ),
+            });
+        }
     }
     Ok(())
 }

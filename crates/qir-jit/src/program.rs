@@ -257,6 +257,7 @@ impl Program for JitProgram {
                 check_stored(name, &node.ty, t).map_err(ExecError::Store)?;
             }
         }
+        qir_exec::check_fake_quant_scales(&self.graph, store, inputs)?;
         self.compiled(&bindings, store)?;
         let threads = self.jit.threads;
         let graph = &self.graph;

@@ -25,6 +25,7 @@ pub mod attr;
 pub mod dot;
 pub mod float;
 pub mod graph;
+pub mod names;
 pub mod ops;
 pub mod print;
 pub mod quant;

@@ -16,6 +16,7 @@ use std::fmt;
 use petgraph::Direction;
 
 use crate::graph::{Graph, Init, NodeId, NodeKind};
+use crate::ops::OpClass;
 use crate::shape;
 use crate::types::{ElemType, QuantParams, Type};
 
@@ -171,6 +172,19 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
             continue;
         }
         let tys: Vec<&Type> = operands.iter().map(|&o| g.ty(o)).collect();
+        if inst.op.class() == OpClass::FakeQuant
+            && let Some(&scale) = operands.get(1)
+            && let Some(bad) = constant_nonpositive(g, scale)
+        {
+            c.err(
+                Site::Node(id),
+                format!(
+                    "'{}' scale {} is the constant {bad}: scales must be positive and finite",
+                    inst.op,
+                    g.describe(scale)
+                ),
+            );
+        }
         match shape::infer(inst, &tys, Some(&node.ty)) {
             Ok(ty) if ty == node.ty => {}
             Ok(ty) => {
@@ -245,6 +259,24 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
         Ok(())
     } else {
         Err(VerifyErrors(c.errors))
+    }
+}
+
+/// The first value of a constant (`const` declaration) that is not a positive finite
+/// scale, if `id` is one.
+fn constant_nonpositive(g: &Graph, id: NodeId) -> Option<String> {
+    let NodeKind::Const(init) = &g.node(id).kind else {
+        return None;
+    };
+    let bad = |v: f64| !(v.is_finite() && v > 0.0);
+    match init {
+        Init::Zeros => Some("0".into()),
+        Init::Fill(v) if bad(*v) => Some(crate::float::fmt_f64(*v)),
+        Init::Dense(vs) => vs
+            .iter()
+            .find(|v| bad(**v))
+            .map(|v| crate::float::fmt_f64(*v)),
+        _ => None,
     }
 }
 

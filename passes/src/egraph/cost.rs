@@ -222,6 +222,98 @@ pub fn dag_work<'a>(
     total
 }
 
+/// The cheapest e-node of every class under `model` (tree cost: the node's own cost plus
+/// its children's, a child counted once per occurrence), as egg's `Extractor` computes
+/// it, but in O(n log n): egg's extractor sweeps every class until nothing changes, which
+/// takes a sweep per level of a chain (quadratic: 60 s for 20,000 chained `relu`s).
+///
+/// A Knuth–Dijkstra search: an e-node is ready when all its child classes have their
+/// final cost; the cheapest ready e-node fixes its class's cost. Costs never fall below a
+/// child's, so the first cost a class gets is its least. Among equally cheap e-nodes of a
+/// class the first in the class's order wins. Classes whose every e-node depends on a
+/// cycle get no choice (an acyclic source graph's classes always have one).
+pub struct Extraction {
+    best: HashMap<Id, (Cost, usize)>,
+}
+
+impl Extraction {
+    /// Computes the cheapest e-node of every class of `egraph`.
+    pub fn new(egraph: &EGraph, model: &CostModel) -> Extraction {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        // for every child class, the e-nodes (class, index) waiting for it
+        let mut waiting: HashMap<Id, Vec<(Id, usize)>> = HashMap::new();
+        let mut pending: HashMap<(Id, usize), usize> = HashMap::new();
+        let mut heap = BinaryHeap::new();
+        for class in egraph.classes() {
+            for (i, node) in class.nodes.iter().enumerate() {
+                let mut kids: Vec<Id> = node.children().iter().map(|&k| egraph.find(k)).collect();
+                kids.sort_unstable();
+                kids.dedup();
+                if kids.is_empty() {
+                    heap.push(Reverse((model.local(node), class.id, i)));
+                } else {
+                    pending.insert((class.id, i), kids.len());
+                    for k in kids {
+                        waiting.entry(k).or_default().push((class.id, i));
+                    }
+                }
+            }
+        }
+        let mut fixed: HashMap<Id, Cost> = HashMap::new();
+        while let Some(Reverse((cost, class, _))) = heap.pop() {
+            if fixed.contains_key(&class) {
+                continue;
+            }
+            fixed.insert(class, cost);
+            for &(c, i) in waiting.get(&class).map_or(&[][..], Vec::as_slice) {
+                let Some(left) = pending.get_mut(&(c, i)) else {
+                    continue;
+                };
+                *left -= 1;
+                if *left == 0 && !fixed.contains_key(&c) {
+                    let node = &egraph[c].nodes[i];
+                    let total =
+                        node.fold(model.local(node), |sum, k| sum.plus(fixed[&egraph.find(k)]));
+                    heap.push(Reverse((total, c, i)));
+                }
+            }
+        }
+        // the first e-node of each class that reaches the class's cost
+        let mut best = HashMap::new();
+        for class in egraph.classes() {
+            let Some(&want) = fixed.get(&class.id) else {
+                continue;
+            };
+            let pick = class.nodes.iter().position(|node| {
+                let mut total = Some(model.local(node));
+                for &k in node.children() {
+                    total = match (total, fixed.get(&egraph.find(k))) {
+                        (Some(t), Some(&c)) => Some(t.plus(c)),
+                        _ => None,
+                    };
+                }
+                total == Some(want)
+            });
+            if let Some(i) = pick {
+                best.insert(class.id, (want, i));
+            }
+        }
+        Extraction { best }
+    }
+
+    /// The cheapest e-node of `class` (any id of it), if it has one.
+    pub fn best_node<'e>(&self, egraph: &'e EGraph, class: Id) -> Option<&'e QirLang> {
+        let c = egraph.find(class);
+        self.best.get(&c).map(|&(_, i)| &egraph[c].nodes[i])
+    }
+
+    /// The tree cost of the cheapest e-node of `class`.
+    pub fn best_cost(&self, egraph: &EGraph, class: Id) -> Option<Cost> {
+        self.best.get(&egraph.find(class)).map(|&(c, _)| c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

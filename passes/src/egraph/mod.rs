@@ -20,7 +20,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use egg::{Extractor, Runner, StopReason};
+use egg::{Runner, StopReason};
 use qir::Graph;
 
 use crate::options::{OptionError, OptionKind, OptionSpec, Options};
@@ -230,6 +230,8 @@ pub fn rewrite(
     rules: &[Rewrite],
     limits: &Limits,
 ) -> Result<Report, PassError> {
+    // the time limit covers the whole pass: conversion in counts against the search
+    let start = std::time::Instant::now();
     let (egraph, map) = convert::to_egraph(g)?;
     if map.ops.is_empty() {
         return Ok(Report::unchanged(pass));
@@ -238,7 +240,7 @@ pub fn rewrite(
         .with_egraph(egraph)
         .with_node_limit(limits.node_limit)
         .with_iter_limit(limits.iter_limit)
-        .with_time_limit(limits.time_limit)
+        .with_time_limit(limits.time_limit.saturating_sub(start.elapsed()))
         .run(rules);
     let egraph = &runner.egraph;
     if let Some(c) = egraph.analysis.conflicts.first() {
@@ -268,8 +270,14 @@ pub fn rewrite(
     report.work_before = map.ops.iter().fold(0u64, |sum, (_, n)| {
         sum.saturating_add(model.local(&convert::canonical(egraph, n)).work)
     });
-    let extractor = Extractor::new(egraph, model.clone());
-    let choice = |c| extractor.find_best_node(c);
+    let extraction = cost::Extraction::new(egraph, &model);
+    // every class of the (acyclic) source graph has a finite choice; the first e-node
+    // stands in for a class that has none, and costs INFINITE in the model
+    let choice = |c: egg::Id| {
+        extraction
+            .best_node(egraph, c)
+            .unwrap_or_else(|| &egraph[c].nodes[0])
+    };
     report.work_after = cost::dag_work(egraph, &model, &map.roots, choice);
     if report.work_after >= report.work_before {
         return Ok(report);

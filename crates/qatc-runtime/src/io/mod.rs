@@ -9,7 +9,7 @@ pub mod idx;
 pub mod npy;
 pub mod weights;
 
-pub use atomic::{write_atomic, write_atomic_with};
+pub use atomic::{clean_stale_temporaries, write_atomic, write_atomic_with};
 pub use idx::{IdxArray, parse_idx, read_idx};
 pub use npy::{parse_npy, parse_npz, read_npy, read_npz, write_npy, write_npz};
 pub use weights::{

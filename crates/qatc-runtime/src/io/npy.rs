@@ -93,8 +93,39 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
     parse_npy(&bytes).map_err(|e| e.at(path))
 }
 
+/// Checks the header length field against the file's size before the header is read:
+/// npyz allocates what the field says (up to 4 GB) before it can notice the file is short.
+fn check_header_length(bytes: &[u8]) -> Result<()> {
+    // magic (6 bytes), major and minor version, then a u16 (version 1) or u32 length
+    let (Some(b"\x93NUMPY"), Some(&major)) = (bytes.get(..6), bytes.get(6)) else {
+        return Ok(()); // npyz reports a bad magic string or a short file
+    };
+    let (len, start) = match major {
+        1 => (
+            bytes
+                .get(8..10)
+                .map(|b| u64::from(u16::from_le_bytes([b[0], b[1]]))),
+            10,
+        ),
+        _ => (
+            bytes
+                .get(8..12)
+                .map(|b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            12,
+        ),
+    };
+    match len {
+        Some(len) if len > (bytes.len() - start.min(bytes.len())) as u64 => Err(bad(format!(
+            "not a valid .npy file: the header length field says {len} bytes but the file has {} bytes after it",
+            bytes.len().saturating_sub(start)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Parses the bytes of a `.npy` file.
 pub fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
+    check_header_length(bytes)?;
     let mut rest = bytes;
     let header = npyz::NpyHeader::from_reader(&mut rest)
         .map_err(|e| bad(format!("not a valid .npy file: {}", io_message(&e))))?;
@@ -384,6 +415,27 @@ mod tests {
                 .to_string()
                 .starts_with("bad element data")
         );
+    }
+
+    #[test]
+    fn header_length_beyond_the_file_is_refused_before_allocating() {
+        for (version, field) in [
+            (1u8, &[0xF0u8, 0xFF][..]),
+            (2, &[0xF0, 0xFF, 0xFF, 0xFF][..]),
+        ] {
+            let mut bytes = b"\x93NUMPY".to_vec();
+            bytes.extend([version, 0]);
+            bytes.extend(field);
+            bytes.extend([b' '; 630]);
+            let err = parse_npy(&bytes).unwrap_err().to_string();
+            let len = if version == 1 { 0xFFF0 } else { 0xFFFF_FFF0u32 };
+            assert_eq!(
+                err,
+                format!(
+                    "not a valid .npy file: the header length field says {len} bytes but the file has 630 bytes after it"
+                )
+            );
+        }
     }
 
     #[test]

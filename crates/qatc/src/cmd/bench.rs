@@ -180,10 +180,10 @@ pub fn run(args: Args) -> CmdResult {
         seed: args.seed,
     };
     let executor: runtime::executor::SharedExecutor = match args.backend.backend {
-        super::Backend::Jit => std::sync::Arc::new(qir_jit::Jit {
+        super::Backend::Jit => std::sync::Arc::new(args.backend.jit(qir_jit::Jit {
             profile: args.profile,
             ..qir_jit::Jit::default()
-        }),
+        })),
         super::Backend::Interp => args.backend.executor(),
     };
     let weights = match &args.weights {

@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use runtime::calibrate::{
-    CalibrationConfig, HISTOGRAM_BINS, ImageBatches, Method, calibrate_images,
+    CalibrationConfig, HISTOGRAM_BINS, ImageBatches, MAX_HISTOGRAM_BINS, Method, calibrate_images,
 };
 use runtime::data::{Dataset, PixelScale};
 use runtime::io::weights::{
     Require, params_and_state, read_safetensors, store_from_file, write_safetensors,
 };
 
-use crate::io::{CmdResult, fail, read_input, write_stdout};
+use crate::io::{CmdResult, check_output, data_files, fail, read_input, write_stdout};
 
 /// Calibrate a model's observers (and learned scales) on training data.
 #[derive(clap::Args)]
@@ -55,6 +55,7 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    args.backend.limit_memory();
     let method: Method = args
         .method
         .parse()
@@ -66,6 +67,19 @@ pub fn run(args: Args) -> CmdResult {
     if args.bins == 0 || args.batches == 0 || args.batch_size == 0 {
         return fail("--bins, --batches and --batch-size must be at least 1");
     }
+    if args.bins > MAX_HISTOGRAM_BINS {
+        return fail(format!(
+            "--bins {}: at most {MAX_HISTOGRAM_BINS} bins (every observed channel keeps a histogram of that many)",
+            args.bins
+        ));
+    }
+    let data_files = data_files(&args.data);
+    let mut inputs: Vec<(&str, &std::path::Path)> = vec![("the model", args.file.as_path())];
+    if let Some(p) = &args.weights {
+        inputs.push(("the --weights file", p.as_path()));
+    }
+    inputs.extend(data_files.iter().map(|p| ("a file of --data", p.as_path())));
+    check_output("-o", &args.output, &inputs)?;
     let input = read_input(&args.file)?;
     let g = super::parse_and_verify(&input)?;
     let mut store = match &args.weights {

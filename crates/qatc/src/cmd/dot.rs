@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::io::{CmdResult, read_input, write_output};
+use crate::io::{CmdResult, check_output, read_input, write_output};
 
 /// Render a .qir file as a Graphviz graph (`dot -Tsvg` draws it).
 #[derive(clap::Args)]
@@ -17,6 +17,9 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    if let Some(out) = &args.output {
+        check_output("-o", out, &[("the model", args.file.as_path())])?;
+    }
     let input = read_input(&args.file)?;
     let g = super::parse_and_verify(&input)?;
     write_output(args.output.as_deref(), &qir::dot::to_dot(&g))

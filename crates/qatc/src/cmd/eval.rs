@@ -32,6 +32,10 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    args.backend.limit_memory();
+    if args.batch_size == 0 {
+        return fail("--batch-size must be at least 1");
+    }
     let pixel_scale: PixelScale = args
         .pixel_scale
         .parse()

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use passes::grad::{BnMode, GradOptions, Optimizer};
 use runtime::train::{OptimizerKind, TrainConfig, build_step};
 
-use crate::io::{CmdResult, fail, read_input, write_output};
+use crate::io::{CmdResult, check_output, fail, read_input, write_output};
 
 /// Print the training-step graph of a model.
 #[derive(clap::Args)]
@@ -35,6 +35,9 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    if let Some(out) = &args.output {
+        check_output("-o", out, &[("the model", args.file.as_path())])?;
+    }
     let bn = BnMode::from_name(&args.bn).map_or_else(
         || fail(format!("--bn must be train or frozen, found '{}'", args.bn)),
         Ok,

@@ -110,14 +110,71 @@ pub struct BackendArg {
     /// The executor that runs the graphs.
     #[arg(long, value_enum, default_value_t = Backend::Jit)]
     pub backend: Backend,
+    /// Refuse a run that needs more memory than this (bytes, or with a suffix: 512M, 8G,
+    /// 2GiB) [default: the memory available].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 impl BackendArg {
-    /// The chosen executor.
+    /// The chosen executor, with the memory limit set (see [`BackendArg::limit_memory`]).
     pub fn executor(&self) -> runtime::executor::SharedExecutor {
         match self.backend {
-            Backend::Jit => std::sync::Arc::new(qir_jit::Jit::default()),
-            Backend::Interp => std::sync::Arc::new(qir_interp::Interpreter::default()),
+            Backend::Jit => std::sync::Arc::new(self.jit(qir_jit::Jit::default())),
+            Backend::Interp => {
+                self.limit_memory();
+                std::sync::Arc::new(qir_interp::Interpreter::default())
+            }
         }
+    }
+
+    /// `jit` with its arena limited to the memory budget.
+    pub fn jit(&self, jit: qir_jit::Jit) -> qir_jit::Jit {
+        self.limit_memory();
+        let (budget, _) = qir_exec::memory::budget();
+        qir_jit::Jit {
+            max_arena_bytes: Some(usize::try_from(budget).unwrap_or(usize::MAX)),
+            ..jit
+        }
+    }
+
+    /// Sets the `--max-memory` limit that every allocation sized by the model is checked
+    /// against (before parameters are initialized: call it first).
+    pub fn limit_memory(&self) {
+        qir_exec::memory::set_max_memory(self.max_memory);
+    }
+}
+
+/// `--max-memory`: bytes, or a number with a decimal (k, M, G, T) or binary (KiB, MiB,
+/// GiB, TiB) suffix; a trailing `B` is optional.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("expected a positive size such as 512M or 8G, got '{text}'");
+    let num: f64 = num.parse().map_err(|_| bad())?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().trim_end_matches('b') {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        "t" => 1e12,
+        "ki" => 1024.0,
+        "mi" => 1024.0 * 1024.0,
+        "gi" => 1024.0 * 1024.0 * 1024.0,
+        "ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' (use k, M, G, T, KiB, MiB, GiB or TiB)"
+            ));
+        }
+    };
+    let n = num * factor;
+    if n >= 1.0 && n.is_finite() {
+        Ok(n as u64)
+    } else {
+        Err(bad())
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use passes::{PassManager, RunError};
 
-use crate::io::{CmdResult, Failure, fail, read_input, write_output, write_stderr};
+use crate::io::{CmdResult, Failure, check_output, fail, read_input, write_output, write_stderr};
 
 /// Run passes over a .qir file.
 #[derive(clap::Args)]
@@ -48,6 +48,9 @@ struct PipelineSource {
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    if let Some(out) = &args.output {
+        check_output("-o", out, &[("the model", args.file.as_path())])?;
+    }
     let pipeline = match (&args.source.passes, &args.source.pipeline) {
         (Some(text), _) => passes::pipeline::parse(text).map_err(passes::ConfigError::from),
         (None, Some(name)) => passes::named_spec(name),

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use passes::scheme::Scheme;
 use passes::{OptValue, PassManager, RunError, named_with};
 
-use crate::io::{CmdResult, Failure, fail, read_input, write_output, write_stderr};
+use crate::io::{CmdResult, Failure, check_output, fail, read_input, write_output, write_stderr};
 
 /// Prepare a model for quantization-aware training (the prepare-qat pipeline).
 #[derive(clap::Args)]
@@ -31,6 +31,16 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    if let Some(out) = &args.output {
+        check_output(
+            "-o",
+            out,
+            &[
+                ("the model", args.file.as_path()),
+                ("the --scheme file", std::path::Path::new(&args.scheme)),
+            ],
+        )?;
+    }
     let scheme = Scheme::load(&args.scheme).or_else(|e| fail(format!("--scheme: {e}")))?;
     if args.show_scheme {
         write_stderr(&format!("{}\n", scheme.describe()));

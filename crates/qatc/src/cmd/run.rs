@@ -10,7 +10,7 @@ use qir::{Data, ElemType, Tensor};
 use runtime::executor::eval_graph;
 use runtime::io::weights::{Require, read_safetensors, store_from_file};
 
-use crate::io::{CmdResult, fail, read_input, write_stdout};
+use crate::io::{CmdResult, check_output, fail, read_input, write_stdout};
 
 /// Evaluate a model once with the interpreter.
 #[derive(clap::Args)]
@@ -57,11 +57,23 @@ fn read_inputs(specs: &[String]) -> Result<HashMap<String, Tensor>, crate::io::F
                     return fail(format!("--input '{spec}': the input name is empty"));
                 }
                 let t = runtime::io::read_npy(Path::new(path)).or_else(|e| fail(e.to_string()))?;
+                if t.numel() == 0 {
+                    return fail(format!(
+                        "--input '{spec}': the array has shape {:?}, no elements (an empty batch has nothing to evaluate)",
+                        t.shape
+                    ));
+                }
                 inputs.insert(name.to_string(), t);
             }
             None if spec.ends_with(".npz") => {
                 let arrays =
                     runtime::io::read_npz(Path::new(spec)).or_else(|e| fail(e.to_string()))?;
+                if let Some((name, t)) = arrays.iter().find(|(_, t)| t.numel() == 0) {
+                    return fail(format!(
+                        "--input '{spec}': the array '{name}' has shape {:?}, no elements (an empty batch has nothing to evaluate)",
+                        t.shape
+                    ));
+                }
                 inputs.extend(arrays);
             }
             None => {
@@ -101,6 +113,18 @@ fn show(name: &str, t: &Tensor) -> String {
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    args.backend.limit_memory();
+    if let Some(out) = &args.output {
+        let mut inputs: Vec<(&str, &Path)> = vec![("the model", args.file.as_path())];
+        if let Some(p) = &args.weights {
+            inputs.push(("the --weights file", p.as_path()));
+        }
+        inputs.extend(args.inputs.iter().map(|spec| {
+            let path = spec.split_once('=').map_or(spec.as_str(), |(_, p)| p);
+            ("an --input file", Path::new(path))
+        }));
+        check_output("-o", out, &inputs)?;
+    }
     let input = read_input(&args.file)?;
     let g = super::parse_and_verify(&input)?;
     let inputs = read_inputs(&args.inputs)?;

@@ -23,7 +23,7 @@ use runtime::metrics::{Csv, EpochMetrics, JsonLines, Monitor};
 use runtime::schedule::LrSchedule;
 use runtime::train::{CalibrationSetup, OptimizerKind, Prepare, TrainConfig, Trainer, qat_setup};
 
-use crate::io::{CmdResult, fail, read_input, write_stdout};
+use crate::io::{CmdResult, check_output, data_files, fail, read_input, write_stdout};
 
 /// Train a model on an IDX data set.
 #[derive(clap::Args)]
@@ -106,6 +106,15 @@ fn parse<T: std::str::FromStr<Err = String>>(
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    args.backend.limit_memory();
+    if args.batch_size == 0 {
+        return fail("--batch-size must be at least 1");
+    }
+    if args.calibration_batches == 0 && args.calibrate.as_deref() != Some("none") {
+        return fail(
+            "--calibration-batches must be at least 1 (use --calibrate none to skip calibration)",
+        );
+    }
     let schedule: LrSchedule = parse("--schedule", &args.schedule)?;
     let optimizer: OptimizerKind = parse("--optimizer", &args.optimizer)?;
     let pixel_scale: PixelScale = parse("--pixel-scale", &args.pixel_scale)?;
@@ -134,6 +143,24 @@ pub fn run(args: Args) -> CmdResult {
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.safetensors", model.name)));
+    // Every output is checked before any training: not an input, a writable place.
+    let data_files = data_files(&args.data);
+    let mut inputs: Vec<(&str, &std::path::Path)> = vec![("the model", args.file.as_path())];
+    if let Some(p) = &args.init {
+        inputs.push(("the --init checkpoint", p.as_path()));
+    }
+    inputs.extend(data_files.iter().map(|p| ("a file of --data", p.as_path())));
+    check_output("-o", &checkpoint, &inputs)?;
+    inputs.push(("the checkpoint (-o)", checkpoint.as_path()));
+    if let Some(p) = &args.metrics {
+        check_output("--metrics", p, &inputs)?;
+        inputs.push(("the --metrics file", p.as_path()));
+    }
+    if let Some(p) = &args.metrics_csv {
+        check_output("--metrics-csv", p, &inputs)?;
+    }
+    // a run killed while writing leaves `.NAME.*.tmp` beside the checkpoint
+    runtime::io::clean_stale_temporaries(&checkpoint);
     let qat = qat_setup(
         &model,
         args.scheme.clone().map(Prepare::Scheme),
@@ -168,6 +195,26 @@ pub fn run(args: Args) -> CmdResult {
     };
     super::print_remarks();
     let mut trainer = trainer.or_else(|e| fail(e.to_string()))?;
+    // SIGINT/SIGTERM (and SIGHUP): finish the step, write the checkpoint, exit 1; a
+    // second signal quits at once
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let installed = ctrlc::set_handler(move || {
+            if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            crate::io::write_stderr(
+                "\nnote: interrupted: finishing the step and writing the checkpoint (signal again to quit at once)\n",
+            );
+        });
+        if let Err(e) = installed {
+            crate::io::write_stderr(&format!(
+                "warning: cannot handle Ctrl-C ({e}); an interrupted run keeps only the last epoch's checkpoint\n"
+            ));
+        }
+    }
+    trainer.stop_when(stop);
     if let Some(e) = args.freeze_observers_after {
         trainer.add_hook(Box::new(FreezeObservers { after_epoch: e }));
     }

@@ -104,6 +104,26 @@ fn check_params<T>(
     channels(shape, r.axis, scale.len())
 }
 
+/// Scales must be positive and finite: a zero, negative or infinite scale quantizes to
+/// NaN or garbage (computed scales can be any of these when their range is).
+fn check_scales<T: Float>(scale: &[T]) -> KResult<()> {
+    match scale
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !(s.is_finite() && **s > T::ZERO))
+    {
+        Some((c, s)) if scale.len() > 1 => Err(format!(
+            "the scale of channel {c} is {}: scales must be positive and finite",
+            s.to_f64()
+        )),
+        Some((_, s)) => Err(format!(
+            "the scale is {}: scales must be positive and finite",
+            s.to_f64()
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `fake_quant` with integer zero points.
 pub fn fake_quant<T: Float>(
     x: &[T],
@@ -113,6 +133,7 @@ pub fn fake_quant<T: Float>(
     zp: &[i64],
 ) -> KResult<Vec<T>> {
     let l = check_params(x, shape, r, scale, zp.len())?;
+    check_scales(scale)?;
     let (lo, hi) = (T::from_i64(r.qmin), T::from_i64(r.qmax));
     let mut y = vec![T::ZERO; x.len()];
     for_runs(l, |c, run| {
