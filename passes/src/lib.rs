@@ -124,6 +124,7 @@ passes! {
     insert_fake_quant => InsertFakeQuant,
     freeze_observers => FreezeObservers,
     disable_fake_quant => DisableFakeQuant,
+    data_parallel => DataParallel,
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a likely

@@ -20,7 +20,9 @@ use crate::kernels::gemm::{Gemm, Mat};
 use crate::kernels::integer::{Bounds, Chan, Fast, IntOp, Packed, QP};
 use crate::kernels::misc::{Block, Copy};
 use crate::kernels::pool::{Pool, PoolKind};
+use crate::kernels::misc::AllReduce;
 use crate::kernels::softmax::{Argmax, Softmax, SoftmaxCe};
+use qir_exec::collective::ReduceOp;
 use crate::lgraph::{ArgDims, Ex, Fun, LGraph, LId, LKind, LNode, MapFn, RedOp, Reduce, row_major};
 
 /// The result of lowering a graph: the lowered nodes and the lowered value of every qir
@@ -1357,6 +1359,20 @@ impl Lower<'_> {
                     let y = b.mul(mm, v);
                     b.add(x, y)
                 }))
+            }
+            Op::AllReduce => {
+                let x = self.arg(id, 0)?;
+                let x = self.row_major(x);
+                let op = self
+                    .attr_choice(id, "op")
+                    .and_then(ReduceOp::from_name)
+                    .ok_or("attribute 'op' must be sum, mean, min or max")?;
+                let k = Kernel::AllReduce(AllReduce {
+                    len: dims.iter().product(),
+                    op,
+                    dtype,
+                });
+                Ok(self.kernel(id, "", k, vec![x], dims, dtype))
             }
             Op::BroadcastLike => {
                 let x = self.arg(id, 0)?;
