@@ -824,6 +824,18 @@ impl Trainer {
             }
         }
         bar.finish_and_clear();
+        if dp && std::env::var_os("QATC_DP_PROFILE").is_some() {
+            // The share of the training time spent in all-reduces (waits for the slower
+            // rank included), per rank.
+            let (calls, comm) = qir_exec::collective::comm_stats();
+            let train: f64 = history.iter().map(|m: &EpochMetrics| m.seconds).sum();
+            let steps: usize = history.iter().map(|m: &EpochMetrics| m.steps).sum();
+            eprintln!(
+                "rank {rank}: {calls} all-reduces in {steps} steps, {comm:.3} s of {train:.3} s training ({:.1}% communication, {:.2} ms per step)",
+                100.0 * comm / train.max(1e-9),
+                1e3 * train / steps.max(1) as f64
+            );
+        }
         Ok(TrainSummary {
             epochs: history,
             calibration,

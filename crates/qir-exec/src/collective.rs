@@ -13,6 +13,8 @@
 //! `mean` is the sum divided by the number of processes, in the buffer's precision.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// How `all_reduce` combines the replicas' tensors (its `op` attribute).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -96,6 +98,18 @@ pub fn communicator() -> &'static dyn Communicator {
     COMMUNICATOR.get_or_init(|| Box::new(Solo)).as_ref()
 }
 
+static CALLS: AtomicU64 = AtomicU64::new(0);
+static NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// The all-reduces of more than one process done so far by this process, and their
+/// wall-clock seconds (waiting for the slowest process included).
+pub fn comm_stats() -> (u64, f64) {
+    (
+        CALLS.load(Ordering::Relaxed),
+        NANOS.load(Ordering::Relaxed) as f64 * 1e-9,
+    )
+}
+
 /// Reduces `buf` in place over every process with `op`, through [`communicator`].
 pub fn all_reduce(buf: Buffer<'_>, op: ReduceOp) -> Result<(), String> {
     let c = communicator();
@@ -103,6 +117,19 @@ pub fn all_reduce(buf: Buffer<'_>, op: ReduceOp) -> Result<(), String> {
     if n == 1 {
         return Ok(());
     }
+    let start = Instant::now();
+    let r = reduce_with(c, n, buf, op);
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    r
+}
+
+fn reduce_with(
+    c: &dyn Communicator,
+    n: usize,
+    buf: Buffer<'_>,
+    op: ReduceOp,
+) -> Result<(), String> {
     match (buf, op) {
         (Buffer::F32(b), ReduceOp::Mean) => {
             c.reduce(Buffer::F32(b), ReduceOp::Sum)?;
