@@ -61,12 +61,12 @@ pub struct ReplicaProbe {
 impl ReplicaProbe {
     /// Reads `QATC_DP_TRACE` and `QATC_DP_FAIL` for rank `rank`.
     pub fn from_env(rank: usize) -> Result<ReplicaProbe> {
-        let trace = std::env::var_os("QATC_DP_TRACE").map(|d| {
-            PathBuf::from(d).join(format!("rank{rank}.trace"))
-        });
+        let trace = std::env::var_os("QATC_DP_TRACE")
+            .map(|d| PathBuf::from(d).join(format!("rank{rank}.trace")));
         let fail_at = match std::env::var("QATC_DP_FAIL") {
             Ok(v) => {
-                let bad = || RuntimeError::Config(format!("QATC_DP_FAIL must be RANK:STEP, found '{v}'"));
+                let bad =
+                    || RuntimeError::Config(format!("QATC_DP_FAIL must be RANK:STEP, found '{v}'"));
                 let (r, s) = v.split_once(':').ok_or_else(bad)?;
                 let r: usize = r.trim().parse().map_err(|_| bad())?;
                 let s: u64 = s.trim().parse().map_err(|_| bad())?;
@@ -99,7 +99,10 @@ impl ReplicaProbe {
                 path: p.clone(),
                 message: e.to_string(),
             };
-            let mut f = std::fs::OpenOptions::new().append(true).open(p).map_err(io)?;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(p)
+                .map_err(io)?;
             f.write_all(line.as_bytes()).map_err(io)?;
         }
         if self.fail_at == Some(step) {
@@ -122,6 +125,9 @@ mod tests {
         // global batches [100..104), [104..108); 108, 109 dropped
         assert_eq!(shard(&order, 4, 2, 0), [100, 101, 104, 105]);
         assert_eq!(shard(&order, 4, 2, 1), [102, 103, 106, 107]);
-        assert_eq!(shard(&order, 4, 1, 0), [100, 101, 102, 103, 104, 105, 106, 107]);
+        assert_eq!(
+            shard(&order, 4, 1, 0),
+            [100, 101, 102, 103, 104, 105, 106, 107]
+        );
     }
 }

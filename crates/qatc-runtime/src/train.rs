@@ -37,15 +37,15 @@ use crate::calibrate::{
     find_observers,
 };
 use crate::data::{Dataset, Feed, PixelScale, prefetched, shuffled};
-use crate::replica::{ReplicaProbe, shard};
-use qir_exec::collective::{Buffer, ReduceOp, all_reduce};
 use crate::error::{Result, RuntimeError};
 use crate::eval::{Evaluation, check_labels, classes, evaluate, logits_output};
 use crate::executor::{SharedExecutor, eval_graph};
 use crate::hooks::{FreezeBatchNorm, Hook, HookCtx};
 use crate::io::weights::{TensorFile, params_and_state, read_safetensors, write_safetensors};
 use crate::metrics::{EpochMetrics, Monitor};
+use crate::replica::{ReplicaProbe, shard};
 use crate::schedule::LrSchedule;
+use qir_exec::collective::{Buffer, ReduceOp, all_reduce};
 
 /// The optimizer of the training step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,8 +262,8 @@ pub fn build_step_for(model: &Graph, opts: &GradOptions, data_parallel: bool) ->
     if data_parallel {
         pipeline.passes.push(PassSpec::new("data-parallel"));
     }
-    let pm = PassManager::from_pipeline(&pipeline)
-        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let pm =
+        PassManager::from_pipeline(&pipeline).map_err(|e| RuntimeError::Config(e.to_string()))?;
     let mut step = model.clone();
     pm.run(&mut step)
         .map_err(|e| RuntimeError::Graph(e.to_string()))?;
@@ -702,6 +702,8 @@ impl Trainer {
 
         let (mut step_prog, mut eval_prog) = self.programs()?;
         let mut history = Vec::new();
+        type Profile = (((u64, f64), Instant), Instant, usize);
+        let mut profile: Option<Profile> = None;
         for epoch in first_epoch..=epochs {
             let t0 = Instant::now();
             let order = shuffled(data.train.len(), self.config.seed, epoch as u64);
@@ -766,6 +768,13 @@ impl Trainer {
                     seen += examples;
                     self.global_step += 1;
                     probe.after_step(self.global_step, &self.step, &self.store)?;
+                    // The profile starts after the first step (compilation, start-up skew).
+                    let now = (qir_exec::collective::comm_stats(), Instant::now());
+                    profile = Some((
+                        profile.map_or(now, |p| p.0),
+                        now.1,
+                        profile.map_or(0, |p| p.2 + 1),
+                    ));
                     bar.inc(1);
                     bar.set_message(format!("epoch {epoch}/{epochs} loss {loss:.4}"));
                     if self.run_hooks(epoch, false)? {
@@ -824,12 +833,16 @@ impl Trainer {
             }
         }
         bar.finish_and_clear();
-        if dp && std::env::var_os("QATC_DP_PROFILE").is_some() {
+        if dp
+            && std::env::var_os("QATC_DP_PROFILE").is_some()
+            && let Some((((calls0, comm0), t0), end, steps)) = profile
+        {
             // The share of the training time spent in all-reduces (waits for the slower
-            // rank included), per rank.
+            // rank included), per rank, from the end of the first step to the end of the
+            // last (evaluations included when there are several epochs).
             let (calls, comm) = qir_exec::collective::comm_stats();
-            let train: f64 = history.iter().map(|m: &EpochMetrics| m.seconds).sum();
-            let steps: usize = history.iter().map(|m: &EpochMetrics| m.steps).sum();
+            let (calls, comm) = (calls - calls0, comm - comm0);
+            let train = end.duration_since(t0).as_secs_f64();
             eprintln!(
                 "rank {rank}: {calls} all-reduces in {steps} steps, {comm:.3} s of {train:.3} s training ({:.1}% communication, {:.2} ms per step)",
                 100.0 * comm / train.max(1e-9),

@@ -60,7 +60,10 @@ impl Communicator for MpiComm {
         Ok(())
     }
     fn abort(&self, message: &str, code: i32) {
-        eprintln!("error: rank {} failed, aborting the MPI job: {message}", self.rank);
+        eprintln!(
+            "error: rank {} failed, aborting the MPI job: {message}",
+            self.rank
+        );
         // Not through the mutex: the failing thread may hold it.
         SimpleCommunicator::world().abort(code)
     }

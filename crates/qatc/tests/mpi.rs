@@ -40,7 +40,9 @@ fn mpirun() -> Option<&'static str> {
     match Command::new("mpirun").arg("--version").output() {
         Ok(o) if o.status.success() => Some("mpirun"),
         _ => {
-            eprintln!("skipping the MPI test: `mpirun` is not installed (apt-get install openmpi-bin libopenmpi-dev)");
+            eprintln!(
+                "skipping the MPI test: `mpirun` is not installed (apt-get install openmpi-bin libopenmpi-dev)"
+            );
             None
         }
     }
@@ -70,7 +72,11 @@ fn run(mut cmd: Command) -> Output {
 fn train_args(model: &str, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "train".into(),
-        root().join("testdata/models").join(model).display().to_string(),
+        root()
+            .join("testdata/models")
+            .join(model)
+            .display()
+            .to_string(),
         "--data".into(),
         root().join("testdata/digits").display().to_string(),
         "--scheme".into(),
@@ -104,7 +110,10 @@ fn text(b: &[u8]) -> String {
 /// the ranks' traces and the final checkpoints; returns the names traced.
 fn ranks_agree_and_match_one_process(model: &str, steps: usize, extra: &[&str]) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let (dp_ckpt, one_ckpt) = (dir.path().join("dp.safetensors"), dir.path().join("one.safetensors"));
+    let (dp_ckpt, one_ckpt) = (
+        dir.path().join("dp.safetensors"),
+        dir.path().join("one.safetensors"),
+    );
 
     let mut cmd = mpi_command(2, &train_args(model, &dp_ckpt, extra));
     cmd.env("QATC_DP_TRACE", dir.path());
@@ -226,6 +235,9 @@ fn mpi_failing_rank_ends_the_job_and_keeps_the_checkpoint() {
     );
     let file = read_safetensors(&ckpt).expect("the last checkpoint is intact");
     assert_eq!(file.metadata.get("epoch").map(String::as_str), Some("1"));
-    assert_eq!(file.metadata.get("global_step").map(String::as_str), Some("4"));
+    assert_eq!(
+        file.metadata.get("global_step").map(String::as_str),
+        Some("4")
+    );
     assert!(file.tensors.contains_key("fc1.w"));
 }

@@ -18,12 +18,12 @@ use crate::kernels::Kernel;
 use crate::kernels::conv::{Conv, DwPass};
 use crate::kernels::gemm::{Gemm, Mat};
 use crate::kernels::integer::{Bounds, Chan, Fast, IntOp, Packed, QP};
+use crate::kernels::misc::AllReduce;
 use crate::kernels::misc::{Block, Copy};
 use crate::kernels::pool::{Pool, PoolKind};
-use crate::kernels::misc::AllReduce;
 use crate::kernels::softmax::{Argmax, Softmax, SoftmaxCe};
-use qir_exec::collective::ReduceOp;
 use crate::lgraph::{ArgDims, Ex, Fun, LGraph, LId, LKind, LNode, MapFn, RedOp, Reduce, row_major};
+use qir_exec::collective::ReduceOp;
 
 /// The result of lowering a graph: the lowered nodes and the lowered value of every qir
 /// node that was needed.
