@@ -42,6 +42,7 @@
 //! `train-step` graph computes (up to the rounding of `E[x²] - E[x]²` against the
 //! two-pass variance). Needs a verified training step; keeps it verified.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use qir::{Attr, Graph, Inst, NodeId, NodeKind, Op, OpClass};
@@ -354,7 +355,7 @@ fn sync_batch_norm(g: &mut Graph) -> Result<usize, PassError> {
         let ops = g.operands(bn);
         let (x, gamma, beta) = (ops[0], ops[1], ops[2]);
         let eps = eps_of(g, bn);
-        if !stats.contains_key(&(x, eps.to_bits())) {
+        if let Entry::Vacant(slot) = stats.entry((x, eps.to_bits())) {
             let readers = g.users(x);
             let s = global_stats(g, x, eps)?;
             // The running statistics read the global ones (the local reductions go).
@@ -373,7 +374,7 @@ fn sync_batch_norm(g: &mut Graph) -> Result<usize, PassError> {
                 g.replace_all_uses(user, global);
                 g.remove_node(user);
             }
-            stats.insert((x, eps.to_bits()), s);
+            slot.insert(s);
         }
         let s = &stats[&(x, eps.to_bits())];
         let mut i = Inst::new(Op::BatchNorm);
