@@ -5,7 +5,10 @@
 #   - the Python environment with pinned onnx/onnxruntime/numpy (scripts/python-env.sh),
 #     which the ONNX tests compare with; QATC_REQUIRE_PYTHON=1 makes them fail, not skip,
 #     if it is missing;
-#   - ../shared/data beside the repository (MNIST, the PyTorch fake-quant vectors).
+#   - ../shared/data beside the repository (MNIST, the PyTorch fake-quant vectors);
+#   - OpenMPI (installed with apt-get when `mpirun` is missing), for the data-parallel
+#     tests, which run in a second `cargo test` with the `mpi` feature of qatc (the
+#     workspace build itself needs no MPI).
 #
 # CI runs exactly this (.ci/run). Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -20,4 +23,14 @@ QATC_PYTHON="$(scripts/python-env.sh | tail -n 1)"
 export QATC_PYTHON
 export QATC_REQUIRE_PYTHON=1
 
+if ! command -v mpirun >/dev/null 2>&1; then
+  echo "installing OpenMPI for the data-parallel tests" >&2
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenmpi-dev openmpi-bin libclang-dev
+fi
+
 cargo test --workspace --locked "$@"
+# The MPI tests launch `mpirun --allow-run-as-root --oversubscribe -np 2 qatc train ...`.
+cargo test -p qatc --features mpi --locked --test mpi "$@"

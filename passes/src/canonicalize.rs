@@ -233,7 +233,8 @@ fn shape_op(op: Op) -> Option<ShapeOp> {
         | Op::SgdUpdate
         | Op::SgdMomentum
         | Op::AdamMoment
-        | Op::AdamUpdate => None,
+        | Op::AdamUpdate
+        | Op::AllReduce => None,
     }
 }
 

@@ -138,14 +138,17 @@ pub fn insert_fake_quant(g: &mut Graph, scheme: &Scheme) -> Result<Changed, Pass
     Ok(Changed::Yes)
 }
 
-/// Refuses graphs with integer, backward or optimizer ops: this pass prepares forward
+/// Refuses graphs with integer, backward, optimizer or collective ops: this pass prepares forward
 /// graphs.
 fn refuse_non_forward(g: &Graph) -> Result<(), PassError> {
     for id in g.node_ids() {
         if let Some(op) = g.node(id).op() {
             match op.class() {
                 OpClass::Forward | OpClass::FakeQuant | OpClass::Observer => {}
-                OpClass::Integer | OpClass::Backward | OpClass::Optimizer => {
+                OpClass::Integer
+                | OpClass::Backward
+                | OpClass::Optimizer
+                | OpClass::Collective => {
                     return Err(PassError::at(
                         id,
                         format!(

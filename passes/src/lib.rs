@@ -126,6 +126,7 @@ passes! {
     bind_state => BindState,
     convert_integer => ConvertInteger,
     disable_fake_quant => DisableFakeQuant,
+    data_parallel => DataParallel,
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a likely

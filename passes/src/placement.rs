@@ -389,7 +389,8 @@ impl<'g> Analysis<'g> {
             | Op::SgdUpdate
             | Op::SgdMomentum
             | Op::AdamMoment
-            | Op::AdamUpdate => Role::Ignore,
+            | Op::AdamUpdate
+            | Op::AllReduce => Role::Ignore,
         }
     }
 

@@ -29,6 +29,16 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
+    /// No evaluation (a data-parallel replica other than rank 0 does not evaluate): no
+    /// examples, no loss.
+    pub fn skipped() -> Evaluation {
+        Evaluation {
+            examples: 0,
+            correct: 0,
+            loss: None,
+            seconds: 0.0,
+        }
+    }
     /// Fraction correct, in [0, 1] (0 for an empty set).
     pub fn accuracy(&self) -> f64 {
         if self.examples == 0 {

@@ -41,6 +41,7 @@ pub mod executor;
 pub mod hooks;
 pub mod io;
 pub mod metrics;
+pub mod replica;
 pub mod schedule;
 pub mod train;
 

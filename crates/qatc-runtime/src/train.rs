@@ -49,7 +49,9 @@ use crate::executor::{SharedExecutor, eval_graph};
 use crate::hooks::{FreezeBatchNorm, Hook, HookCtx};
 use crate::io::weights::{TensorFile, params_and_state, read_safetensors, write_safetensors};
 use crate::metrics::{EpochMetrics, Monitor};
+use crate::replica::{ReplicaProbe, shard};
 use crate::schedule::LrSchedule;
+use qir_exec::collective::{Buffer, ReduceOp, all_reduce};
 
 /// The optimizer of the training step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,8 +257,19 @@ pub fn step_pipeline(opts: &GradOptions) -> Pipeline {
 /// The training-step graph of `model`: [`step_pipeline`] run on it (verified after every
 /// pass).
 pub fn build_step(model: &Graph, opts: &GradOptions) -> Result<Graph> {
-    let pm = PassManager::from_pipeline(&step_pipeline(opts))
-        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    build_step_for(model, opts, false)
+}
+
+/// The training-step graph of `model` for one replica of a data-parallel run when
+/// `data_parallel` (the `data-parallel` pass after [`step_pipeline`], as the
+/// `train-step-dp` named pipeline ends), else [`build_step`]'s.
+pub fn build_step_for(model: &Graph, opts: &GradOptions, data_parallel: bool) -> Result<Graph> {
+    let mut pipeline = step_pipeline(opts);
+    if data_parallel {
+        pipeline.passes.push(PassSpec::new("data-parallel"));
+    }
+    let pm =
+        PassManager::from_pipeline(&pipeline).map_err(|e| RuntimeError::Config(e.to_string()))?;
     let mut step = model.clone();
     pm.run(&mut step)
         .map_err(|e| RuntimeError::Graph(e.to_string()))?;
@@ -345,6 +358,10 @@ pub struct Trainer {
     scale: Option<f32>,
     /// Set (by a signal handler) to stop training after the current step.
     stop: Option<Arc<AtomicBool>>,
+    /// This process' rank and the number of replicas (from the process' communicator,
+    /// `(0, 1)` without MPI).
+    rank: usize,
+    replicas: usize,
 }
 
 impl Trainer {
@@ -399,7 +416,9 @@ impl Trainer {
             prepare_model(&mut model, p)?;
         }
         let grad = config.grad_options();
-        let step = build_step(&model, &grad)?;
+        let world = qir_exec::collective::communicator();
+        let (rank, replicas) = (world.rank(), world.size());
+        let step = build_step_for(&model, &grad, replicas > 1)?;
         let mut store = Store::new();
         if let Some(file) = weights {
             for id in step.node_ids() {
@@ -438,6 +457,8 @@ impl Trainer {
             global_step: 0,
             epochs_done: 0,
             scale: None,
+            rank,
+            replicas,
         })
     }
 
@@ -568,7 +589,7 @@ impl Trainer {
     }
 
     fn rebuild(&mut self) -> Result<()> {
-        self.step = build_step(&self.model, &self.grad)?;
+        self.step = build_step_for(&self.model, &self.grad, self.replicas > 1)?;
         qir_exec::fill_store(&self.step, &mut self.store, self.config.seed)?;
         Ok(())
     }
@@ -671,7 +692,8 @@ impl Trainer {
         let calibration = match self.calibration.take() {
             Some(setup) => {
                 let report = self.calibrate(data, &setup)?;
-                for mon in monitors.iter_mut() {
+                // Every replica calibrates on the same (unsharded) batches; rank 0 reports.
+                for mon in monitors.iter_mut().filter(|_| self.rank == 0) {
                     mon.on_calibration(&report)?;
                 }
                 Some(report)
@@ -680,7 +702,22 @@ impl Trainer {
         };
 
         let batch_size = feed.batch_size(self.config.batch_size);
-        let per_epoch_all = feed.batch_count(data.train.len(), batch_size);
+        let (rank, replicas) = (self.rank, self.replicas);
+        let lead = rank == 0;
+        let dp = replicas > 1;
+        if dp && (batch_size % replicas != 0 || feed.batch_size(0) != 0) {
+            return Err(RuntimeError::Config(format!(
+                "data-parallel training over {replicas} processes needs a global batch size that they divide and a model with a symbolic batch dimension (batch size {batch_size})"
+            )));
+        }
+        // Data parallelism: whole global batches only (equal shards), each replica taking
+        // its slice of every global batch.
+        let per_epoch_all = if dp {
+            data.train.len() / batch_size
+        } else {
+            feed.batch_count(data.train.len(), batch_size)
+        };
+        let probe = ReplicaProbe::from_env(rank)?;
         let per_epoch = match self.config.max_train_batches {
             Some(m) => per_epoch_all.min(m),
             None => per_epoch_all,
@@ -695,7 +732,7 @@ impl Trainer {
         let total_steps = (per_epoch * epochs) as u64;
         let first_epoch = self.epochs_done + 1;
         let bar = progress_bar(
-            self.config.progress,
+            self.config.progress && lead,
             total_steps.saturating_sub(self.global_step),
         );
 
@@ -703,13 +740,23 @@ impl Trainer {
         let mut history = Vec::new();
         // the first step's loss (at least 1): the scale a diverging loss is measured against
         let mut reference: Option<f64> = None;
+        type Profile = (((u64, f64), Instant), Instant, usize);
+        let mut profile: Option<Profile> = None;
         for epoch in first_epoch..=epochs {
             let t0 = Instant::now();
             let order = shuffled(data.train.len(), self.config.seed, epoch as u64);
+            let (order, local_batch) = if dp {
+                (
+                    shard(&order, batch_size, replicas, rank),
+                    batch_size / replicas,
+                )
+            } else {
+                (order, batch_size)
+            };
             let mut loss_sum = 0.0;
             let mut seen = 0usize;
             let mut lr = self.config.lr;
-            let batches = feed.batches(&data.train, order, batch_size, scale);
+            let batches = feed.batches(&data.train, order, local_batch, scale);
             let mut rebuilt = false;
             prefetched(batches, 2, |batches| -> Result<()> {
                 for (i, batch) in batches.take(per_epoch).enumerate() {
@@ -734,6 +781,17 @@ impl Trainer {
                         Err(e) => return Err(e.into()),
                     };
                     let loss = match out.loss {
+                        // The loss of the global batch: the mean of the shards' losses.
+                        Some(l) if dp => {
+                            let mut v = [l];
+                            all_reduce(Buffer::F64(&mut v), ReduceOp::Mean)
+                                .map_err(RuntimeError::Config)?;
+                            if v[0].is_finite() {
+                                v[0]
+                            } else {
+                                return Err(diverged(v[0]));
+                            }
+                        }
                         Some(l) if l.is_finite() => l,
                         Some(l) => return Err(diverged(l)),
                         None => {
@@ -753,9 +811,18 @@ impl Trainer {
                             reference: r,
                         });
                     }
-                    loss_sum += loss * batch.labels.len() as f64;
-                    seen += batch.labels.len();
+                    let examples = batch.labels.len() * replicas;
+                    loss_sum += loss * examples as f64;
+                    seen += examples;
                     self.global_step += 1;
+                    probe.after_step(self.global_step, &self.step, &self.store)?;
+                    // The profile starts after the first step (compilation, start-up skew).
+                    let now = (qir_exec::collective::comm_stats(), Instant::now());
+                    profile = Some((
+                        profile.map_or(now, |p| p.0),
+                        now.1,
+                        profile.map_or(0, |p| p.2 + 1),
+                    ));
                     bar.inc(1);
                     bar.set_message(format!("epoch {epoch}/{epochs} loss {loss:.4}"));
                     if self.run_hooks(epoch, false)? {
@@ -773,22 +840,27 @@ impl Trainer {
             if rebuilt {
                 feed = Feed::for_graph(&self.model, data.train.example_dims())?;
             }
-            let ev = evaluate(
-                eval_prog.as_mut(),
-                &mut self.store,
-                &data.test,
-                &feed,
-                scale,
-                self.config.eval_batch_size,
-            )
-            .map_err(|e| match e {
-                RuntimeError::NonFiniteLoss { value } => RuntimeError::DivergedEval {
-                    epoch,
-                    global_step: self.global_step,
-                    value,
-                },
-                e => e,
-            })?;
+            // Rank 0 alone evaluates, reports and writes checkpoints.
+            let ev = if lead {
+                evaluate(
+                    eval_prog.as_mut(),
+                    &mut self.store,
+                    &data.test,
+                    &feed,
+                    scale,
+                    self.config.eval_batch_size,
+                )
+                .map_err(|e| match e {
+                    RuntimeError::NonFiniteLoss { value } => RuntimeError::DivergedEval {
+                        epoch,
+                        global_step: self.global_step,
+                        value,
+                    },
+                    e => e,
+                })?
+            } else {
+                Evaluation::skipped()
+            };
             self.epochs_done = epoch;
             let m = EpochMetrics {
                 epoch,
@@ -802,7 +874,7 @@ impl Trainer {
             };
             let mut res = Ok(());
             bar.suspend(|| {
-                for mon in monitors.iter_mut() {
+                for mon in monitors.iter_mut().filter(|_| lead) {
                     if res.is_ok() {
                         res = mon.on_epoch(&m);
                     }
@@ -814,7 +886,9 @@ impl Trainer {
                 (step_prog, eval_prog) = self.programs()?;
                 feed = Feed::for_graph(&self.model, data.train.example_dims())?;
             }
-            if let Some(p) = &self.config.checkpoint {
+            if let Some(p) = &self.config.checkpoint
+                && lead
+            {
                 self.save_checkpoint(p)?;
             }
             if epoch < epochs && self.stop_requested() {
@@ -823,6 +897,22 @@ impl Trainer {
             }
         }
         bar.finish_and_clear();
+        if dp
+            && std::env::var_os("QATC_DP_PROFILE").is_some()
+            && let Some((((calls0, comm0), t0), end, steps)) = profile
+        {
+            // The share of the training time spent in all-reduces (waits for the slower
+            // rank included), per rank, from the end of the first step to the end of the
+            // last (evaluations included when there are several epochs).
+            let (calls, comm) = qir_exec::collective::comm_stats();
+            let (calls, comm) = (calls - calls0, comm - comm0);
+            let train = end.duration_since(t0).as_secs_f64();
+            eprintln!(
+                "rank {rank}: {calls} all-reduces in {steps} steps, {comm:.3} s of {train:.3} s training ({:.1}% communication, {:.2} ms per step)",
+                100.0 * comm / train.max(1e-9),
+                1e3 * train / steps.max(1) as f64
+            );
+        }
         Ok(TrainSummary {
             epochs: history,
             calibration,

@@ -8,6 +8,8 @@
 
 mod cmd;
 mod io;
+#[cfg(feature = "mpi")]
+mod mpi_world;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -46,6 +48,16 @@ fn install_panic_hook() {
 
 fn main() -> ExitCode {
     install_panic_hook();
+    // Under `mpirun` (feature `mpi`): MPI's world becomes the process' communicator, and
+    // is finalized when `_world` drops at the end of `main`.
+    #[cfg(feature = "mpi")]
+    let _world = match mpi_world::init() {
+        Ok(w) => w,
+        Err(msg) => {
+            let _ = writeln!(std::io::stderr(), "error: {msg}");
+            return ExitCode::from(1);
+        }
+    };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -61,6 +73,15 @@ fn main() -> ExitCode {
     match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let comm = qir_exec::collective::communicator();
+            let msg = match &e {
+                io::Failure::Message(msg) => msg.as_str(),
+                _ => "the command failed",
+            };
+            if comm.size() > 1 {
+                // The other ranks would wait forever in their next collective: end the job.
+                comm.abort(msg, 1);
+            }
             if let io::Failure::Message(msg) = &e {
                 let _ = writeln!(std::io::stderr(), "error: {msg}");
             }

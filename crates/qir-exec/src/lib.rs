@@ -7,11 +7,14 @@
 //! - [`bind_inputs`]: the one check of a run's inputs against the graph's declarations.
 //! - [`Executor`] / [`Program`]: prepare a graph once (with the values to fetch), run it
 //!   many times; see [`program`] for the invariants every implementation keeps.
+//! - [`collective`]: the communicator both executors run `all_reduce` through (the
+//!   identity for one process).
 //! - [`ExecError`]: one-line errors naming the input, value or node at fault.
 
 #![warn(missing_docs)]
 
 mod bind;
+pub mod collective;
 mod error;
 pub mod memory;
 pub mod program;

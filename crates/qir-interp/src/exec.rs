@@ -22,6 +22,7 @@ use crate::kernels::{
 use crate::num::Float;
 use qir::quant::{QparamRule, Rounding};
 use qir_exec::Store;
+use qir_exec::collective::{Buffer, ReduceOp, all_reduce};
 
 /// Everything an op's evaluation can see.
 pub(crate) struct Ctx<'a> {
@@ -955,6 +956,20 @@ fn eval_t<T: Float>(c: &Ctx) -> KResult<Tensor> {
         Op::FakeQuantLsqGradZeroPoint => lsq_grad::<T>(c, LsqGrad::ZeroPoint),
 
         // ---- optimizer ----------------------------------------------------------------------
+        Op::AllReduce => {
+            let op = c
+                .inst
+                .choice("op")
+                .and_then(ReduceOp::from_name)
+                .ok_or("attribute 'op' must be sum, mean, min or max")?;
+            let mut t = c.arg(0)?.clone();
+            match &mut t.data {
+                Data::F32(v) => all_reduce(Buffer::F32(v), op)?,
+                Data::F64(v) => all_reduce(Buffer::F64(v), op)?,
+                _ => return Err("all_reduce needs a float operand".into()),
+            }
+            Ok(t)
+        }
         Op::SgdUpdate => {
             let lr = c.scalar::<T>(2)?;
             let wd = T::from_f64(c.float("weight_decay")?);

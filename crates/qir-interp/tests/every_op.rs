@@ -529,6 +529,14 @@ fn case(op: Op) -> (Graph, Want) {
         Op::FakeQuantLsqGradScale => lsq(b, op, &[127.4]),
         // 0 inside, -scale outside
         Op::FakeQuantLsqGradZeroPoint => lsq(b, op, &[-0.5]),
+        Op::AllReduce => {
+            // one process: the identity, whatever the reduction
+            let x = b.f(&[3], &[1.5, -2.0, 0.25]);
+            (
+                b.y(op, &[x], &[("op", Attr::Enum("max"))]),
+                F(vec![1.5, -2.0, 0.25]),
+            )
+        }
         Op::SgdUpdate => {
             let (p, g, lr) = (b.f(&[1], &[1.0]), b.f(&[1], &[0.5]), b.f(&[], &[0.1]));
             (

@@ -18,10 +18,12 @@ use crate::kernels::Kernel;
 use crate::kernels::conv::{Conv, DwPass};
 use crate::kernels::gemm::{Gemm, Mat};
 use crate::kernels::integer::{Bounds, Chan, Fast, IntOp, Packed, QP};
+use crate::kernels::misc::AllReduce;
 use crate::kernels::misc::{Block, Copy};
 use crate::kernels::pool::{Pool, PoolKind};
 use crate::kernels::softmax::{Argmax, Softmax, SoftmaxCe};
 use crate::lgraph::{ArgDims, Ex, Fun, LGraph, LId, LKind, LNode, MapFn, RedOp, Reduce, row_major};
+use qir_exec::collective::ReduceOp;
 
 /// The result of lowering a graph: the lowered nodes and the lowered value of every qir
 /// node that was needed.
@@ -1357,6 +1359,20 @@ impl Lower<'_> {
                     let y = b.mul(mm, v);
                     b.add(x, y)
                 }))
+            }
+            Op::AllReduce => {
+                let x = self.arg(id, 0)?;
+                let x = self.row_major(x);
+                let op = self
+                    .attr_choice(id, "op")
+                    .and_then(ReduceOp::from_name)
+                    .ok_or("attribute 'op' must be sum, mean, min or max")?;
+                let k = Kernel::AllReduce(AllReduce {
+                    len: dims.iter().product(),
+                    op,
+                    dtype,
+                });
+                Ok(self.kernel(id, "", k, vec![x], dims, dtype))
             }
             Op::BroadcastLike => {
                 let x = self.arg(id, 0)?;

@@ -47,6 +47,7 @@ pub fn to_dot(g: &Graph) -> String {
                     OpClass::Integer => "shape=ellipse, style=filled, fillcolor=\"#9ec5fe\"",
                     OpClass::Backward => "shape=ellipse, style=filled, fillcolor=\"#f8d7da\"",
                     OpClass::Optimizer => "shape=ellipse, style=filled, fillcolor=\"#e0cffc\"",
+                    OpClass::Collective => "shape=hexagon, style=filled, fillcolor=\"#d1e7dd\"",
                     OpClass::Forward => "shape=ellipse",
                 };
                 let tag = if inst.op.is_fake_quant() { "FQ " } else { "" };

@@ -24,6 +24,8 @@ pub enum OpClass {
     Backward,
     /// Optimizer state and parameter updates.
     Optimizer,
+    /// Collective communication between the replicas of a data-parallel run.
+    Collective,
 }
 
 impl OpClass {
@@ -35,6 +37,7 @@ impl OpClass {
             OpClass::Integer => "integer",
             OpClass::Backward => "backward",
             OpClass::Optimizer => "optimizer",
+            OpClass::Collective => "collective",
         }
     }
 }
@@ -102,6 +105,8 @@ impl OpInfo {
 
 const ACT: &[&str] = &["none", "relu", "relu6"];
 const REDUCTION: &[&str] = &["mean", "sum"];
+/// How `all_reduce` combines the replicas' tensors.
+const COLLECTIVE: &[&str] = &["sum", "mean", "min", "max"];
 const ROUNDING: &[&str] = &["half_even", "half_away_from_zero"];
 /// How the LSQ backward rounds its float zero point: `nearest` as the forward does
 /// (`clamp(nearbyint(zp))`), or `torch`, PyTorch's `trunc(clamp(zp + 0.5))`, which is one
@@ -515,6 +520,14 @@ define_ops! {
     /// shape: p, m, v, step [], lr [] -> p
     /// example: %w1 = adam_update(%w, %m1, %v1, %step1, %lr) : f32[32, 64]
     AdamUpdate = "adam_update", Optimizer, "param, m, v, step, lr", [float("beta1", 0.9), float("beta2", 0.999), float("eps", 1e-8), float("weight_decay", 0.0)];
+
+    // ---- collectives ---------------------------------------------------------------------
+    /// Elementwise reduction of `x` over every replica of a data-parallel run (`op` = sum,
+    /// mean, min or max); every replica gets the same result. With one process it is the
+    /// identity. The executor's communicator performs it (MPI in a distributed run).
+    /// shape: x -> x
+    /// example: %g = all_reduce(%gw) {op = mean} : f32[32, 64]
+    AllReduce = "all_reduce", Collective, "x", [choice_req("op", COLLECTIVE)];
 }
 
 impl Op {

@@ -1068,6 +1068,10 @@ fn infer_op(a: &Ctx, op: Op) -> R<Type> {
                 _ => x.clone(),
             })
         }
+        Op::AllReduce => {
+            // Float only: the mean divides, and the executors' communicators reduce f32/f64.
+            Ok(a.float(0)?.clone())
+        }
         Op::SgdUpdate => {
             let p = a.float(0)?;
             a.same_type(0, 1)?;

@@ -132,6 +132,8 @@ pub fn op_work(op: Op) -> u64 {
         | Op::AdamMoment
         | Op::AdamUpdate => ELEMENTWISE,
         Op::Reshape | Op::Flatten => VIEW,
+        // Communication: far dearer than a local pass over the same data.
+        Op::AllReduce => CONTRACTION,
     }
 }
 

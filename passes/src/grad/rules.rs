@@ -71,6 +71,14 @@ pub(super) fn slot_kind(inst: &Inst, slot: usize) -> SlotKind {
             2 if inst.boolean("learn_zero_point").unwrap_or(false) => Diff,
             _ => Stop,
         },
+        // With the data-parallel convention (every parameter gradient is averaged over the
+        // replicas), the gradient of a replica's input to an all-reduce by sum or mean is
+        // the same all-reduce of the incoming gradients (see `vjp`); min and max reduce
+        // observed ranges, which are not trained.
+        Op::AllReduce => match inst.choice("op") {
+            Some("sum" | "mean") => Diff,
+            _ => Stop,
+        },
         // Running statistics and observed ranges are bookkeeping, not functions to train.
         Op::Argmax
         | Op::Ema
@@ -394,6 +402,18 @@ pub(super) fn vjp(
         Op::Neg => {
             if w(0) {
                 out.push((0, b.op(Op::Neg, &[dy])?));
+            }
+        }
+        // `y = (1/R) Σ_r x_r` on every replica r, trained on `J = (1/R) Σ_r L_r` with the
+        // parameter gradients averaged afterwards (the data-parallel pass's all-reduce by
+        // mean): `∂J/∂x_r = (1/R) Σ_r' ∂L_r'/∂y · (1/R)`, which the final averaging over
+        // replicas supplies one factor `1/R` of; so each replica back-propagates
+        // `mean_r'(∂L_r'/∂y)` — an all-reduce by mean of `dy`. For a sum, by the same
+        // argument, an all-reduce by sum. Min and max are not differentiated (`slot_kind`).
+        Op::AllReduce => {
+            if w(0) {
+                let i = copy_attrs(inst, Op::AllReduce, &["op"])?;
+                out.push((0, b.emit(i, &[dy])?));
             }
         }
         Op::Exp => {

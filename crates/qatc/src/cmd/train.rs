@@ -237,6 +237,10 @@ pub fn run(args: Args) -> CmdResult {
     let summary = trainer.fit(&data, &mut monitors);
     super::print_remarks();
     let summary = summary.or_else(|e| fail(e.to_string()))?;
+    if qir_exec::collective::communicator().rank() != 0 {
+        // Rank 0 of a data-parallel run alone reports and writes the checkpoint.
+        return Ok(());
+    }
     write_stdout(&format!(
         "wrote {} ({:.2} s, final test accuracy {:.2}%)\n",
         checkpoint.display(),

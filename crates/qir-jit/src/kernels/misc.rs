@@ -1,7 +1,11 @@
 //! Block copies: slices and concatenations move contiguous runs of elements between
-//! buffers (`rows` runs of `run` elements, each at its own stride), for any element type.
+//! buffers (`rows` runs of `run` elements, each at its own stride), for any element type;
+//! and the collective `all_reduce`, which hands its buffer to the process' communicator.
 
-use super::{Bound, Kernel};
+use qir_exec::collective::{Buffer, ReduceOp, all_reduce};
+
+use super::{Bound, Kernel, slice_mut};
+use crate::dtype::DType;
 use crate::rt::RunCtx;
 
 /// `rows` runs of `run` elements from argument `arg` to the result.
@@ -57,4 +61,46 @@ pub unsafe extern "C" fn qatc_copy(ctx: *const RunCtx, call: *const Bound) -> i3
         }
     }
     0
+}
+
+/// An `all_reduce` of `len` elements through the process' communicator
+/// ([`qir_exec::collective`]): the argument is copied to the result, which is reduced in
+/// place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllReduce {
+    /// Number of elements.
+    pub len: usize,
+    /// How the processes' values combine.
+    pub op: ReduceOp,
+    /// The element type (f32; f64 graphs are not compiled).
+    pub dtype: DType,
+}
+
+/// The `qatc_all_reduce` kernel.
+///
+/// # Safety
+/// `ctx` and `call` must come from the same compiled plan.
+pub unsafe extern "C" fn qatc_all_reduce(ctx: *const RunCtx, call: *const Bound) -> i32 {
+    // SAFETY: the compiled code passes its own context and call descriptions.
+    let (ctx, call) = unsafe { (&*ctx, &*call) };
+    let Kernel::AllReduce(a) = &call.kernel else {
+        return -1;
+    };
+    if a.dtype != DType::F32 {
+        return -1;
+    }
+    // SAFETY: the plan sized the argument and the result for `len` f32 values; `copy`
+    // allows them to be the same buffer.
+    let out = unsafe {
+        std::ptr::copy(
+            ctx.ptr(call.args[0]) as *const f32,
+            ctx.ptr(call.out) as *mut f32,
+            a.len,
+        );
+        slice_mut::<f32>(ctx, call.out, a.len)
+    };
+    match all_reduce(Buffer::F32(out), a.op) {
+        Ok(()) => 0,
+        Err(_) => super::status::COMM,
+    }
 }

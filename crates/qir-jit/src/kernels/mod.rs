@@ -59,6 +59,8 @@ pub enum Kernel {
     Copy(misc::Copy),
     /// The integer ops of converted graphs.
     Integer(Box<integer::IntOp>),
+    /// A collective reduction over the processes of a data-parallel run.
+    AllReduce(misc::AllReduce),
 }
 
 impl Kernel {
@@ -75,6 +77,7 @@ impl Kernel {
             Kernel::Argmax(_) => "qatc_argmax",
             Kernel::Copy(_) => "qatc_copy",
             Kernel::Integer(_) => "qatc_integer",
+            Kernel::AllReduce(_) => "qatc_all_reduce",
         }
     }
 
@@ -118,6 +121,7 @@ impl Kernel {
             Kernel::Argmax(_) => "argmax".into(),
             Kernel::Copy(c) => format!("copy {} block(s)", c.blocks.len()),
             Kernel::Integer(op) => op.describe(),
+            Kernel::AllReduce(a) => format!("all_reduce {:?} {}", a.op, a.len),
         }
     }
 }
@@ -132,6 +136,8 @@ pub mod status {
     pub const BAD_SCALE: i32 = 4;
     /// A step counter below 1 in an Adam update.
     pub const BAD_STEP: i32 = 5;
+    /// The communicator failed in an `all_reduce`.
+    pub const COMM: i32 = 6;
 
     /// The message of a status code.
     pub fn message(code: i32) -> &'static str {
@@ -140,6 +146,7 @@ pub mod status {
             OVERFLOW => "an int32 accumulator overflowed",
             BAD_SCALE => "a rescale factor cannot be represented (scale 0, NaN or infinite)",
             BAD_STEP => "step must be >= 1 (steps count from 1)",
+            COMM => "the communicator failed in an all_reduce",
             _ => "kernel failed",
         }
     }
@@ -177,5 +184,6 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("qatc_argmax", softmax::qatc_argmax as *const u8),
         ("qatc_copy", misc::qatc_copy as *const u8),
         ("qatc_integer", integer::qatc_integer as *const u8),
+        ("qatc_all_reduce", misc::qatc_all_reduce as *const u8),
     ]
 }
