@@ -5,7 +5,10 @@
 //! Invariant: the store is never modified; every example of the set is counted once (the
 //! last partial batch included, unless the model fixes its batch size).
 
+use std::io::IsTerminal as _;
 use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use qir::{Data, Graph, Tensor};
 use qir_exec::Store;
@@ -140,6 +143,27 @@ pub fn evaluate(
     scale: f32,
     batch_size: usize,
 ) -> Result<Evaluation> {
+    evaluate_with_progress(
+        prog,
+        store,
+        set,
+        feed,
+        scale,
+        batch_size,
+        &ProgressBar::hidden(),
+    )
+}
+
+/// [`evaluate`], advancing `bar` by the examples of each batch.
+fn evaluate_with_progress(
+    prog: &mut dyn Program,
+    store: &mut Store,
+    set: &ImageSet,
+    feed: &Feed,
+    scale: f32,
+    batch_size: usize,
+    bar: &ProgressBar,
+) -> Result<Evaluation> {
     let start = Instant::now();
     let logits = logits_output(prog.graph())?;
     let classes = classes(prog.graph(), &logits)?;
@@ -163,6 +187,7 @@ pub fn evaluate(
                 .filter(|(p, l)| p == l)
                 .count();
             examples += batch.len();
+            bar.inc(batch.len() as u64);
             if has_loss && let Some(l) = out.loss {
                 loss_sum += l * batch.len() as f64;
             }
@@ -187,17 +212,48 @@ pub fn evaluate_model(
     batch_size: usize,
     executor: &dyn Executor,
 ) -> Result<Evaluation> {
+    evaluate_model_with_progress(g, store, data, pixel_scale, batch_size, executor, false)
+}
+
+/// [`evaluate_model`] with a progress bar of the test examples on standard error when
+/// `progress` is set and standard error is a terminal.
+pub fn evaluate_model_with_progress(
+    g: &Graph,
+    store: &mut Store,
+    data: &Dataset,
+    pixel_scale: PixelScale,
+    batch_size: usize,
+    executor: &dyn Executor,
+    progress: bool,
+) -> Result<Evaluation> {
     let feed = Feed::for_graph(g, data.test.example_dims())?;
     let scale = pixel_scale.factor(data.train.max_pixel());
     let mut prog = executor.prepare(&eval_graph(g)?, &[])?;
-    evaluate(
+    let bar = if progress && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::with_draw_target(
+            Some(data.test.len() as u64),
+            ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:30} {pos}/{len} test examples  [{elapsed} < {eta}]")
+        {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let ev = evaluate_with_progress(
         prog.as_mut(),
         store,
         &data.test,
         &feed,
         scale,
         batch_size.max(1),
-    )
+        &bar,
+    );
+    bar.finish_and_clear();
+    ev
 }
 
 #[cfg(test)]

@@ -18,7 +18,14 @@ use clap::Parser;
 
 /// qatc: a quantization-aware-training compiler for .qir models.
 #[derive(Parser)]
-#[command(name = "qatc", version, about, long_about = None)]
+#[command(
+    name = "qatc",
+    version,
+    about = "qatc: a quantization-aware-training compiler for .qir models. It checks, \
+             formats and optimizes models, prepares them for QAT with a quantization \
+             scheme, calibrates, trains and evaluates them, and imports ONNX.",
+    long_about = None
+)]
 struct Cli {
     #[command(subcommand)]
     command: cmd::Command,

@@ -13,6 +13,23 @@ use crate::store::{check_data, dtype_fits};
 /// The values of a graph's symbolic dimensions for one run, by name.
 pub type Bindings = BTreeMap<String, usize>;
 
+/// The declared input name (`%x`) closest to an unknown one, if it is close: names
+/// longer than 64 characters get no suggestion (bounding the edit-distance work), and a
+/// suggestion differs in at most a third of the characters, and at least one.
+fn did_you_mean<'n>(unknown: &str, names: &'n [String]) -> Option<&'n str> {
+    const MAX_LEN: usize = 64;
+    if unknown.len() > MAX_LEN {
+        return None;
+    }
+    names
+        .iter()
+        .filter(|n| n.len() <= MAX_LEN + 1)
+        .map(|n| (strsim::osa_distance(unknown, &n[1..]), n))
+        .filter(|&(d, _)| d <= (unknown.len() / 3).max(1))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, n)| n.as_str())
+}
+
 /// Checks `inputs` (by input name, without `%`) against the inputs `g` declares and
 /// returns the symbolic dimensions they bind. A name the graph does not declare as an
 /// input is an error (a misspelt input would otherwise go unnoticed), and so is a
@@ -30,8 +47,11 @@ pub fn bind_inputs(g: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Bindin
             .iter()
             .filter_map(|&id| g.node(id).name.as_ref().map(|n| format!("%{n}")))
             .collect();
+        let hint = did_you_mean(k, &names)
+            .map(|n| format!("did you mean {n}? "))
+            .unwrap_or_default();
         return Err(ExecError::Input(format!(
-            "unknown input '{k}' (the graph's inputs: {})",
+            "unknown input '{k}': the graph has no input %{k} ({hint}the graph's inputs: {})",
             names.join(", ")
         )));
     }

@@ -101,7 +101,7 @@ fn input_errors_name_the_input() {
     b.push(("lable", Tensor::scalar_f32(0.0)));
     assert_eq!(
         err(&g, &mut store, b),
-        "unknown input 'lable' (the graph's inputs: %x, %label)"
+        "unknown input 'lable': the graph has no input %lable (did you mean %label? the graph's inputs: %x, %label)"
     );
     // a tensor whose data does not fill its shape
     let mut b = batch(2);

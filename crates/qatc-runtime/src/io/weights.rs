@@ -185,6 +185,38 @@ pub enum Require {
     Params,
     /// Every parameter and every state value (running statistics, observer ranges).
     ParamsAndState,
+    /// Nothing: every declaration the file lacks is initialized from the graph.
+    Nothing,
+}
+
+/// Whether a checkpoint tensor name is optimizer state written by `qatc train`
+/// (`%p.momentum`, `%p.adam_m`, `%p.adam_v`, `%opt.step`), which an inference graph does
+/// not declare.
+fn is_optimizer_state(name: &str) -> bool {
+    name == "opt.step"
+        || [".momentum", ".adam_m", ".adam_v"]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
+/// The tensors of `file` that `g` does not declare (as params, state or constants), other
+/// than optimizer state, sorted: a checkpoint of another model, e.g. a QAT checkpoint
+/// (with observer ranges) given to the float model.
+pub fn unused_tensors<'f>(g: &Graph, file: &'f TensorFile) -> Vec<&'f str> {
+    let mut unused: Vec<&str> = file
+        .tensors
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !is_optimizer_state(k))
+        .filter(|k| {
+            g.find(k).is_none_or(|id| {
+                let n = g.node(id);
+                !(n.is_param() || n.is_state() || n.is_const())
+            })
+        })
+        .collect();
+    unused.sort_unstable();
+    unused
 }
 
 /// A store for `g` from a weights file: the file's tensors that `g` declares (as params,
@@ -203,6 +235,7 @@ pub fn store_from_file(g: &Graph, file: &TensorFile, require: Require, seed: u64
         let required = match require {
             Require::Params => node.is_param(),
             Require::ParamsAndState => node.is_param() || node.is_state(),
+            Require::Nothing => false,
         };
         let declared = node.is_param() || node.is_state() || node.is_const();
         match file.tensors.get(name) {

@@ -66,6 +66,12 @@ pub fn run(args: Args) -> CmdResult {
     };
     let input = read_input(&args.file)?;
     let g = super::parse_and_verify(&input)?;
+    if !g.node_ids().iter().any(|&id| g.node(id).is_param()) {
+        return fail(format!(
+            "{}: the graph has no param: there is nothing to differentiate",
+            args.file.display()
+        ));
+    }
     let step = build_step(&g, &opts).or_else(|e| fail(e.to_string()))?;
     write_output(args.output.as_deref(), &qir::print::print(&step))
 }

@@ -23,10 +23,16 @@ pub struct Args {
     #[arg(short, long = "input", value_name = "NAME=FILE.npy")]
     inputs: Vec<String>,
     /// Parameters and state (safetensors); without it they are initialized from the
-    /// model's initializers with --seed.
+    /// model's initializers with --seed. Every param must be in the file unless
+    /// --init-missing is given; absent state is always initialized.
     #[arg(long, value_name = "W.safetensors")]
     weights: Option<PathBuf>,
-    /// Seed of the initializers of values the weights do not provide.
+    /// Initialize the params that --weights lacks from the model's initializers (with
+    /// --seed) instead of refusing them.
+    #[arg(long, requires = "weights")]
+    init_missing: bool,
+    /// Seed of the initializers: of every param and state without --weights, of the
+    /// state (and with --init-missing the params) the weights do not provide.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Write the outputs (and the loss, as `loss`) to this .npz archive instead of
@@ -129,9 +135,23 @@ pub fn run(args: Args) -> CmdResult {
     let g = super::parse_and_verify(&input)?;
     let inputs = read_inputs(&args.inputs)?;
     let mut store = match &args.weights {
-        Some(w) => read_safetensors(w)
-            .and_then(|f| store_from_file(&g, &f, Require::Params, args.seed))
-            .or_else(|e| fail(e.to_string()))?,
+        Some(w) => {
+            let require = if args.init_missing {
+                Require::Nothing
+            } else {
+                Require::Params
+            };
+            read_safetensors(w)
+                .and_then(|f| store_from_file(&g, &f, require, args.seed))
+                .or_else(|e| {
+                    let hint = if e.to_string().contains("no tensor for param") {
+                        " (pass --init-missing to initialize it with --seed)"
+                    } else {
+                        ""
+                    };
+                    fail(format!("{e}{hint}"))
+                })?
+        }
         None => qir_interp::init_store(&g, args.seed).or_else(|e| fail(e.to_string()))?,
     };
     // The graph that runs: eval freezes the observers (the `freeze-observers` rewrite);

@@ -34,22 +34,27 @@ pub struct Args {
     /// The data directory: train-/t10k- images and labels in IDX format (optionally .gz).
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
+    /// Passes over the training set.
     #[arg(long, default_value_t = 10)]
     epochs: usize,
+    /// Training examples per step.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// The base learning rate.
     #[arg(long, default_value_t = 0.05)]
     lr: f64,
-    /// constant, cosine, cosine:FINAL_FRACTION or step:EVERY:GAMMA.
-    #[arg(long, default_value = "cosine")]
+    /// The learning-rate schedule over the steps: constant, cosine, cosine:FINAL_FRACTION
+    /// (decay to FINAL_FRACTION of --lr) or step:EVERY:GAMMA (multiply by GAMMA every
+    /// EVERY epochs).
+    #[arg(long, value_name = "SCHEDULE", default_value = "cosine")]
     schedule: String,
-    /// sgd, momentum, adam or adamw.
-    #[arg(long, default_value = "momentum")]
-    optimizer: String,
+    /// The optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Momentum)]
+    optimizer: OptimizerArg,
     /// Momentum of the momentum optimizer.
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
+    /// Weight decay (L2 for sgd, momentum and adam, decoupled for adamw).
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
     /// Seeds initialization and shuffling.
@@ -96,6 +101,30 @@ pub struct Args {
     backend: super::BackendArg,
 }
 
+/// The `--optimizer` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptimizerArg {
+    /// Plain SGD.
+    Sgd,
+    /// SGD with momentum (--momentum).
+    Momentum,
+    /// Adam (L2 weight decay).
+    Adam,
+    /// AdamW (decoupled weight decay).
+    Adamw,
+}
+
+impl From<OptimizerArg> for OptimizerKind {
+    fn from(o: OptimizerArg) -> Self {
+        match o {
+            OptimizerArg::Sgd => OptimizerKind::Sgd,
+            OptimizerArg::Momentum => OptimizerKind::Momentum,
+            OptimizerArg::Adam => OptimizerKind::Adam,
+            OptimizerArg::Adamw => OptimizerKind::AdamW,
+        }
+    }
+}
+
 fn parse<T: std::str::FromStr<Err = String>>(
     flag: &str,
     text: &str,
@@ -116,7 +145,7 @@ pub fn run(args: Args) -> CmdResult {
         );
     }
     let schedule: LrSchedule = parse("--schedule", &args.schedule)?;
-    let optimizer: OptimizerKind = parse("--optimizer", &args.optimizer)?;
+    let optimizer = OptimizerKind::from(args.optimizer);
     let pixel_scale: PixelScale = parse("--pixel-scale", &args.pixel_scale)?;
     let method = match (&args.calibrate, &args.init) {
         (Some(m), _) => m.as_str(),
