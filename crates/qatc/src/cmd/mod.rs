@@ -7,6 +7,7 @@ pub mod calibrate;
 pub mod check;
 pub mod dot;
 pub mod eval;
+pub mod export;
 pub mod fmt;
 pub mod grad;
 pub mod import;
@@ -49,6 +50,8 @@ pub enum Command {
     Bench(bench::Args),
     /// Import an ONNX model as a .qir graph and its weights
     Import(import::Args),
+    /// Export a .qir graph and its weights as an ONNX model (QDQ for fake-quant models)
+    Export(export::Args),
 }
 
 impl Command {
@@ -68,6 +71,7 @@ impl Command {
             Command::Eval(a) => eval::run(a),
             Command::Bench(a) => bench::run(a),
             Command::Import(a) => import::run(a),
+            Command::Export(a) => export::run(a),
         }
     }
 }
