@@ -642,6 +642,12 @@ pub fn export(g: &Graph, weights: &BTreeMap<String, Tensor>) -> XResult<ModelPro
     })
 }
 
+/// The bytes of an `.onnx` file holding `model`.
+pub fn encode(model: &ModelProto) -> Vec<u8> {
+    use prost::Message;
+    model.encode_to_vec()
+}
+
 /// [`export`] encoded as the bytes of an `.onnx` file.
 pub fn export_bytes(g: &Graph, weights: &BTreeMap<String, Tensor>) -> XResult<Vec<u8>> {
     use prost::Message;

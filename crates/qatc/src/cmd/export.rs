@@ -54,7 +54,7 @@ pub fn run(args: Args) -> CmdResult {
     };
     let model = qir_onnx::export(&g, &weights)
         .or_else(|e| fail(format!("cannot export {}: {e}", input.name)))?;
-    let bytes = prost::Message::encode_to_vec(&model);
+    let bytes = qir_onnx::export::encode(&model);
     std::fs::write(&args.output, &bytes)
         .or_else(|e| fail(format!("cannot write {}: {e}", args.output.display())))?;
     let graph = model.graph.unwrap_or_default();
