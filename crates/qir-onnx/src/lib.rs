@@ -121,10 +121,12 @@
 
 mod attrs;
 pub mod error;
+pub mod export;
 mod import;
 mod loss;
 pub mod names;
 mod ops;
+mod qdq;
 mod tensor;
 
 /// The ONNX protobuf types, generated from `proto/onnx.proto` by prost.
@@ -139,6 +141,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 pub use error::{ImportError, Result};
+pub use export::{ExportError, export, export_bytes};
 pub use ops::SUPPORTED_OPS;
 
 /// The oldest default-domain opset the importer accepts.

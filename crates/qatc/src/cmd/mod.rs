@@ -8,6 +8,7 @@ pub mod check;
 pub mod convert;
 pub mod dot;
 pub mod eval;
+pub mod export;
 pub mod fmt;
 pub mod grad;
 pub mod import;
@@ -52,6 +53,8 @@ pub enum Command {
     Import(import::Args),
     /// Convert a trained QAT model to an integer-only model
     Convert(convert::Args),
+    /// Export a .qir graph and its weights as an ONNX model (QDQ for fake-quant models)
+    Export(export::Args),
 }
 
 impl Command {
@@ -72,6 +75,7 @@ impl Command {
             Command::Bench(a) => bench::run(a),
             Command::Import(a) => import::run(a),
             Command::Convert(a) => convert::run(a),
+            Command::Export(a) => export::run(a),
         }
     }
 }
