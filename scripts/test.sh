@@ -33,4 +33,5 @@ fi
 
 cargo test --workspace --locked "$@"
 # The MPI tests launch `mpirun --allow-run-as-root --oversubscribe -np 2 qatc train ...`.
-cargo test -p qatc --features mpi --locked --test mpi "$@"
+# QATC_REQUIRE_MPI makes them fail rather than skip if MPI is missing.
+QATC_REQUIRE_MPI=1 cargo test -p qatc --features mpi --locked --test mpi "$@"

@@ -6,7 +6,8 @@
 //!   `DIR/rank<R>.trace`: the global step and, for every parameter and state tensor (in
 //!   name order), a 64-bit FNV-1a hash of its bytes. Replicas in sync write identical
 //!   files.
-//! - `QATC_DP_FAIL=RANK:STEP`: rank `RANK` fails with an error after global step `STEP`
+//! - `QATC_DP_FAIL=RANK:STEP[:kill]`: rank `RANK` fails with an error after global step `STEP`
+//!   (with `:kill`, the process aborts itself instead, as a killed rank would vanish)
 //!   (to test that a failing rank ends the whole job).
 
 use std::io::Write as _;
@@ -55,7 +56,7 @@ fn fnv(data: &Data) -> u64 {
 pub struct ReplicaProbe {
     rank: usize,
     trace: Option<PathBuf>,
-    fail_at: Option<u64>,
+    fail_at: Option<(u64, bool)>,
 }
 
 impl ReplicaProbe {
@@ -65,12 +66,20 @@ impl ReplicaProbe {
             .map(|d| PathBuf::from(d).join(format!("rank{rank}.trace")));
         let fail_at = match std::env::var("QATC_DP_FAIL") {
             Ok(v) => {
-                let bad =
-                    || RuntimeError::Config(format!("QATC_DP_FAIL must be RANK:STEP, found '{v}'"));
-                let (r, s) = v.split_once(':').ok_or_else(bad)?;
+                let bad = || {
+                    RuntimeError::Config(format!(
+                        "QATC_DP_FAIL must be RANK:STEP or RANK:STEP:kill, found '{v}'"
+                    ))
+                };
+                let (r, rest) = v.split_once(':').ok_or_else(bad)?;
+                let (s, kill) = match rest.split_once(':') {
+                    Some((s, "kill")) => (s, true),
+                    Some(_) => return Err(bad()),
+                    None => (rest, false),
+                };
                 let r: usize = r.trim().parse().map_err(|_| bad())?;
                 let s: u64 = s.trim().parse().map_err(|_| bad())?;
-                (r == rank).then_some(s)
+                (r == rank).then_some((s, kill))
             }
             Err(_) => None,
         };
@@ -105,7 +114,11 @@ impl ReplicaProbe {
                 .map_err(io)?;
             f.write_all(line.as_bytes()).map_err(io)?;
         }
-        if self.fail_at == Some(step) {
+        if self.fail_at == Some((step, true)) {
+            // a rank that dies without a word: no error handling of ours runs
+            std::process::abort();
+        }
+        if self.fail_at == Some((step, false)) {
             return Err(RuntimeError::Exec(format!(
                 "injected failure (QATC_DP_FAIL) on rank {} after step {step}",
                 self.rank

@@ -2,14 +2,16 @@
 //!
 //! These tests need the `mpi` feature and `mpirun` (OpenMPI; `scripts/test.sh` installs
 //! it and runs `cargo test -p qatc --features mpi --test mpi`); without either they print
-//! why and pass without checking anything.
+//! why and pass without checking anything — unless `QATC_REQUIRE_MPI` is set (as
+//! `scripts/test.sh` does), which makes that a failure.
 //!
 //! What they assert:
 //! - both ranks hold bit-identical parameters and state (observer ranges, batch-norm
 //!   running statistics, optimizer buffers) after every step (`QATC_DP_TRACE`);
 //! - two ranks on shards of each global batch end where one process with the same global
 //!   batch ends, within [`REL_TOL`];
-//! - a failing rank (`QATC_DP_FAIL`) ends the job with its error, and the checkpoint of
+//! - a failing rank (`QATC_DP_FAIL`) ends the job with its error (or, killed, with
+//!   mpirun's report of its signal), and the checkpoint of
 //!   the last finished epoch is intact.
 
 use std::path::{Path, PathBuf};
@@ -31,20 +33,24 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `mpirun` when the tests can run, else `None` after printing why.
+/// `mpirun` when the tests can run, else `None` after printing why. With
+/// `QATC_REQUIRE_MPI=1` (set by `scripts/test.sh`, which installs OpenMPI) a missing
+/// feature or `mpirun` fails the test instead.
 fn mpirun() -> Option<&'static str> {
+    let skip = |why: &str| {
+        assert!(
+            std::env::var_os("QATC_REQUIRE_MPI").is_none(),
+            "QATC_REQUIRE_MPI is set but {why}"
+        );
+        eprintln!("skipping the MPI test: {why}");
+        None
+    };
     if !cfg!(feature = "mpi") {
-        eprintln!("skipping the MPI test: qatc was built without the `mpi` feature");
-        return None;
+        return skip("qatc was built without the `mpi` feature");
     }
     match Command::new("mpirun").arg("--version").output() {
         Ok(o) if o.status.success() => Some("mpirun"),
-        _ => {
-            eprintln!(
-                "skipping the MPI test: `mpirun` is not installed (apt-get install openmpi-bin libopenmpi-dev)"
-            );
-            None
-        }
+        _ => skip("`mpirun` is not installed (apt-get install openmpi-bin libopenmpi-dev)"),
     }
 }
 
@@ -239,5 +245,33 @@ fn mpi_failing_rank_ends_the_job_and_keeps_the_checkpoint() {
         file.metadata.get("global_step").map(String::as_str),
         Some("4")
     );
+    assert!(file.tensors.contains_key("fc1.w"));
+}
+
+#[test]
+fn mpi_killed_rank_ends_the_job_and_keeps_the_checkpoint() {
+    if mpirun().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt.safetensors");
+    // rank 1 aborts (SIGABRT, no error handling of ours) after step 6, in epoch 2: mpirun
+    // must end the job instead of leaving rank 0 waiting in its next all-reduce
+    let args = train_args(
+        "digits_mlp.qir",
+        &ckpt,
+        &["--epochs", "3", "--max-batches", "4"],
+    );
+    let mut cmd = mpi_command(2, &args);
+    cmd.env("QATC_DP_FAIL", "1:6:kill");
+    let out = run(cmd);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "the job must fail");
+    assert!(
+        stderr.contains("signal") || stderr.contains("abort"),
+        "mpirun names the dead rank's signal: {stderr}"
+    );
+    let file = read_safetensors(&ckpt).expect("the last checkpoint is intact");
+    assert_eq!(file.metadata.get("epoch").map(String::as_str), Some("1"));
     assert!(file.tensors.contains_key("fc1.w"));
 }
