@@ -822,4 +822,23 @@ output v1 = %v1
 output adam = %a
 """)
 
+# ---- collectives ----------------------------------------------------------------------
+
+x = dy(2, 3)
+write(
+    "all-reduce", "all_reduce in a single process is the identity for every reduction",
+    "exact", [("x", x)],
+    [("sum", x), ("mean", x), ("min", x), ("max", x)],
+    """
+input %x: f32[2, 3]
+%s = all_reduce(%x) {op = sum} : f32[2, 3]
+%m = all_reduce(%x) {op = mean} : f32[2, 3]
+%lo = all_reduce(%x) {op = min} : f32[2, 3]
+%hi = all_reduce(%x) {op = max} : f32[2, 3]
+output sum = %s
+output mean = %m
+output min = %lo
+output max = %hi
+""")
+
 print("wrote", len([f for f in os.listdir(HERE) if f.endswith(".qir")]), "files")

@@ -821,6 +821,17 @@ fn case(op: Op, rng: &mut Rng) -> Option<(Case, Tol)> {
             (observer(rng, op), Exact)
         }
         Op::Ema => (observer(rng, op), Exact),
+        // one process: every collective is the identity on both executors
+        Op::AllReduce => {
+            let which = ["sum", "mean", "min", "max"][rng.int(0, 3) as usize];
+            let (n, c) = (size(rng, 9), size(rng, 23));
+            let mut b = B::new();
+            b.rand(rng, "x", &[n, c], -4.0, 4.0);
+            let case = b.done(&format!(
+                "  %y = all_reduce(%x) {{op = {which}}} : f32[{n}, {c}]"
+            ));
+            (case, Exact)
+        }
         Op::SgdUpdate | Op::SgdMomentum | Op::AdamMoment => (optimizer(rng, op), Exact),
         Op::AdamUpdate => (optimizer(rng, op), Ulps),
         Op::Quantize | Op::Dequantize => (quantize(rng), Exact),

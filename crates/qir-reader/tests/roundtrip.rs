@@ -388,12 +388,16 @@ impl Builder {
             ) => {
                 let (x, c, _) = Self::channels(cur);
                 let (_, qmin, qmax) = RANGES[*range];
-                // constants are not validated: any bit pattern (nan, inf, negative) must
-                // print and read back exactly
+                // any positive finite bit pattern (subnormal, tiny, huge) must print and read
+                // back exactly; the verifier refuses constant scales that are not positive
+                // and finite, so others are folded onto valid ones (|v|, or 1 for 0/nan/inf)
                 let n = if *per_channel { c } else { 1 };
                 let dims: Vec<u64> = if *per_channel { vec![c] } else { vec![] };
                 let scales: Vec<f64> = (0..n)
-                    .map(|k| f64::from(f32::from_bits(scale_bits.wrapping_add(k as u32))))
+                    .map(|k| {
+                        let v = f32::from_bits(scale_bits.wrapping_add(k as u32)).abs();
+                        f64::from(if v.is_finite() && v > 0.0 { v } else { 1.0 })
+                    })
                     .collect();
                 let s_name = name("fq.scale").map(|n| format!("{n}.s"));
                 let sc = self.konst(s_name, f32t(&dims), Init::Dense(scales));
