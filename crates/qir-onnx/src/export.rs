@@ -20,8 +20,9 @@
 //!
 //! Declarations: params and state are initializers; constants are `Constant` nodes when
 //! float (so that they import back as constants, not params), initializers otherwise.
-//! `external` values come from the given weights; `dense`, `zeros`, `ones` and `fill` are
-//! computed; random initializers are an error (export the trained weights).
+//! params and state take their trained values from the given weights when they hold them
+//! (`external` values must be there); otherwise `dense`, `zeros`, `ones` and `fill` are
+//! computed and random initializers are an error (export the trained weights).
 //!
 //! Fake quantization (a prepared model): `fake_quant(x, scale, zp) {qmin, qmax, axis}`
 //! becomes QuantizeLinear → DequantizeLinear with int8 (qmin ≥ -128, qmax ≤ 127) or
@@ -188,7 +189,8 @@ fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
     }
 }
 
-/// The value of a declaration (`external` from `weights`).
+/// The value of a declaration: a param's or state's tensor from `weights` when it holds
+/// one (the trained value), else the graph's initializer (`external` must be in `weights`).
 fn decl_value(
     g: &Graph,
     id: NodeId,
@@ -211,19 +213,24 @@ fn decl_value(
     let numel: usize = shape.iter().product();
     let init = node.init().ok_or_else(|| bad("not a declaration".into()))?;
     let fill = |v: f64| Data::from_f64(&ty.elem, &vec![v; numel]);
+    // trained values (a param's or state's tensor in the weights) win over the graph's
+    // initializer; constants keep the graph's value unless they are external
+    let trained = node.is_param() || node.is_state() || matches!(init, Init::External);
+    if trained && let Some(t) = weights.get(name) {
+        if t.shape != shape || !t.data.matches(&ty.elem) {
+            return Err(bad(format!(
+                "the weights hold a {}{:?}, the graph declares {ty}",
+                t.data.dtype(),
+                t.shape
+            )));
+        }
+        return Ok(t.clone());
+    }
     let data = match init {
         Init::External => {
-            let t = weights.get(name).ok_or_else(|| {
-                bad("is external but the weights have no tensor of this name".into())
-            })?;
-            if t.shape != shape || !t.data.matches(&ty.elem) {
-                return Err(bad(format!(
-                    "the weights hold a {}{:?}, the graph declares {ty}",
-                    t.data.dtype(),
-                    t.shape
-                )));
-            }
-            return Ok(t.clone());
+            return Err(bad(
+                "is external but the weights have no tensor of this name".into(),
+            ));
         }
         Init::Dense(v) if v.len() == numel => Data::from_f64(&ty.elem, v),
         Init::Dense(v) if v.len() == 1 => fill(v[0]),
