@@ -3,8 +3,8 @@
 # that compare against real components need, then runs every test of the workspace.
 #
 #   - the Python environment with pinned onnx/onnxruntime/numpy (scripts/python-env.sh),
-#     which the ONNX tests compare with; QATC_REQUIRE_PYTHON=1 makes them fail, not skip,
-#     if it is missing;
+#     which the ONNX tests compare with; QATC_REQUIRE_PYTHON=1 makes a missing environment
+#     a failure;
 #   - ../shared/data beside the repository (MNIST, the PyTorch fake-quant vectors);
 #   - OpenMPI (installed with apt-get when `mpirun` is missing), for the data-parallel
 #     tests, which run in a second `cargo test` with the `mpi` feature of qatc (the
@@ -33,5 +33,5 @@ fi
 
 cargo test --workspace --locked "$@"
 # The MPI tests launch `mpirun --allow-run-as-root --oversubscribe -np 2 qatc train ...`.
-# QATC_REQUIRE_MPI makes them fail rather than skip if MPI is missing.
+# QATC_REQUIRE_MPI=1: a missing MPI build or mpirun is a failure, every MPI test runs.
 QATC_REQUIRE_MPI=1 cargo test -p qatc --features mpi --locked --test mpi "$@"
