@@ -15,7 +15,9 @@
 //! after the store (a lower bound of the live set; the JIT's memory plan adds its arena
 //! check on top).
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use qir::{Dim, ElemType, Graph, NodeKind, Type};
 
@@ -36,6 +38,25 @@ pub fn budget() -> (u64, &'static str) {
     if user != u64::MAX {
         best = (user, "the --max-memory limit");
     }
+    let (system, source) = system_budget();
+    if system < best.0 {
+        best = (system, source);
+    }
+    best
+}
+
+/// The system's part of the budget (memory available, cgroup room), read from `/proc`
+/// and `/sys` at most every [`SYSTEM_REFRESH`]: a run of a small model takes
+/// microseconds, and reading those files every run took longer than the run.
+fn system_budget() -> (u64, &'static str) {
+    static CACHE: Mutex<Option<(Instant, (u64, &'static str))>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, b)) = *cache
+        && at.elapsed() < SYSTEM_REFRESH
+    {
+        return b;
+    }
+    let mut best = (u64::MAX, "memory");
     if let Some(a) = mem_available()
         && a < best.0
     {
@@ -46,8 +67,12 @@ pub fn budget() -> (u64, &'static str) {
     {
         best = (c, "the room under the cgroup's memory limit");
     }
+    *cache = Some((Instant::now(), best));
     best
 }
+
+/// How long a reading of the system's memory stays current.
+const SYSTEM_REFRESH: Duration = Duration::from_millis(200);
 
 fn read_u64(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()

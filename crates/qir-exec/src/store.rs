@@ -8,6 +8,7 @@
 //! has its declaration's shape and element type (quantized types in their storage type).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use qir::{Data, ElemType, Graph, Init, NodeKind, Storage, Tensor, Type};
 use rand::SeedableRng;
@@ -18,9 +19,33 @@ use rand_distr::Normal;
 use crate::error::ExecError;
 
 /// Parameters, state and constants by value name.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Every value carries a version: a number drawn from one process-wide counter whenever
+/// the value is inserted or lent out mutably. Equal versions of a name therefore mean the
+/// same contents (a clone shares its versions with the original until either changes), so
+/// an executor that baked a value into compiled code checks the version instead of
+/// comparing the tensor on every run.
+#[derive(Clone, Debug, Default)]
 pub struct Store {
-    values: BTreeMap<String, Tensor>,
+    values: BTreeMap<String, (Tensor, u64)>,
+}
+
+/// The next version of any store's value.
+fn next_version() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl PartialEq for Store {
+    /// Same names with the same tensors (versions do not count).
+    fn eq(&self, other: &Store) -> bool {
+        self.values.len() == other.values.len()
+            && self
+                .values
+                .iter()
+                .zip(&other.values)
+                .all(|((ka, (a, _)), (kb, (b, _)))| ka == kb && a == b)
+    }
 }
 
 impl Store {
@@ -30,20 +55,27 @@ impl Store {
     }
     /// The value named `name` (without the `%`).
     pub fn get(&self, name: &str) -> Option<&Tensor> {
-        self.values.get(name)
+        self.values.get(name).map(|(t, _)| t)
+    }
+    /// The version of the value named `name`: it changes whenever the value may have.
+    pub fn version(&self, name: &str) -> Option<u64> {
+        self.values.get(name).map(|&(_, v)| v)
     }
     /// The value named `name`, for changing it in place (executors update parameters and
     /// state this way; the shape and element type must stay those of the declaration).
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Tensor> {
-        self.values.get_mut(name)
+        self.values.get_mut(name).map(|(t, v)| {
+            *v = next_version();
+            t
+        })
     }
     /// Sets (or replaces) the value named `name`.
     pub fn insert(&mut self, name: &str, t: Tensor) {
-        self.values.insert(name.to_string(), t);
+        self.values.insert(name.to_string(), (t, next_version()));
     }
     /// Removes and returns the value named `name`.
     pub fn remove(&mut self, name: &str) -> Option<Tensor> {
-        self.values.remove(name)
+        self.values.remove(name).map(|(t, _)| t)
     }
     /// The names held, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -51,7 +83,7 @@ impl Store {
     }
     /// Every (name, value) pair, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
-        self.values.iter().map(|(k, v)| (k.as_str(), v))
+        self.values.iter().map(|(k, (t, _))| (k.as_str(), t))
     }
     /// Number of values held.
     pub fn len(&self) -> usize {
@@ -66,7 +98,10 @@ impl Store {
 impl FromIterator<(String, Tensor)> for Store {
     fn from_iter<I: IntoIterator<Item = (String, Tensor)>>(iter: I) -> Store {
         Store {
-            values: iter.into_iter().collect(),
+            values: iter
+                .into_iter()
+                .map(|(k, t)| (k, (t, next_version())))
+                .collect(),
         }
     }
 }
@@ -353,6 +388,24 @@ pub fn data_from_f64(elem: &ElemType, v: &[f64]) -> Result<Data, String> {
 mod tests {
     use super::*;
     use qir::{QuantType, Shape};
+
+    #[test]
+    fn versions_move_with_every_possible_change_and_clones_share_them() {
+        let t = Tensor::f32(vec![2], vec![1.0, 2.0]).unwrap();
+        let mut a: Store = [("w".to_string(), t.clone())].into_iter().collect();
+        let v0 = a.version("w").unwrap();
+        let b = a.clone();
+        assert_eq!(b.version("w"), Some(v0));
+        a.get_mut("w").unwrap();
+        let v1 = a.version("w").unwrap();
+        assert_ne!(v1, v0);
+        a.insert("w", t);
+        assert_ne!(a.version("w").unwrap(), v1);
+        assert_eq!(b.version("w"), Some(v0));
+        // equality is about the tensors only
+        assert_eq!(a, b);
+        assert_eq!(a.version("x"), None);
+    }
 
     fn graph_with(init: Init, ty: Type) -> Graph {
         let mut g = Graph::new("t");

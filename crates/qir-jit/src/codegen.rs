@@ -850,7 +850,19 @@ impl<'a, 'b> LoopGen<'a, 'b> {
     fn store(&mut self, op: usize, v: Value, p: Value, w: usize) {
         let dt = self.lp.ops[op].dtype;
         if w > 1 {
-            self.b.ins().store(flags(), v, p, 0);
+            if matches!(dt, DType::I8 | DType::U8) {
+                // the low byte of each i32 lane (as istore8 stores it), four bytes at once
+                let le = MemFlagsData::new().with_endianness(Endianness::Little);
+                let bytes = self.b.ins().bitcast(types::I8X16, le, v);
+                let mask: Vec<u8> = [0u8, 4, 8, 12].iter().copied().cycle().take(16).collect();
+                let imm = self.b.func.dfg.immediates.push(ConstantData::from(mask));
+                let packed = self.b.ins().shuffle(bytes, bytes, imm);
+                let words = self.b.ins().bitcast(types::I32X4, le, packed);
+                let word = self.b.ins().extractlane(words, 0);
+                self.b.ins().store(flags(), word, p, 0);
+            } else {
+                self.b.ins().store(flags(), v, p, 0);
+            }
             return;
         }
         match dt {
@@ -885,6 +897,20 @@ impl<'a, 'b> LoopGen<'a, 'b> {
             (DType::I64, _) => {
                 let x = self.b.ins().load(types::I64, fl, p, 0);
                 self.b.ins().ireduce(types::I32, x)
+            }
+            (DType::I8 | DType::U8, 4) => {
+                // four bytes, widened lane by lane (sign-extended for i8)
+                let le = MemFlagsData::new().with_endianness(Endianness::Little);
+                let word = self.b.ins().load(types::I32, fl, p, 0);
+                let v = self.b.ins().scalar_to_vector(types::I32X4, word);
+                let bytes = self.b.ins().bitcast(types::I8X16, le, v);
+                if dt == DType::I8 {
+                    let h = self.b.ins().swiden_low(bytes);
+                    self.b.ins().swiden_low(h)
+                } else {
+                    let h = self.b.ins().uwiden_low(bytes);
+                    self.b.ins().uwiden_low(h)
+                }
             }
             (DType::I16, _) => self.b.ins().sload16(types::I32, fl, p, 0),
             (DType::I8, _) => self.b.ins().sload8(types::I32, fl, p, 0),

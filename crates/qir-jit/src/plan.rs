@@ -987,7 +987,10 @@ fn build_loop(
     let vector = cdims[inner] >= 4
         && ops.iter().all(|o| {
             matches!(o.strides[inner], 0 | 1)
-                && matches!(o.dtype, DType::F32 | DType::I32 | DType::F64)
+                && matches!(
+                    o.dtype,
+                    DType::F32 | DType::I32 | DType::F64 | DType::I8 | DType::U8
+                )
         });
     loops.push(LoopSpec {
         label: label.join(", "),

@@ -30,13 +30,31 @@ pub struct Compiled {
     pub plan: Box<Plan>,
     code: Code,
     arena: Vec<u64>,
-    baked: Vec<(String, Tensor)>,
+    /// Store values baked into the code, and the store version last found equal to each
+    /// (0: not checked yet).
+    baked: Vec<(String, Tensor, u64)>,
     /// Seconds spent lowering and planning.
     pub plan_seconds: f64,
     profile: Option<Box<Profile>>,
 }
 
 impl Compiled {
+    /// True if every baked value is still what the store holds: a version seen before
+    /// needs no comparison of contents.
+    fn baked_current(&mut self, store: &Store) -> bool {
+        for (name, t, seen) in &mut self.baked {
+            let v = store.version(name);
+            if v == Some(*seen) {
+                continue;
+            }
+            if store.get(name) != Some(t) {
+                return false;
+            }
+            *seen = v.unwrap_or(0);
+        }
+        true
+    }
+
     /// Seconds spent in Cranelift.
     pub fn compile_seconds(&self) -> f64 {
         self.code.compile_seconds
@@ -83,8 +101,8 @@ impl JitProgram {
 
     /// The compiled program for `bindings` (compiled now if needed).
     pub fn compiled(&mut self, bindings: &Bindings, store: &Store) -> Result<&Compiled, ExecError> {
-        let stale = match self.cache.get(bindings) {
-            Some(c) => c.baked.iter().any(|(name, t)| store.get(name) != Some(t)),
+        let stale = match self.cache.get_mut(bindings) {
+            Some(c) => !c.baked_current(store),
             None => true,
         };
         if stale {
@@ -131,7 +149,7 @@ impl JitProgram {
             plan: p,
             code,
             arena,
-            baked: low.baked,
+            baked: low.baked.into_iter().map(|(n, t)| (n, t, 0)).collect(),
             plan_seconds,
             profile,
         })

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use qir::Tensor;
-use qir_exec::{Executor, init_store};
+use qir::{Data, Tensor};
+use qir_exec::{Executor, Program, init_store};
 
 /// A tiny deterministic generator.
 struct Rng(u64);
@@ -148,4 +148,41 @@ fn jit_int8_layers_equal_the_interpreter() {
             assert!(plans.contains("+ requantize"), "{plans}");
         }
     }
+}
+
+/// Weights the JIT packs into its code are re-read when the store's value changes (the
+/// store's version moves), also through `get_mut` and in a clone of the store, and only
+/// then: an unchanged store is not recompiled.
+#[test]
+fn jit_int8_recompiles_when_baked_weights_change() {
+    let mut rng = Rng(11);
+    let text = graph(&mut rng, false, "none", "half_even", false);
+    let g = qir_reader::parse_and_verify(&text).unwrap();
+    let mut store = init_store(&g, 0).unwrap();
+    let mut interp = qir_interp::Interpreter::default().prepare(&g, &[]).unwrap();
+    let mut jit = qir_jit::Jit::default().prepare(&g, &[]).unwrap();
+    let x: Vec<f32> = (0..4 * 37).map(|_| rng.f()).collect();
+    let inputs = HashMap::from([("x".to_string(), Tensor::f32(vec![4, 37], x).unwrap())]);
+    let first = jit.run(&mut store, &inputs).unwrap();
+    let compiled = |jit: &dyn Program| jit.stats()[0].plan_seconds;
+    let t0 = compiled(jit.as_ref());
+    assert_eq!(jit.run(&mut store, &inputs).unwrap().outputs, first.outputs);
+    assert_eq!(compiled(jit.as_ref()), t0, "an unchanged store is not recompiled");
+
+    // change the weights in place: the JIT follows, and agrees with the interpreter
+    if let Data::I8(w) = &mut store.get_mut("wq").unwrap().data {
+        w.iter_mut().for_each(|v| *v = -(*v).max(-127));
+    } else {
+        panic!("wq is stored as i8");
+    }
+    let a = interp.run(&mut store.clone(), &inputs).unwrap();
+    let b = jit.run(&mut store, &inputs).unwrap();
+    assert_eq!(a.outputs["y"], b.outputs["y"]);
+    assert_ne!(b.outputs["y"], first.outputs["y"]);
+
+    // a clone with other weights is a store of its own
+    let mut other = store.clone();
+    other.insert("wq", init_store(&g, 0).unwrap().get("wq").unwrap().clone());
+    assert_eq!(jit.run(&mut other, &inputs).unwrap().outputs, first.outputs);
+    assert_eq!(jit.run(&mut store, &inputs).unwrap().outputs, b.outputs);
 }

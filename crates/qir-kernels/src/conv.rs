@@ -14,7 +14,7 @@
 //! Depthwise convolutions (`groups == C == O`) run directly, without im2col: each output
 //! channel accumulates its `kh * kw` taps over a centered copy of its input plane.
 
-use rayon::prelude::*;
+use crate::par::Parallel;
 
 use crate::buf::{AlignedBuf, with_scratch};
 use crate::epilogue::{Axis, FusedOp, OutView, Step};
@@ -291,7 +291,7 @@ pub fn qconv2d(
     ops: &[FusedOp],
     out: Output,
 ) -> KResult<()> {
-    qconv2d_impl(path, x, zx, g, w, ops, out, false)
+    qconv2d_on(Parallel::None, path, x, zx, g, w, ops, out)
 }
 
 /// [`qconv2d`] with the batch split over the threads of rayon's global pool when the
@@ -306,11 +306,14 @@ pub fn qconv2d_par(
     ops: &[FusedOp],
     out: Output,
 ) -> KResult<()> {
-    qconv2d_impl(path, x, zx, g, w, ops, out, true)
+    qconv2d_on(Parallel::Rayon, path, x, zx, g, w, ops, out)
 }
 
+/// [`qconv2d`] with the batch split over the threads `par` names when the convolution is
+/// large enough (at least 2^21 multiply-accumulates and two images); identical results.
 #[allow(clippy::too_many_arguments)]
-fn qconv2d_impl(
+pub fn qconv2d_on(
+    par: Parallel,
     path: Path,
     x: Activations,
     zx: i32,
@@ -318,7 +321,6 @@ fn qconv2d_impl(
     w: &PackedConv,
     ops: &[FusedOp],
     mut out: Output,
-    parallel: bool,
 ) -> KResult<()> {
     w.check(g)?;
     check_len("input", g.x_len(), x.len())?;
@@ -341,8 +343,8 @@ fn qconv2d_impl(
     };
     let user = &ops[used..];
     let img_in = g.c * g.h * g.w;
-    let threads = rayon::current_num_threads();
-    let per = if parallel && threads > 1 && g.macs() >= PAR_MIN_WORK && g.n >= 2 {
+    let threads = par.threads();
+    let per = if threads > 1 && g.macs() >= PAR_MIN_WORK && g.n >= 2 {
         g.n.div_ceil(threads)
     } else {
         g.n
@@ -362,9 +364,7 @@ fn qconv2d_impl(
     if per >= g.n {
         run(0);
     } else {
-        (0..g.n.div_ceil(per))
-            .into_par_iter()
-            .for_each(|i| run(i * per));
+        par.for_each(g.n.div_ceil(per), &|i| run(i * per));
     }
     Ok(())
 }

@@ -20,7 +20,7 @@
 //! kernels do not check (a check would cost a second pass), callers that can exceed the
 //! bound must validate their models.
 
-use rayon::prelude::*;
+use crate::par::Parallel;
 
 use crate::buf::{Scratch, with_scratch};
 use crate::epilogue::{Axis, FusedOp, OutKind, OutView, Step};
@@ -266,7 +266,7 @@ pub fn qgemm(
     ops: &[FusedOp],
     out: Output,
 ) -> KResult<()> {
-    qgemm_impl(path, a, n, za, w, ops, out, false)
+    qgemm_on(Parallel::None, path, a, n, za, w, ops, out)
 }
 
 /// [`qgemm`] with its rows split over the threads of rayon's global pool when the product
@@ -281,11 +281,15 @@ pub fn qgemm_par(
     ops: &[FusedOp],
     out: Output,
 ) -> KResult<()> {
-    qgemm_impl(path, a, n, za, w, ops, out, true)
+    qgemm_on(Parallel::Rayon, path, a, n, za, w, ops, out)
 }
 
+/// [`qgemm`] with its rows split over the threads `par` names when the product is large
+/// enough (at least 2^21 multiply-accumulates and two tiles of rows); the result is
+/// identical to [`qgemm`]'s.
 #[allow(clippy::too_many_arguments)]
-fn qgemm_impl(
+pub fn qgemm_on(
+    par: Parallel,
     path: Path,
     a: Activations,
     n: usize,
@@ -293,7 +297,6 @@ fn qgemm_impl(
     w: &PackedB,
     ops: &[FusedOp],
     mut out: Output,
-    parallel: bool,
 ) -> KResult<()> {
     let (m, k) = (w.m, w.k);
     let nk = n
@@ -309,9 +312,9 @@ fn qgemm_impl(
     let path = path.resolve(n, m, k)?;
     let view = out.view(m);
     let (src, flip) = a.bytes();
-    let threads = rayon::current_num_threads();
+    let threads = par.threads();
     let kern = kernels::select(path, true, n, m);
-    let chunk_rows = if parallel && threads > 1 && n * m * k >= PAR_MIN_WORK && n >= 2 * kern.mr {
+    let chunk_rows = if threads > 1 && n * m * k >= PAR_MIN_WORK && n >= 2 * kern.mr {
         n.div_ceil(threads).div_ceil(kern.mr) * kern.mr
     } else {
         n
@@ -327,7 +330,7 @@ fn qgemm_impl(
         let mut corr = Vec::with_capacity(m);
         let used = corrections(zu, k, &w.wsum, &w.zw, ops, &mut corr);
         let user = &ops[used..];
-        (0..n.div_ceil(chunk_rows)).into_par_iter().for_each(|i| {
+        par.for_each(n.div_ceil(chunk_rows), &|i| {
             let (r0, r1) = (i * chunk_rows, ((i + 1) * chunk_rows).min(n));
             // the tile height may differ for a smaller chunk; select again for its rows
             let kern = kernels::select(path, true, r1 - r0, m);

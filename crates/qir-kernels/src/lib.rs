@@ -5,6 +5,7 @@
 //! - [`qgemm`] / [`qgemm_par`]: `A[n, k]` (u8 or i8, zero point `za`) times packed weights
 //!   [`PackedB`] (`[m, k]` i8, per-channel zero points) with a fused epilogue
 //!   ([`FusedOp`]: per-channel add, clamp, [`Requant`]), output i32, i8 or u8.
+//! - [`qgemm_on`] / [`qconv2d_on`]: the same on a caller's fork-join team ([`Parallel`]).
 //! - [`qconv2d`] / [`qconv2d_par`]: NCHW int8 convolution (stride, padding, dilation, groups)
 //!   over [`PackedConv`] weights, im2col onto the same tile kernels, depthwise direct.
 //! - [`requantize`]: standalone i32 to i8/u8 with the same epilogue.
@@ -38,15 +39,17 @@ pub mod ffi;
 mod gemm;
 mod kernels;
 mod pack;
+mod par;
 mod path;
 mod requant;
 mod requantize;
 
-pub use conv::{ConvGeom, PackedConv, qconv2d, qconv2d_par};
+pub use conv::{ConvGeom, PackedConv, qconv2d, qconv2d_on, qconv2d_par};
 pub use epilogue::FusedOp;
 pub use error::{KResult, KernelError};
-pub use gemm::{MAX_USER_STEPS, Output, qgemm, qgemm_par};
+pub use gemm::{MAX_USER_STEPS, Output, qgemm, qgemm_on, qgemm_par};
 pub use pack::{Activations, PackedB};
+pub use par::{ForkJoin, Parallel};
 pub use path::Path;
 pub use requant::{Activation, Clamp, OutType, Requant, Rounding, quantize_multiplier};
 pub use requantize::{ChannelAxis, requantize};

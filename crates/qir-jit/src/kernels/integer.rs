@@ -332,12 +332,8 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
                     out,
                     (n * k, n * m, *m),
                     |a, ops, o, par| {
-                        let f = if par {
-                            qir_kernels::qgemm_par
-                        } else {
-                            qir_kernels::qgemm
-                        };
-                        f(
+                        qir_kernels::qgemm_on(
+                            par,
                             qir_kernels::Path::Auto,
                             a,
                             *n,
@@ -353,12 +349,8 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
                 let xl = geom.n * geom.c * geom.h * geom.w;
                 let yl = geom.n * geom.o * geom.oh * geom.ow;
                 return run_fast(ctx, fast, args, out, (xl, yl, geom.o), |a, ops, o, par| {
-                    let f = if par {
-                        qir_kernels::qconv2d_par
-                    } else {
-                        qir_kernels::qconv2d
-                    };
-                    f(
+                    qir_kernels::qconv2d_on(
+                        par,
                         qir_kernels::Path::Auto,
                         a,
                         fast.zx,
@@ -558,7 +550,7 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
 }
 
 /// Runs a fast int8 call: binds the activations, bias and result buffers and calls `f`
-/// with the fused epilogue (and whether to use the thread pool). `sizes` are the elements
+/// with the fused epilogue (and the JIT's team when the program uses several threads). `sizes` are the elements
 /// of the activations and of the result, and the output channels.
 ///
 /// # Safety
@@ -573,7 +565,7 @@ unsafe fn run_fast<T>(
         qir_kernels::Activations,
         &[qir_kernels::FusedOp],
         qir_kernels::Output,
-        bool,
+        qir_kernels::Parallel,
     ) -> qir_kernels::KResult<()>,
 ) -> i32 {
     let (xl, yl, channels) = sizes;
@@ -599,7 +591,17 @@ unsafe fn run_fast<T>(
             DType::U8 => qir_kernels::Output::U8(std::slice::from_raw_parts_mut(y, yl)),
             _ => qir_kernels::Output::I32(std::slice::from_raw_parts_mut(y as *mut i32, yl)),
         };
-        let par = ctx.threads > 1;
+        // the JIT's own team runs the parts (not rayon's pool, whose threads would compete
+        // with the team's for the same cores)
+        let run = |parts: usize, job: &(dyn Fn(usize) + Sync)| crate::rt::team::run(parts, job);
+        let par = if ctx.threads > 1 {
+            qir_kernels::Parallel::Team {
+                threads: crate::rt::team::size(),
+                run: &run,
+            }
+        } else {
+            qir_kernels::Parallel::None
+        };
         match f(a, &ops, o, par) {
             Ok(()) => 0,
             Err(_) => status::BAD_SCALE,
