@@ -319,9 +319,19 @@ impl Program for JitProgram {
                         .find(name)
                         .ok_or_else(|| ExecError::Store(format!("%{name} is not in the graph")))?;
                     let dt = DType::of(&graph.ty(id).elem).map_err(ExecError::Unsupported)?;
-                    let t = store
-                        .get_mut(name)
-                        .ok_or_else(|| ExecError::Store(format!("%{name} is not in the store")))?;
+                    let missing = || ExecError::Store(format!("%{name} is not in the store"));
+                    // only a value the code writes is taken mutably (which moves its store
+                    // version); the others are read through a shared borrow, so that
+                    // weights baked into the code are not compared again next run
+                    let read_only = !plan.in_place.iter().any(|n| n == name);
+                    if read_only {
+                        let t = store.get(name).ok_or_else(missing)?;
+                        if dt.matches(&t.data) {
+                            io.push(data_ptr(&t.data).0 as *mut u8);
+                            continue;
+                        }
+                    }
+                    let t = store.get_mut(name).ok_or_else(missing)?;
                     if !dt.matches(&t.data) {
                         if let (DType::F32, Data::F64(v)) = (dt, &t.data) {
                             // the JIT runs f32: the store keeps the value in its type
