@@ -177,6 +177,109 @@ fn outputs_that_are_inputs_are_refused() {
     assert_eq!(run.code, Some(0), "{}", run.all());
 }
 
+/// convert, export and import check their outputs against their inputs (and each other)
+/// before any work, as the other commands do.
+#[test]
+fn conversion_outputs_that_are_inputs_are_refused() {
+    let dir = workspace();
+    let d = dir.path();
+    let run = qatc_in(
+        d,
+        &["prepare", "m.qir", "--scheme", "tflite-int8", "-o", "q.qir"],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    let calibrate = [
+        "calibrate",
+        "q.qir",
+        "--data",
+        "data",
+        "--batches",
+        "1",
+        "-o",
+        "w.st",
+    ];
+    let run = qatc_in(d, &calibrate, None);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    let (model, w) = (read(d, "q.qir"), read(d, "w.st"));
+    let refused = |flag: &str, file: &str, what: &str| {
+        format!(
+            "{flag} {file} is {what}: qatc does not overwrite its inputs; choose another output file"
+        )
+    };
+    let run = qatc_in(
+        d,
+        &["convert", "q.qir", "--weights", "w.st", "-o", "w.st"],
+        None,
+    );
+    assert_error(&run, &refused("-o", "w.st", "the --weights file"));
+    let run = qatc_in(
+        d,
+        &["convert", "q.qir", "--weights", "w.st", "-o", "q.qir"],
+        None,
+    );
+    assert_error(&run, &refused("-o", "q.qir", "the model"));
+    // the tensor file beside the output: its default name, and the one given
+    std::fs::copy(d.join("w.st"), d.join("int.safetensors")).unwrap();
+    let run = qatc_in(
+        d,
+        &[
+            "convert",
+            "q.qir",
+            "--weights",
+            "int.safetensors",
+            "-o",
+            "int.qir",
+        ],
+        None,
+    );
+    assert_error(
+        &run,
+        &refused("--weights-out", "int.safetensors", "the --weights file"),
+    );
+    let run = qatc_in(
+        d,
+        &[
+            "convert",
+            "q.qir",
+            "--weights",
+            "w.st",
+            "-o",
+            "i.qir",
+            "--weights-out",
+            "i.qir",
+        ],
+        None,
+    );
+    assert_error(&run, &refused("--weights-out", "i.qir", "the -o file"));
+    let run = qatc_in(
+        d,
+        &["export", "q.qir", "--weights", "w.st", "-o", "w.st"],
+        None,
+    );
+    assert_error(&run, &refused("-o", "w.st", "the --weights file"));
+    // import checks before it reads the model
+    std::fs::write(d.join("x.onnx"), b"not a model").unwrap();
+    let run = qatc_in(d, &["import", "x.onnx", "-o", "x.onnx"], None);
+    assert_error(&run, &refused("-o", "x.onnx", "the model"));
+    let run = qatc_in(
+        d,
+        &["import", "x.onnx", "-o", "y.qir", "--weights", "y.qir"],
+        None,
+    );
+    assert_error(&run, &refused("--weights", "y.qir", "the -o file"));
+    assert_eq!(read(d, "q.qir"), model);
+    assert_eq!(read(d, "w.st"), w);
+    assert_eq!(std::fs::read(d.join("x.onnx")).unwrap(), b"not a model");
+    // and a good conversion still goes through
+    let run = qatc_in(
+        d,
+        &["convert", "q.qir", "--weights", "w.st", "-o", "i.qir"],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{}", run.all());
+}
+
 #[test]
 fn a_bad_output_location_fails_before_training() {
     let dir = workspace();
