@@ -818,4 +818,33 @@ fn egraph_passes_grow_about_linearly() {
             _ => assert_eq!(relus, 1),
         }
     }
+    // the time limit bounds the whole pass (conversions and extraction included), up to
+    // one search iteration: 300 ms on a chain whose search alone takes longer
+    let run = qatc_in(
+        dir.path(),
+        &[
+            "opt",
+            "chain.qir",
+            "--passes",
+            "simplify{time-limit-ms=300}",
+            "--time-passes",
+            "-o",
+            "limited.qir",
+        ],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    assert!(
+        run.stderr.contains("stopped by the time limit"),
+        "{}",
+        run.stderr
+    );
+    let seconds: f64 = run
+        .stderr
+        .lines()
+        .find(|l| l.trim_end().ends_with(" simplify"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no time for simplify in: {}", run.stderr));
+    assert!(seconds < 0.9, "simplify took {seconds} s with a 300 ms limit");
 }
