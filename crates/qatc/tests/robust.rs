@@ -722,8 +722,8 @@ fn huge_tensors_are_refused_with_their_size() {
 const FQ: &str = "graph @fq {\n  input %x: f32[B, 4]\n  const %s: f32[] = fill(0.0)\n  const %z: i32[] = zeros\n  %y = fake_quant(%x, %s, %z) {qmin = -128, qmax = 127} : f32[B, 4]\n  output y = %y\n}\n";
 
 /// A constant scale of 0, -1 or inf made `fake_quant` return NaN or garbage with exit 0:
-/// the verifier rejects it with a location, and a scale fed or stored is checked at run
-/// time, naming the op, on both executors (computed scales: by the interpreter).
+/// the verifier rejects it with a location, and a scale fed, stored or computed is checked
+/// at run time, naming the op, on both executors.
 #[test]
 fn fake_quant_scales_must_be_positive_and_finite() {
     let neg = FQ.replace("fill(0.0)", "fill(-1.0)");
@@ -783,6 +783,50 @@ fn fake_quant_scales_must_be_positive_and_finite() {
             &format!("%y: 'fake_quant' the scale is {shown}: scales must be positive and finite"),
         );
     }
+    // scales the graph computes (here the square of an input), per tensor and per channel:
+    // the same message from both executors
+    let computed = "graph @fq {\n  input %x: f32[B, 4]\n  input %t: f32[4]\n  const %z: i32[4] = zeros\n  %s = mul(%t, %t) : f32[4]\n  %y = fake_quant(%x, %s, %z) {qmin = -128, qmax = 127, axis = 1} : f32[B, 4]\n  output y = %y\n}\n";
+    std::fs::write(d.join("computed.qir"), computed).unwrap();
+    for (t, shown) in [
+        ([1.0f32, 2.0, 0.0, 1.0], "the scale of channel 2 is 0"),
+        (
+            [1.0, f32::INFINITY, 1.0, 1.0],
+            "the scale of channel 1 is inf",
+        ),
+        ([f32::NAN, 1.0, 1.0, 1.0], "the scale of channel 0 is NaN"),
+    ] {
+        let tt = qir::Tensor::f32(vec![4], t.to_vec()).unwrap();
+        runtime::io::write_npy(&d.join("t.npy"), &tt).unwrap();
+        for backend in ["jit", "interp"] {
+            let run = qatc_in(
+                d,
+                &[
+                    "run",
+                    "computed.qir",
+                    "-i",
+                    "x=x.npy",
+                    "-i",
+                    "t=t.npy",
+                    "--backend",
+                    backend,
+                ],
+                None,
+            );
+            assert_error(
+                &run,
+                &format!("%y: 'fake_quant' {shown}: scales must be positive and finite"),
+            );
+        }
+    }
+    // and good computed scales run
+    let tt = qir::Tensor::f32(vec![4], vec![0.1, 0.2, 0.3, 0.4]).unwrap();
+    runtime::io::write_npy(&d.join("t.npy"), &tt).unwrap();
+    let run = qatc_in(
+        d,
+        &["run", "computed.qir", "-i", "x=x.npy", "-i", "t=t.npy"],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{}", run.all());
 }
 
 /// A chain of 8,000 `relu`s through `fuse`: egg's extractor swept every class once per
@@ -846,5 +890,8 @@ fn egraph_passes_grow_about_linearly() {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| panic!("no time for simplify in: {}", run.stderr));
-    assert!(seconds < 0.9, "simplify took {seconds} s with a 300 ms limit");
+    assert!(
+        seconds < 0.9,
+        "simplify took {seconds} s with a 300 ms limit"
+    );
 }

@@ -387,6 +387,28 @@ impl Program for JitProgram {
                     value: v,
                 });
             }
+            if let Some(crate::plan::Step::CheckScale { loc, n, op }) = plan.steps.get(step) {
+                // the interpreter's message, with the first bad scale
+                // SAFETY: the plan placed n f32 scales at loc.
+                let s = unsafe { std::slice::from_raw_parts(ctx.ptr(*loc) as *const f32, *n) };
+                let (c, v) = s
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+                    .map_or((0, f32::NAN), |(c, v)| (c, *v));
+                let which = if *n > 1 {
+                    format!("the scale of channel {c}")
+                } else {
+                    "the scale".to_string()
+                };
+                return Err(ExecError::Node {
+                    node: label,
+                    message: format!(
+                        "'{op}' {which} is {}: scales must be positive and finite",
+                        v as f64
+                    ),
+                });
+            }
             // the message starts with the op's mnemonic, as `ExecError::Node` promises:
             // kernels that fail are calls, whose description starts with the op
             let op = match plan.steps.get(step) {
