@@ -357,7 +357,7 @@ impl LearnedInit {
 
 /// The nodes whose values change from batch to batch: the inputs and everything computed
 /// from them.
-fn batch_dependent(g: &Graph) -> Result<HashSet<NodeId>> {
+pub(crate) fn batch_dependent(g: &Graph) -> Result<HashSet<NodeId>> {
     let order = g.topo_order().map_err(|cycle| {
         RuntimeError::Graph(format!(
             "graph @{} has a cycle through {}",
@@ -757,13 +757,13 @@ impl BatchSource for Vec<Inputs> {
 }
 
 /// The first batches of a shuffle of an image set, assembled on the fly.
-struct ImageSource<'a> {
-    feed: Feed,
-    set: &'a ImageSet,
-    order: Vec<usize>,
-    batch_size: usize,
-    batches: usize,
-    scale: f32,
+pub(crate) struct ImageSource<'a> {
+    pub(crate) feed: Feed,
+    pub(crate) set: &'a ImageSet,
+    pub(crate) order: Vec<usize>,
+    pub(crate) batch_size: usize,
+    pub(crate) batches: usize,
+    pub(crate) scale: f32,
 }
 
 impl BatchSource for ImageSource<'_> {
@@ -807,7 +807,11 @@ pub fn calibrate_images(
 }
 
 /// Calls `f(channel, value)` for every element of `t`, the channel taken along `axis`.
-fn for_each(t: &Tensor, axis: Option<usize>, mut f: impl FnMut(usize, f64)) -> Result<()> {
+pub(crate) fn for_each(
+    t: &Tensor,
+    axis: Option<usize>,
+    mut f: impl FnMut(usize, f64),
+) -> Result<()> {
     let (c, inner) = match axis {
         None => (1, 1),
         Some(a) => {
