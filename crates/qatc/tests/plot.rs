@@ -130,7 +130,10 @@ fn train_plot_draws_every_epoch_and_every_site() {
             .collect()
     };
     let again = svg(&qat, "loss.svg");
-    assert!(markers(&again) == markers(&loss), "the redrawn loss.svg differs");
+    assert!(
+        markers(&again) == markers(&loss),
+        "the redrawn loss.svg differs"
+    );
     assert!(again.contains("loss per epoch — qat"));
     assert!(qat.join("sites/fc1.w.svg").is_file());
 }

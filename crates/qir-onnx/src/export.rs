@@ -34,6 +34,12 @@
 //! clamp after the DequantizeLinear: `Max`/`Min` with the dequantized bounds, which are the
 //! very f32 products DequantizeLinear computes for qmin and qmax.
 //!
+//! Integer models (the output of `qatc convert`): `quantize`, `dequantize`, `qlinear` /
+//! `qconv2d` with their `requantize`, `qadd`, `qconcat` and `qglobal_avg_pool` become the
+//! QDQ form that onnxruntime, TensorRT and OpenVINO consume, with int8 weight initializers
+//! and per-channel scales (see the `integer` module for the table and why the real
+//! numbers are the integer model's).
+//!
 //! Anything else is an [`ExportError::Op`] naming the node and its op.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -153,7 +159,7 @@ fn value_info(name: &str, ty: &qir::Type) -> Option<ValueInfoProto> {
     })
 }
 
-fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+pub(crate) fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
         r#type: Some(AttributeType::Ints as i32),
@@ -162,7 +168,7 @@ fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
-fn attr_int(name: &str, v: i64) -> AttributeProto {
+pub(crate) fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
         r#type: Some(AttributeType::Int as i32),
@@ -249,8 +255,8 @@ fn decl_value(
     Ok(Tensor { shape, data })
 }
 
-struct Exporter<'a> {
-    g: &'a Graph,
+pub(crate) struct Exporter<'a> {
+    pub(crate) g: &'a Graph,
     weights: &'a BTreeMap<String, Tensor>,
     names: HashMap<NodeId, String>,
     taken: HashSet<String>,
@@ -260,7 +266,7 @@ struct Exporter<'a> {
 }
 
 impl Exporter<'_> {
-    fn fresh(&mut self, base: &str) -> String {
+    pub(crate) fn fresh(&mut self, base: &str) -> String {
         let mut n = base.to_string();
         let mut k = 0;
         while !self.taken.insert(n.clone()) {
@@ -270,11 +276,11 @@ impl Exporter<'_> {
         n
     }
 
-    fn name(&self, id: NodeId) -> &str {
+    pub(crate) fn name(&self, id: NodeId) -> &str {
         &self.names[&id]
     }
 
-    fn op_err(&self, id: NodeId, message: impl Into<String>) -> ExportError {
+    pub(crate) fn op_err(&self, id: NodeId, message: impl Into<String>) -> ExportError {
         ExportError::Op {
             node: self.name(id).to_string(),
             op: self
@@ -287,7 +293,13 @@ impl Exporter<'_> {
         }
     }
 
-    fn node(&mut self, op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) {
+    pub(crate) fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        output: &str,
+        attrs: Vec<AttributeProto>,
+    ) {
         self.out.node.push(NodeProto {
             op_type: Some(op.into()),
             name: Some(output.to_string()),
@@ -299,14 +311,14 @@ impl Exporter<'_> {
     }
 
     /// An initializer named after `base`; returns its name.
-    fn initializer(&mut self, base: &str, t: &Tensor) -> String {
+    pub(crate) fn initializer(&mut self, base: &str, t: &Tensor) -> String {
         let name = self.fresh(base);
         self.out.initializer.push(tensor_proto(&name, t));
         name
     }
 
     /// The value of a node that can be computed without data.
-    fn constant(&mut self, id: NodeId) -> XResult<Tensor> {
+    pub(crate) fn constant(&mut self, id: NodeId) -> XResult<Tensor> {
         if let Some(t) = self.consts.get(&id) {
             return Ok(t.clone());
         }
@@ -377,6 +389,9 @@ impl Exporter<'_> {
         let ins: Vec<String> = operands.iter().map(|o| self.name(*o).to_string()).collect();
         let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
         let ints = |n: &str| inst.ints(n).unwrap_or_default();
+        if self.integer_op(id, &inst)? {
+            return Ok(());
+        }
         let act = inst.choice("act").unwrap_or("none");
         if act != "none" {
             return Err(self.op_err(
@@ -423,18 +438,7 @@ impl Exporter<'_> {
                 self.node("Clip", &[ins[0], &lo, &hi], &out, vec![]);
             }
             Op::Conv2d => {
-                let wty = self.g.ty(operands[1]);
-                let k: Vec<i64> = wty.shape.dims()[2..]
-                    .iter()
-                    .map(|d| d.fixed().map_or(-1, |n| n as i64))
-                    .collect();
-                let attrs = vec![
-                    attr_ints("kernel_shape", &k),
-                    attr_ints("strides", &ints("stride")),
-                    attr_ints("pads", &ints("padding")),
-                    attr_ints("dilations", &ints("dilation")),
-                    attr_int("group", inst.int("groups").unwrap_or(1)),
-                ];
+                let attrs = self.conv_attrs(&inst, operands[1]);
                 self.node("Conv", &ins, &out, attrs);
             }
             Op::BatchNorm => {
@@ -519,6 +523,22 @@ impl Exporter<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The attributes of a Conv from a `conv2d` / `qconv2d` and its weight `w`.
+    pub(crate) fn conv_attrs(&self, inst: &qir::Inst, w: NodeId) -> Vec<AttributeProto> {
+        let ints = |n: &str| inst.ints(n).unwrap_or_default();
+        let k: Vec<i64> = self.g.ty(w).shape.dims()[2..]
+            .iter()
+            .map(|d| d.fixed().map_or(-1, |n| n as i64))
+            .collect();
+        vec![
+            attr_ints("kernel_shape", &k),
+            attr_ints("strides", &ints("stride")),
+            attr_ints("pads", &ints("padding")),
+            attr_ints("dilations", &ints("dilation")),
+            attr_int("group", inst.int("groups").unwrap_or(1)),
+        ]
     }
 
     /// `fake_quant` as QuantizeLinear → DequantizeLinear (see the module docs).

@@ -123,6 +123,7 @@ mod attrs;
 pub mod error;
 pub mod export;
 mod import;
+mod integer;
 mod loss;
 pub mod names;
 mod ops;
