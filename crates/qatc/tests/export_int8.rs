@@ -393,3 +393,80 @@ fn onnx_to_qat_to_int8_to_onnx_classifies_as_qatc_does() {
         "{right}/{total}: the loop trained nothing"
     );
 }
+
+/// A model trained with learned step sizes (`lsq`: fused `linear {act = relu}`,
+/// `fake_quant_lsq`) exports as QDQ with its trained steps and fused activations as their
+/// own nodes; onnxruntime computes qatc's logits.
+#[test]
+fn lsq_model_exports_with_its_learned_steps() {
+    let Some(py) = common::python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = testdata().join("models/digits_mlp.qir");
+    let data = testdata().join("digits");
+    let (m, data) = (m.to_string_lossy(), data.to_string_lossy());
+    ok(&qatc_in(
+        d,
+        &[
+            "train",
+            &m,
+            "--data",
+            &data,
+            "--scheme",
+            "lsq",
+            "--epochs",
+            "2",
+            "--no-progress",
+            "-o",
+            "lsq.st",
+        ],
+        None,
+    ));
+    ok(&qatc_in(
+        d,
+        &["prepare", &m, "--scheme", "lsq", "-o", "lsq.qir"],
+        None,
+    ));
+    let text = std::fs::read_to_string(d.join("lsq.qir")).unwrap();
+    assert!(
+        text.contains("fake_quant_lsq(") && text.contains("act = relu"),
+        "{text}"
+    );
+    ok(&qatc_in(
+        d,
+        &["export", "lsq.qir", "--weights", "lsq.st", "-o", "lsq.onnx"],
+        None,
+    ));
+    let x = images(Path::new(&*data), 200, &[64], 16.0);
+    runtime::io::write_npy(&d.join("x.npy"), &x).unwrap();
+    let labels = Tensor::new(vec![200], qir::Data::I32(vec![0; 200])).unwrap();
+    runtime::io::write_npy(&d.join("l.npy"), &labels).unwrap();
+    ok(&qatc_in(
+        d,
+        &[
+            "run",
+            "lsq.qir",
+            "--weights",
+            "lsq.st",
+            "-i",
+            "x=x.npy",
+            "-i",
+            "label=l.npy",
+            "-o",
+            "q.npz",
+        ],
+        None,
+    ));
+    onnxruntime(&py, d, "lsq.onnx", "x.npy", "ort.npy");
+    let q = runtime::io::read_npz(&d.join("q.npz")).unwrap();
+    let (a, b) = (rows(&q["logits"]), rows(&read_npy(&d.join("ort.npy"))));
+    let mut worst = 0.0f64;
+    for (p, r) in a.iter().zip(&b) {
+        assert_eq!(argmax(p), argmax(r));
+        for (u, v) in p.iter().zip(r) {
+            worst = worst.max((u - v).abs());
+        }
+    }
+    println!("lsq: 200 images, argmax identical, largest logit difference {worst:e}");
+    assert!(worst < 1e-3, "{worst}");
+}

@@ -16,7 +16,7 @@
 //! | `max_pool2d`, `avg_pool2d`, `global_avg_pool`, `reduce_mean` | MaxPool, AveragePool, GlobalAveragePool, ReduceMean |
 //! | `flatten`, `reshape`, `transpose`, `concat` | Flatten, Reshape (constant shape), Transpose, Concat |
 //! | `softmax`, `log_softmax` | Softmax, LogSoftmax |
-//! | `fake_quant` | QuantizeLinear → DequantizeLinear (see below) |
+//! | `fake_quant`, `fake_quant_lsq` | QuantizeLinear → DequantizeLinear (see below; a learned step exports its trained value) |
 //!
 //! Declarations: params and state are initializers; constants are `Constant` nodes when
 //! float (so that they import back as constants, not params), initializers otherwise.
@@ -392,13 +392,20 @@ impl Exporter<'_> {
         if self.integer_op(id, &inst)? {
             return Ok(());
         }
-        let act = inst.choice("act").unwrap_or("none");
-        if act != "none" {
+        // a fused activation (`linear {act = relu}`) follows the op as its own node
+        let act = inst.choice("act").unwrap_or("none").to_string();
+        if !matches!(act.as_str(), "none" | "relu" | "relu6") {
             return Err(self.op_err(
                 id,
                 format!("the fused activation act = {act} is not exported"),
             ));
         }
+        let final_out = out;
+        let out = if act == "none" {
+            final_out.clone()
+        } else {
+            self.fresh(&format!("{final_out}.pre"))
+        };
         match inst.op {
             Op::Linear => {
                 self.node("Gemm", &ins, &out, vec![attr_int("transB", 1)]);
@@ -511,7 +518,8 @@ impl Exporter<'_> {
                 };
                 self.node(t, &ins, &out, vec![attr_int("axis", axis)]);
             }
-            Op::FakeQuant => self.fake_quant(id, &inst, &operands, &out)?,
+            // a learned step (LSQ) exports as its trained value, like a frozen observer's
+            Op::FakeQuant | Op::FakeQuantLsq => self.fake_quant(id, &inst, &operands, &out)?,
             other => {
                 return Err(self.op_err(
                     id,
@@ -521,6 +529,18 @@ impl Exporter<'_> {
                     ),
                 ));
             }
+        }
+        match act.as_str() {
+            "relu" => self.node("Relu", &[&out], &final_out, vec![]),
+            "relu6" => {
+                let elem = self.g.ty(id).elem.clone();
+                let lo = Tensor::new(vec![], Data::from_f64(&elem, &[0.0])).expect("scalar");
+                let hi = Tensor::new(vec![], Data::from_f64(&elem, &[6.0])).expect("scalar");
+                let lo = self.initializer(&format!("{final_out}.min"), &lo);
+                let hi = self.initializer(&format!("{final_out}.max"), &hi);
+                self.node("Clip", &[&out, &lo, &hi], &final_out, vec![]);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -612,7 +632,7 @@ pub fn export(g: &Graph, weights: &BTreeMap<String, Tensor>) -> XResult<ModelPro
         if live.insert(id) {
             let node = g.node(id);
             // the parameters of a fake quantization are frozen: their inputs are not exported
-            if node.op() == Some(Op::FakeQuant) {
+            if matches!(node.op(), Some(Op::FakeQuant | Op::FakeQuantLsq)) {
                 stack.push(g.operands(id)[0]);
             } else {
                 stack.extend(g.operands(id));
