@@ -213,6 +213,7 @@ pub fn site_values_images(
         batch_size: pick.batch_size,
         batches: pick.batches,
         scale: pick.pixel_scale.factor(data.train.max_pixel()),
+        bar: None,
     };
     site_values(model, store, &source, executor, bins)
 }
