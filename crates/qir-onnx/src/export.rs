@@ -13,6 +13,7 @@
 //! | `conv2d` | Conv |
 //! | `batch_norm` | BatchNormalization |
 //! | `relu`, `sigmoid`, `tanh`, `relu6` | Relu, Sigmoid, Tanh, Clip [0, 6] |
+//! | a general clamp as the importer composes it | Clip (see `clip.rs`) |
 //! | `max_pool2d`, `avg_pool2d`, `global_avg_pool`, `reduce_mean` | MaxPool, AveragePool, GlobalAveragePool, ReduceMean |
 //! | `flatten`, `reshape`, `transpose`, `concat` | Flatten, Reshape (constant shape), Transpose, Concat |
 //! | `softmax`, `log_softmax` | Softmax, LogSoftmax |
@@ -263,6 +264,8 @@ pub(crate) struct Exporter<'a> {
     out: GraphProto,
     /// Values of declarations and frozen quantization parameters, evaluated on demand.
     consts: HashMap<NodeId, Tensor>,
+    /// General clamps in the importer's composition, by their last node.
+    clamps: HashMap<NodeId, crate::clip::Clamp>,
 }
 
 impl Exporter<'_> {
@@ -384,6 +387,29 @@ impl Exporter<'_> {
         let Some(inst) = self.g.node(id).inst().cloned() else {
             return self.declaration(id);
         };
+        if let Some(c) = self.clamps.get(&id).cloned() {
+            let out = self.name(id).to_string();
+            let x = self.name(c.x).to_string();
+            let elem = self.g.ty(id).elem.clone();
+            let bound = |ex: &mut Self, v: Option<f64>, what: &str| -> String {
+                match v {
+                    Some(v) => {
+                        let t = Tensor::new(vec![], Data::from_f64(&elem, &[v])).expect("scalar");
+                        ex.initializer(&format!("{out}.{what}"), &t)
+                    }
+                    None => String::new(),
+                }
+            };
+            let lo = bound(self, c.lo, "min");
+            let hi = bound(self, c.hi, "max");
+            let ins: Vec<&str> = if hi.is_empty() {
+                vec![&x, &lo]
+            } else {
+                vec![&x, &lo, &hi]
+            };
+            self.node("Clip", &ins, &out, vec![]);
+            return Ok(());
+        }
         let out = self.name(id).to_string();
         let operands = self.g.operands(id);
         let ins: Vec<String> = operands.iter().map(|o| self.name(*o).to_string()).collect();
@@ -626,11 +652,16 @@ pub fn export(g: &Graph, weights: &BTreeMap<String, Tensor>) -> XResult<ModelPro
         .topo_order()
         .map_err(|_| ExportError::Graph("the graph has a cycle".into()))?;
     // what the outputs need
+    let clamps = crate::clip::find(g);
     let mut live: HashSet<NodeId> = HashSet::new();
     let mut stack: Vec<NodeId> = g.outputs().iter().map(|o| o.value).collect();
     while let Some(id) = stack.pop() {
         if live.insert(id) {
             let node = g.node(id);
+            if let Some(c) = clamps.get(&id) {
+                stack.push(c.x);
+                continue;
+            }
             // the parameters of a fake quantization are frozen: their inputs are not exported
             if matches!(node.op(), Some(Op::FakeQuant | Op::FakeQuantLsq)) {
                 stack.push(g.operands(id)[0]);
@@ -649,6 +680,7 @@ pub fn export(g: &Graph, weights: &BTreeMap<String, Tensor>) -> XResult<ModelPro
             ..Default::default()
         },
         consts: HashMap::new(),
+        clamps,
     };
     // anonymous values take the numbers they print with (`%0` is ONNX value `0`)
     for (id, n) in qir::print::value_names(g) {

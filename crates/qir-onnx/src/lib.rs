@@ -120,6 +120,7 @@
 #![warn(missing_docs)]
 
 mod attrs;
+mod clip;
 pub mod error;
 pub mod export;
 mod import;
