@@ -606,6 +606,86 @@ const UNUSED: &str = "graph @unused {\n  input %x: f32[B, 64]\n  param %w: f32[1
 const FILL: &str = "graph @fill {\n  input %x: f32[B, 64]\n  const %c: f32[100000, 100000] = fill(1.0)\n  %y = relu(%x) : f32[B, 64]\n  output y = %y\n}\n";
 const PAD: &str = "graph @pad {\n  input %x: f32[B, 1, 8, 8]\n  param %w: f32[1, 1, 3, 3] = kaiming_uniform\n  param %b: f32[1] = zeros\n  %y = conv2d(%x, %w, %b) {padding = [1000000, 1000000, 1000000, 1000000]} : f32[B, 1, 2000006, 2000006]\n  output y = %y\n}\n";
 
+/// The memory check counts the values live at once, not only the largest: ten values of
+/// 4 MB that are all read at the end need 40 MB, while a chain of ten needs two at a time.
+#[test]
+fn the_memory_check_counts_the_values_live_at_once() {
+    let fan = {
+        let mut t = String::from("graph @fan {\n  input %x: f32[B, 1000]\n");
+        for i in 0..10 {
+            t.push_str(&format!("  %y{i} = mul(%x, %x) : f32[B, 1000]\n"));
+        }
+        let mut acc = "%y0".to_string();
+        for i in 1..10 {
+            t.push_str(&format!("  %s{i} = add({acc}, %y{i}) : f32[B, 1000]\n"));
+            acc = format!("%s{i}");
+        }
+        t.push_str(&format!("  output y = {acc}\n}}\n"));
+        t
+    };
+    let chain = {
+        let mut t = String::from("graph @chain {\n  input %x: f32[B, 1000]\n");
+        let mut prev = "%x".to_string();
+        for i in 0..19 {
+            t.push_str(&format!("  %c{i} = mul({prev}, {prev}) : f32[B, 1000]\n"));
+            prev = format!("%c{i}");
+        }
+        t.push_str(&format!("  output y = {prev}\n}}\n"));
+        t
+    };
+    let dir = tmp_with(&[("fan.qir", fan.as_bytes()), ("chain.qir", chain.as_bytes())]);
+    let d = dir.path();
+    let x = qir::Tensor::f32(vec![1000, 1000], vec![0.5; 1_000_000]).unwrap();
+    runtime::io::write_npy(&d.join("x.npy"), &x).unwrap();
+    for backend in ["jit", "interp"] {
+        let run = qatc_in(
+            d,
+            &[
+                "run",
+                "fan.qir",
+                "-i",
+                "x=x.npy",
+                "--max-memory",
+                "30M",
+                "--backend",
+                backend,
+                "-o",
+                "y.npz",
+            ],
+            None,
+        );
+        // 11 values of 4 MB at the peak (ten products and a sum), whichever is last
+        assert_eq!(run.code, Some(1), "{}", run.all());
+        assert!(
+            run.stderr
+                .starts_with("error: the values live at once after %")
+                && run.stderr.ends_with(
+                    " with B = 1000 needs 44.0 MB, more than the --max-memory limit (30.0 MB)\n"
+                ),
+            "{backend}: {}",
+            run.stderr
+        );
+        // 19 values of 4 MB (76 MB in all), two alive at a time
+        let run = qatc_in(
+            d,
+            &[
+                "run",
+                "chain.qir",
+                "-i",
+                "x=x.npy",
+                "--max-memory",
+                "30M",
+                "--backend",
+                backend,
+                "-o",
+                "y.npz",
+            ],
+            None,
+        );
+        assert_eq!(run.code, Some(0), "{backend}: {}", run.all());
+    }
+}
+
 /// Huge declarations and intermediates used to abort `run` and `train` with `memory
 /// allocation of ... failed` (exit 134): now an error naming the value and its size,
 /// on both executors, before anything that large is allocated.

@@ -185,35 +185,97 @@ pub fn check_declarations(g: &Graph, missing: &dyn Fn(&str) -> bool) -> Result<(
     Ok(())
 }
 
-/// Checks every value of `g` with the symbolic dimensions of `bindings` against the
-/// budget: the largest one alone must fit (the store is already allocated, and counted
-/// in the memory available).
+/// Checks the values of `g` with the symbolic dimensions of `bindings` against the
+/// budget (the store is already allocated, and counted in the memory available): the
+/// largest one alone must fit, and so must the values live at once when each is freed
+/// after its last use (computed only when all values together would not fit, so the
+/// common case costs one pass over the nodes).
 pub fn check_values(g: &Graph, bindings: &crate::Bindings) -> Result<(), ExecError> {
     let (limit, source) = budget();
+    let limit128 = u128::from(limit);
     let sym = |s: &str| bindings.get(s).copied();
-    let largest = g
+    let sizes: Vec<(u128, qir::NodeId)> = g
         .node_ids()
         .into_iter()
         .filter(|&id| matches!(g.node(id).kind, NodeKind::Op(_)))
         .map(|id| (type_bytes(g.ty(id), &sym), id))
-        .max_by_key(|&(b, _)| b);
-    match largest {
-        Some((size, id)) if size > u128::from(limit) => {
-            let at = if bindings.is_empty() {
-                String::new()
-            } else {
-                let b: Vec<String> = bindings.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-                format!(" with {}", b.join(", "))
-            };
-            Err(over(
-                format!("value {}: {}{at}", g.describe(id), g.ty(id)),
-                size,
+        .collect();
+    let at = || {
+        if bindings.is_empty() {
+            String::new()
+        } else {
+            let b: Vec<String> = bindings.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            format!(" with {}", b.join(", "))
+        }
+    };
+    if let Some(&(size, id)) = sizes.iter().max_by_key(|&&(b, _)| b)
+        && size > limit128
+    {
+        return Err(over(
+            format!("value {}: {}{}", g.describe(id), g.ty(id), at()),
+            size,
+            limit,
+            source,
+        ));
+    }
+    let total = sizes.iter().fold(0u128, |a, &(b, _)| a.saturating_add(b));
+    if total <= limit128 {
+        return Ok(());
+    }
+    if let Some((peak, id)) = peak_live(g, &sizes) {
+        if peak > limit128 {
+            return Err(over(
+                format!("the values live at once after {}{}", g.describe(id), at()),
+                peak,
                 limit,
                 source,
-            ))
+            ));
         }
-        _ => Ok(()),
     }
+    Ok(())
+}
+
+/// The largest sum of the sizes of values live at once, when values are computed in
+/// topological order and freed after their last reader (outputs and the loss are kept to
+/// the end), and the node after which it is reached.
+fn peak_live(g: &Graph, sizes: &[(u128, qir::NodeId)]) -> Option<(u128, qir::NodeId)> {
+    let order = g.topo_order().ok()?;
+    let size: std::collections::HashMap<qir::NodeId, u128> =
+        sizes.iter().map(|&(b, id)| (id, b)).collect();
+    let pos: std::collections::HashMap<qir::NodeId, usize> =
+        order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let mut last = vec![0usize; order.len()];
+    for (i, &id) in order.iter().enumerate() {
+        last[i] = i;
+        for (u, _) in g.users(id) {
+            if let Some(&p) = pos.get(&u) {
+                last[i] = last[i].max(p);
+            }
+        }
+    }
+    let kept: std::collections::HashSet<qir::NodeId> = g
+        .outputs()
+        .iter()
+        .map(|o| o.value)
+        .chain(g.loss())
+        .collect();
+    let mut frees: Vec<Vec<usize>> = vec![Vec::new(); order.len()];
+    for (i, &id) in order.iter().enumerate() {
+        if !kept.contains(&id) {
+            frees[last[i]].push(i);
+        }
+    }
+    let (mut live, mut peak) = (0u128, (0u128, order[0]));
+    for (i, &id) in order.iter().enumerate() {
+        live = live.saturating_add(*size.get(&id).unwrap_or(&0));
+        if live > peak.0 {
+            peak = (live, id);
+        }
+        for &j in &frees[i] {
+            live = live.saturating_sub(*size.get(&order[j]).unwrap_or(&0));
+        }
+    }
+    Some(peak)
 }
 
 #[cfg(test)]
