@@ -222,15 +222,15 @@ pub fn check_values(g: &Graph, bindings: &crate::Bindings) -> Result<(), ExecErr
     if total <= limit128 {
         return Ok(());
     }
-    if let Some((peak, id)) = peak_live(g, &sizes) {
-        if peak > limit128 {
-            return Err(over(
-                format!("the values live at once after {}{}", g.describe(id), at()),
-                peak,
-                limit,
-                source,
-            ));
-        }
+    if let Some((peak, id)) = peak_live(g, &sizes)
+        && peak > limit128
+    {
+        return Err(over(
+            format!("the values live at once after {}{}", g.describe(id), at()),
+            peak,
+            limit,
+            source,
+        ));
     }
     Ok(())
 }
