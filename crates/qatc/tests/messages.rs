@@ -217,4 +217,14 @@ fn help_describes_the_tool_and_lists_closed_sets() {
     ]);
     assert_eq!(run.code, Some(1), "{}", run.all());
     assert!(run.stderr.contains("possible values"), "{}", run.stderr);
+    // the scheme is a preset or a file: every command that takes one lists the presets
+    for cmd in ["train", "prepare", "convert", "bench"] {
+        let help = qatc(&[cmd, "--help"]).stdout.replace('\n', " ");
+        for (preset, _) in passes::scheme::PRESETS {
+            assert!(
+                help.contains(&format!("{preset},")) || help.contains(&format!("{preset})")),
+                "{cmd} --help does not list the preset {preset}"
+            );
+        }
+    }
 }

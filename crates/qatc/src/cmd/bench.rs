@@ -22,7 +22,8 @@ pub struct Args {
     /// Benchmark the training step (forward, backward, optimizer) instead of inference.
     #[arg(long)]
     train: bool,
-    /// Prepare the model for QAT with this scheme (a preset name or file) first.
+    /// Prepare the model for QAT with this scheme first: a preset (tflite-int8, onnx-qdq,
+    /// tensorrt, w4a8, pot, lsq) or a .toml scheme file.
     #[arg(long, value_name = "NAME|FILE")]
     scheme: Option<String>,
     /// Parameters, state and constants (safetensors), e.g. the integer tensors of

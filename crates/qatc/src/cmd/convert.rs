@@ -27,7 +27,8 @@ pub struct Args {
     /// The trained parameters and state (a checkpoint of `qatc train`).
     #[arg(long, value_name = "CKPT.safetensors")]
     weights: PathBuf,
-    /// The scheme a float model was trained with (a preset or a .toml file).
+    /// The scheme a float model was trained with: a preset (tflite-int8, onnx-qdq,
+    /// tensorrt, w4a8, pot, lsq) or a .toml scheme file.
     #[arg(long, value_name = "NAME|FILE")]
     scheme: Option<String>,
     /// Rounding of every rescaling op: half_even (fake_quant's) or half_away_from_zero.

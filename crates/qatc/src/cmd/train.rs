@@ -68,7 +68,8 @@ pub struct Args {
     /// Pixel scaling: auto (1/16 for data up to 16, else 1/255) or a divisor.
     #[arg(long, default_value = "auto")]
     pixel_scale: String,
-    /// Prepare the model for QAT with this quantization scheme (a preset name or file).
+    /// Prepare the model for QAT with this quantization scheme: a preset (tflite-int8,
+    /// onnx-qdq, tensorrt, w4a8, pot, lsq) or a .toml scheme file.
     #[arg(long, value_name = "NAME|FILE")]
     scheme: Option<String>,
     /// How observers are calibrated before training: minmax, percentile[:P], mse or none
