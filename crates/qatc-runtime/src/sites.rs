@@ -8,14 +8,15 @@
 //! histogram over those extremes and the quantization range together and counts the
 //! values outside their channel's clip points. The clip points are those of the stored
 //! range through the site's `qparams_*` rule (`scale * (qmin - zp)` and `scale * (qmax -
-//! zp)`, as `fake_quant` clips), or the stored range itself when no rule reads it.
+//! zp)`, as `fake_quant` clips), or the stored range itself when no rule reads it; for a
+//! learned step (LSQ) they are those of the trained scale and zero point.
 
-use qir::{Graph, NodeId};
+use qir::{Graph, Init, NodeId};
 use qir_exec::Store;
 
 use crate::calibrate::{
-    BatchSource, Histogram, ImageBatches, ImageSource, QSpec, batch_dependent, find_observers,
-    for_each,
+    BatchSource, Histogram, ImageBatches, ImageSource, QSpec, batch_dependent, find_learned,
+    find_observers, for_each,
 };
 use crate::data::{Dataset, Feed, shuffled};
 use crate::error::{Result, RuntimeError};
@@ -69,8 +70,9 @@ pub fn site_values(
         id: NodeId,
         axis: Option<usize>,
         clip: Vec<(f64, f64)>,
-        stored: Vec<(f64, f64)>,
-        spec: Option<QSpec>,
+        /// Scale and zero point of a per-tensor site with a known rule.
+        grid: Option<(f64, i64)>,
+        qrange: Option<(i64, i64)>,
         /// Whether the value changes with the batch (weights do not: counted once).
         varying: bool,
     }
@@ -95,13 +97,52 @@ pub fn site_values(
             .iter()
             .map(|&(lo, hi)| clip_points(lo, hi, s.qspec.as_ref()))
             .collect();
+        let grid = match (&s.qspec, stored.as_slice()) {
+            (Some(q), [(lo, hi)]) => Some(q.qparams(*lo, *hi)),
+            _ => None,
+        };
         sites.push(Site {
             name: format!("%{name}"),
             id,
             axis: s.axis,
             clip,
-            stored,
-            spec: s.qspec,
+            grid,
+            qrange: s.qspec.map(|q| (q.qmin, q.qmax)),
+            varying: varying.contains(&s.value),
+        });
+    }
+    // learned steps (LSQ): the grid is the trained scale and zero point
+    for s in find_learned(model)? {
+        let Some(name) = model.node(s.value).name.clone() else {
+            continue;
+        };
+        let (Some(id), Some(inst)) = (eval.find(&name), model.node(s.fake_quant).inst()) else {
+            continue;
+        };
+        let (Some(qmin), Some(qmax)) = (inst.int("qmin"), inst.int("qmax")) else {
+            continue;
+        };
+        let ops = model.operands(s.fake_quant);
+        let (Some(scales), Some(zps)) = (
+            value_of(model, store, ops[1]),
+            value_of(model, store, ops[2]),
+        ) else {
+            continue;
+        };
+        let zp = |c: usize| zps.get(c).or(zps.first()).copied().unwrap_or(0.0) as i64;
+        let clip = scales
+            .iter()
+            .enumerate()
+            .map(|(c, &sc)| (sc * (qmin - zp(c)) as f64, sc * (qmax - zp(c)) as f64))
+            .collect();
+        let grid = (scales.len() == 1).then(|| (scales[0], zp(0)));
+        sites.push(Site {
+            name: format!("%{name}"),
+            id,
+            axis: s.axis,
+            clip,
+            grid,
+            qrange: Some((qmin, qmax)),
             varying: varying.contains(&s.value),
         });
     }
@@ -171,22 +212,34 @@ pub fn site_values(
         .zip(hists)
         .map(|(s, (hist, clipped, total))| {
             let range = widest(&s.clip);
-            let qparams = match (&s.spec, s.stored.as_slice()) {
-                (Some(q), [(lo, hi)]) => Some(q.qparams(*lo, *hi)),
-                _ => None,
-            };
             SiteValues {
                 name: s.name,
                 hist,
                 range,
-                qparams,
-                qrange: s.spec.map(|q| (q.qmin, q.qmax)),
+                qparams: s.grid,
+                qrange: s.qrange,
                 clip: s.clip,
                 clipped,
                 total,
             }
         })
         .collect())
+}
+
+/// The values of a declaration: the store's tensor, else a dense or zero initializer.
+fn value_of(g: &Graph, store: &Store, id: NodeId) -> Option<Vec<f64>> {
+    let node = g.node(id);
+    if let Some(t) = node.name.as_deref().and_then(|n| store.get(n)) {
+        return Some(t.data.to_f64());
+    }
+    match node.init()? {
+        Init::Dense(v) => Some(v.clone()),
+        Init::Zeros => Some(vec![
+            0.0;
+            g.ty(id).shape.numel().unwrap_or(1).max(1) as usize
+        ]),
+        _ => None,
+    }
 }
 
 /// The widest ends of per-channel clip points.

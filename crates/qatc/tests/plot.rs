@@ -191,3 +191,21 @@ fn plot_overlays_runs_and_refuses_bad_ones() {
     err(&run, "--plot afile is a file; give a directory");
     assert_eq!(run.stdout, "");
 }
+
+/// Learned steps (LSQ) have no observers: their sites are drawn with the trained scale.
+#[test]
+fn lsq_sites_are_drawn_with_their_learned_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = train(d, Some("lsq"), "lsq");
+    ok(&run);
+    assert!(
+        run.stdout
+            .contains("wrote the pictures to lsq (3 curves, 5 site histogram(s))"),
+        "{}",
+        run.stdout
+    );
+    let relu = svg(&d.join("lsq/sites"), "relu1.svg");
+    assert!(relu.contains("%relu1 — 8-bit, scale"), "{relu}");
+    assert!(relu.contains("grid: every 4th of 256 levels"));
+}
