@@ -167,7 +167,11 @@ fn jit_int8_recompiles_when_baked_weights_change() {
     let compiled = |jit: &dyn Program| jit.stats()[0].plan_seconds;
     let t0 = compiled(jit.as_ref());
     assert_eq!(jit.run(&mut store, &inputs).unwrap().outputs, first.outputs);
-    assert_eq!(compiled(jit.as_ref()), t0, "an unchanged store is not recompiled");
+    assert_eq!(
+        compiled(jit.as_ref()),
+        t0,
+        "an unchanged store is not recompiled"
+    );
 
     // change the weights in place: the JIT follows, and agrees with the interpreter
     if let Data::I8(w) = &mut store.get_mut("wq").unwrap().data {
