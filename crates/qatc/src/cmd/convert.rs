@@ -1,6 +1,7 @@
 //! `qatc convert MODEL.qir --weights CKPT.safetensors [--scheme S] -o MODEL.int8.qir`:
 //! converts a trained QAT model to an integer-only model — the `convert` named pipeline
-//! (freeze-observers, bind-state, convert-integer, canonicalize) — and writes the integer
+//! (freeze-observers, bind-state, the lowering passes from strip-training to
+//! lower-rescale-ops, simplify, canonicalize) — and writes the integer
 //! model and, next to it, its integer tensors (safetensors: i8 weights, i32 biases) as
 //! `MODEL.int8.safetensors` (or `--weights-out`). `eval`, `run` and `bench` take the pair
 //! (`--weights MODEL.int8.safetensors`).
