@@ -127,7 +127,7 @@ impl Lower<'_> {
         if !zero {
             return Err(err(g, id, "weights with non-zero zero points are not supported"));
         }
-        if q.storage != Storage::I8 {
+        if !matches!(q.storage, Storage::I4 | Storage::I8) {
             return Err(err(g, id, format!("weight range [{}, {}] does not fit i8", q.qmin, q.qmax)));
         }
         let out_ch = self.rb.out.ty(wq).shape.as_fixed().and_then(|d| d.first().copied()).unwrap_or(0) as usize;

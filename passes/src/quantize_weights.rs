@@ -13,13 +13,23 @@
 //! Exact: the integers are the fake-quant's own (f32 inverse scale, ties to even, clamped;
 //! LSQ zero points rounded and clamped as its forward does) and `dequantize` computes its
 //! `(q - z) * s` in f32, so the model's values do not change. Per channel when the
-//! fake-quant was (the scales in a constant `%<w>.scales`), else per tensor. Weights whose
-//! quantization parameters are not constants yet (`fold-constants` first), with per-channel
-//! non-zero zero points, or with a range wider than 8 bits are left as they are.
+//! fake-quant was (the scales in a constant `%<w>.scales`), else per tensor; stored as `i4`
+//! for 4-bit ranges (w4a8), else `i8` or `u8`. Weights whose quantization parameters are
+//! not constants yet (`fold-constants` first), with per-channel non-zero zero points, or
+//! with a range wider than 8 bits are left as they are.
 
 use qir::{ElemType, Graph, Init, NodeId, Op, QuantParams, QuantType, Shape, Type};
 
 use crate::lowering::{Ct, Rebuild, const_values, err, storage_8bit};
+
+/// The storage of a weight range: `i4` for [-8, 7] and narrower, else 8 bits.
+fn storage_4_or_8bit(qmin: i64, qmax: i64) -> Option<qir::Storage> {
+    if qmin >= -8 && qmax <= 7 {
+        Some(qir::Storage::I4)
+    } else {
+        storage_8bit(qmin, qmax)
+    }
+}
 use crate::options::{OptionError, Options};
 use crate::pass::{Changed, Pass, PassDef, PassError, PassInfo};
 
@@ -111,7 +121,8 @@ pub fn quantize_weights(g: &Graph) -> Result<Option<Graph>, PassError> {
             None => None,
         };
         let per_axis = axis.is_some() && scales.len() > 1;
-        let storage = match storage_8bit(qmin, qmax) {
+        // 4-bit ranges are stored as i4 (packed two per byte in tensor files)
+        let storage = match storage_4_or_8bit(qmin, qmax) {
             Some(s) if !(per_axis && zps.iter().any(|&z| z != 0)) => s,
             _ => {
                 rb.copy(id)?;
