@@ -357,7 +357,7 @@ impl LearnedInit {
 
 /// The nodes whose values change from batch to batch: the inputs and everything computed
 /// from them.
-fn batch_dependent(g: &Graph) -> Result<HashSet<NodeId>> {
+pub(crate) fn batch_dependent(g: &Graph) -> Result<HashSet<NodeId>> {
     let order = g.topo_order().map_err(|cycle| {
         RuntimeError::Graph(format!(
             "graph @{} has a cycle through {}",
@@ -757,13 +757,15 @@ impl BatchSource for Vec<Inputs> {
 }
 
 /// The first batches of a shuffle of an image set, assembled on the fly.
-struct ImageSource<'a> {
-    feed: Feed,
-    set: &'a ImageSet,
-    order: Vec<usize>,
-    batch_size: usize,
-    batches: usize,
-    scale: f32,
+pub(crate) struct ImageSource<'a> {
+    pub(crate) feed: Feed,
+    pub(crate) set: &'a ImageSet,
+    pub(crate) order: Vec<usize>,
+    pub(crate) batch_size: usize,
+    pub(crate) batches: usize,
+    pub(crate) scale: f32,
+    /// Advanced by one per batch run.
+    pub(crate) bar: Option<indicatif::ProgressBar>,
 }
 
 impl BatchSource for ImageSource<'_> {
@@ -774,6 +776,9 @@ impl BatchSource for ImageSource<'_> {
         prefetched(batches, 2, |it| {
             for b in it.take(self.batches) {
                 f(&b?.inputs)?;
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                }
             }
             Ok(())
         })
@@ -790,6 +795,20 @@ pub fn calibrate_images(
     config: &CalibrationConfig,
     executor: &dyn Executor,
 ) -> Result<CalibrationReport> {
+    calibrate_images_with_progress(g, store, data, pick, config, executor, false)
+}
+
+/// [`calibrate_images`] with a progress bar of the batches run (a histogram method runs
+/// them twice) on standard error when `progress` is set and standard error is a terminal.
+pub fn calibrate_images_with_progress(
+    g: &Graph,
+    store: &mut Store,
+    data: &Dataset,
+    pick: &ImageBatches,
+    config: &CalibrationConfig,
+    executor: &dyn Executor,
+    progress: bool,
+) -> Result<CalibrationReport> {
     if pick.batches == 0 {
         return Err(RuntimeError::Config(
             "calibration needs at least one batch".into(),
@@ -802,12 +821,33 @@ pub fn calibrate_images(
         batch_size: pick.batch_size,
         batches: pick.batches,
         scale: pick.pixel_scale.factor(data.train.max_pixel()),
+        bar: None,
     };
-    calibrate(g, store, &source, config, executor)
+    let passes = if matches!(config.method, Method::MinMax) {
+        1
+    } else {
+        2
+    };
+    let bar = crate::eval::progress_bar(
+        progress,
+        (pick.batches * passes) as u64,
+        "calibration batches",
+    );
+    let source = ImageSource {
+        bar: Some(bar.clone()),
+        ..source
+    };
+    let report = calibrate(g, store, &source, config, executor);
+    bar.finish_and_clear();
+    report
 }
 
 /// Calls `f(channel, value)` for every element of `t`, the channel taken along `axis`.
-fn for_each(t: &Tensor, axis: Option<usize>, mut f: impl FnMut(usize, f64)) -> Result<()> {
+pub(crate) fn for_each(
+    t: &Tensor,
+    axis: Option<usize>,
+    mut f: impl FnMut(usize, f64),
+) -> Result<()> {
     let (c, inner) = match axis {
         None => (1, 1),
         Some(a) => {

@@ -215,6 +215,20 @@ pub fn evaluate_model(
     evaluate_model_with_progress(g, store, data, pixel_scale, batch_size, executor, false)
 }
 
+/// A progress bar of `len` `what` on standard error when `show` is set and standard error
+/// is a terminal (hidden otherwise).
+pub fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
+    if !(show && std::io::stderr().is_terminal()) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    let template = format!("{{bar:30}} {{pos}}/{{len}} {what}  [{{elapsed}} < {{eta}}]");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
 /// [`evaluate_model`] with a progress bar of the test examples on standard error when
 /// `progress` is set and standard error is a terminal.
 pub fn evaluate_model_with_progress(
@@ -229,20 +243,7 @@ pub fn evaluate_model_with_progress(
     let feed = Feed::for_graph(g, data.test.example_dims())?;
     let scale = pixel_scale.factor(data.train.max_pixel());
     let mut prog = executor.prepare(&eval_graph(g)?, &[])?;
-    let bar = if progress && std::io::stderr().is_terminal() {
-        let bar = ProgressBar::with_draw_target(
-            Some(data.test.len() as u64),
-            ProgressDrawTarget::stderr(),
-        );
-        if let Ok(style) =
-            ProgressStyle::with_template("{bar:30} {pos}/{len} test examples  [{elapsed} < {eta}]")
-        {
-            bar.set_style(style);
-        }
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(progress, data.test.len() as u64, "test examples");
     let ev = evaluate_with_progress(
         prog.as_mut(),
         store,

@@ -43,6 +43,7 @@ pub mod io;
 pub mod metrics;
 pub mod replica;
 pub mod schedule;
+pub mod sites;
 pub mod train;
 
 pub use error::{Result, RuntimeError};

@@ -39,8 +39,8 @@ use passes::grad::{BnMode, Grad, GradOptions, Optimizer};
 use passes::{ConfigError, OptValue, Pass, PassManager, PassSpec, Pipeline};
 
 use crate::calibrate::{
-    CalibrationConfig, CalibrationReport, ImageBatches, calibrate_images, find_learned,
-    find_observers,
+    CalibrationConfig, CalibrationReport, ImageBatches, calibrate_images_with_progress,
+    find_learned, find_observers,
 };
 use crate::data::{Dataset, Feed, PixelScale, prefetched, shuffled};
 use crate::error::{Result, RuntimeError};
@@ -655,13 +655,14 @@ impl Trainer {
             seed: self.config.seed,
             pixel_scale: self.config.pixel_scale,
         };
-        calibrate_images(
+        calibrate_images_with_progress(
             &self.model,
             &mut self.store,
             data,
             &pick,
             &setup.config,
             self.executor.as_ref(),
+            self.config.progress && self.rank == 0,
         )
     }
 

@@ -103,8 +103,12 @@ pub fn write_atomic(path: &Path, text: &str) -> CmdResult {
     runtime::io::write_atomic(path, text.as_bytes()).or_else(|e| fail(e.to_string()))
 }
 
-/// True if `a` and `b` name the same existing file (after symbolic links; hard links too).
+/// True if `a` and `b` name the same existing file (after symbolic links; hard links
+/// too), or are the same path (two outputs that do not exist yet).
 fn same_file(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

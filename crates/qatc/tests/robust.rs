@@ -177,6 +177,109 @@ fn outputs_that_are_inputs_are_refused() {
     assert_eq!(run.code, Some(0), "{}", run.all());
 }
 
+/// convert, export and import check their outputs against their inputs (and each other)
+/// before any work, as the other commands do.
+#[test]
+fn conversion_outputs_that_are_inputs_are_refused() {
+    let dir = workspace();
+    let d = dir.path();
+    let run = qatc_in(
+        d,
+        &["prepare", "m.qir", "--scheme", "tflite-int8", "-o", "q.qir"],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    let calibrate = [
+        "calibrate",
+        "q.qir",
+        "--data",
+        "data",
+        "--batches",
+        "1",
+        "-o",
+        "w.st",
+    ];
+    let run = qatc_in(d, &calibrate, None);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    let (model, w) = (read(d, "q.qir"), read(d, "w.st"));
+    let refused = |flag: &str, file: &str, what: &str| {
+        format!(
+            "{flag} {file} is {what}: qatc does not overwrite its inputs; choose another output file"
+        )
+    };
+    let run = qatc_in(
+        d,
+        &["convert", "q.qir", "--weights", "w.st", "-o", "w.st"],
+        None,
+    );
+    assert_error(&run, &refused("-o", "w.st", "the --weights file"));
+    let run = qatc_in(
+        d,
+        &["convert", "q.qir", "--weights", "w.st", "-o", "q.qir"],
+        None,
+    );
+    assert_error(&run, &refused("-o", "q.qir", "the model"));
+    // the tensor file beside the output: its default name, and the one given
+    std::fs::copy(d.join("w.st"), d.join("int.safetensors")).unwrap();
+    let run = qatc_in(
+        d,
+        &[
+            "convert",
+            "q.qir",
+            "--weights",
+            "int.safetensors",
+            "-o",
+            "int.qir",
+        ],
+        None,
+    );
+    assert_error(
+        &run,
+        &refused("--weights-out", "int.safetensors", "the --weights file"),
+    );
+    let run = qatc_in(
+        d,
+        &[
+            "convert",
+            "q.qir",
+            "--weights",
+            "w.st",
+            "-o",
+            "i.qir",
+            "--weights-out",
+            "i.qir",
+        ],
+        None,
+    );
+    assert_error(&run, &refused("--weights-out", "i.qir", "the -o file"));
+    let run = qatc_in(
+        d,
+        &["export", "q.qir", "--weights", "w.st", "-o", "w.st"],
+        None,
+    );
+    assert_error(&run, &refused("-o", "w.st", "the --weights file"));
+    // import checks before it reads the model
+    std::fs::write(d.join("x.onnx"), b"not a model").unwrap();
+    let run = qatc_in(d, &["import", "x.onnx", "-o", "x.onnx"], None);
+    assert_error(&run, &refused("-o", "x.onnx", "the model"));
+    let run = qatc_in(
+        d,
+        &["import", "x.onnx", "-o", "y.qir", "--weights", "y.qir"],
+        None,
+    );
+    assert_error(&run, &refused("--weights", "y.qir", "the -o file"));
+    assert_eq!(read(d, "q.qir"), model);
+    assert_eq!(read(d, "w.st"), w);
+    assert_eq!(std::fs::read(d.join("x.onnx")).unwrap(), b"not a model");
+    // and a good conversion still goes through
+    let run = qatc_in(
+        d,
+        &["convert", "q.qir", "--weights", "w.st", "-o", "i.qir"],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{}", run.all());
+}
+
 #[test]
 fn a_bad_output_location_fails_before_training() {
     let dir = workspace();
@@ -619,8 +722,8 @@ fn huge_tensors_are_refused_with_their_size() {
 const FQ: &str = "graph @fq {\n  input %x: f32[B, 4]\n  const %s: f32[] = fill(0.0)\n  const %z: i32[] = zeros\n  %y = fake_quant(%x, %s, %z) {qmin = -128, qmax = 127} : f32[B, 4]\n  output y = %y\n}\n";
 
 /// A constant scale of 0, -1 or inf made `fake_quant` return NaN or garbage with exit 0:
-/// the verifier rejects it with a location, and a scale fed or stored is checked at run
-/// time, naming the op, on both executors (computed scales: by the interpreter).
+/// the verifier rejects it with a location, and a scale fed, stored or computed is checked
+/// at run time, naming the op, on both executors.
 #[test]
 fn fake_quant_scales_must_be_positive_and_finite() {
     let neg = FQ.replace("fill(0.0)", "fill(-1.0)");
@@ -680,6 +783,50 @@ fn fake_quant_scales_must_be_positive_and_finite() {
             &format!("%y: 'fake_quant' the scale is {shown}: scales must be positive and finite"),
         );
     }
+    // scales the graph computes (here the square of an input), per tensor and per channel:
+    // the same message from both executors
+    let computed = "graph @fq {\n  input %x: f32[B, 4]\n  input %t: f32[4]\n  const %z: i32[4] = zeros\n  %s = mul(%t, %t) : f32[4]\n  %y = fake_quant(%x, %s, %z) {qmin = -128, qmax = 127, axis = 1} : f32[B, 4]\n  output y = %y\n}\n";
+    std::fs::write(d.join("computed.qir"), computed).unwrap();
+    for (t, shown) in [
+        ([1.0f32, 2.0, 0.0, 1.0], "the scale of channel 2 is 0"),
+        (
+            [1.0, f32::INFINITY, 1.0, 1.0],
+            "the scale of channel 1 is inf",
+        ),
+        ([f32::NAN, 1.0, 1.0, 1.0], "the scale of channel 0 is NaN"),
+    ] {
+        let tt = qir::Tensor::f32(vec![4], t.to_vec()).unwrap();
+        runtime::io::write_npy(&d.join("t.npy"), &tt).unwrap();
+        for backend in ["jit", "interp"] {
+            let run = qatc_in(
+                d,
+                &[
+                    "run",
+                    "computed.qir",
+                    "-i",
+                    "x=x.npy",
+                    "-i",
+                    "t=t.npy",
+                    "--backend",
+                    backend,
+                ],
+                None,
+            );
+            assert_error(
+                &run,
+                &format!("%y: 'fake_quant' {shown}: scales must be positive and finite"),
+            );
+        }
+    }
+    // and good computed scales run
+    let tt = qir::Tensor::f32(vec![4], vec![0.1, 0.2, 0.3, 0.4]).unwrap();
+    runtime::io::write_npy(&d.join("t.npy"), &tt).unwrap();
+    let run = qatc_in(
+        d,
+        &["run", "computed.qir", "-i", "x=x.npy", "-i", "t=t.npy"],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{}", run.all());
 }
 
 /// A chain of 8,000 `relu`s through `fuse`: egg's extractor swept every class once per
@@ -715,4 +862,36 @@ fn egraph_passes_grow_about_linearly() {
             _ => assert_eq!(relus, 1),
         }
     }
+    // the time limit bounds the whole pass (conversions and extraction included), up to
+    // one search iteration: 300 ms on a chain whose search alone takes longer
+    let run = qatc_in(
+        dir.path(),
+        &[
+            "opt",
+            "chain.qir",
+            "--passes",
+            "simplify{time-limit-ms=300}",
+            "--time-passes",
+            "-o",
+            "limited.qir",
+        ],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    assert!(
+        run.stderr.contains("stopped by the time limit"),
+        "{}",
+        run.stderr
+    );
+    let seconds: f64 = run
+        .stderr
+        .lines()
+        .find(|l| l.trim_end().ends_with(" simplify"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no time for simplify in: {}", run.stderr));
+    assert!(
+        seconds < 0.9,
+        "simplify took {seconds} s with a 300 ms limit"
+    );
 }

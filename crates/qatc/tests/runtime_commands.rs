@@ -217,10 +217,23 @@ fn grad_errors() {
     .unwrap();
     let run = qatc(&["grad", &s(&m)]);
     assert_one_line_error(&run, "pass 'grad' failed: the graph has no loss");
+    // closed sets are clap value enums: the usage error lists the values
     let run = qatc(&["grad", &digits_mlp(), "--optimizer", "lion"]);
-    assert_one_line_error(
-        &run,
-        "unknown optimizer 'lion' (valid: sgd, momentum, adam, adamw, none)",
+    assert_ne!(run.code, Some(0), "{}", run.all());
+    assert!(
+        run.stderr
+            .starts_with("error: invalid value 'lion' for '--optimizer <OPTIMIZER>'")
+            && run
+                .stderr
+                .contains("[possible values: sgd, momentum, adam, adamw, none]"),
+        "{}",
+        run.stderr
+    );
+    let run = qatc(&["grad", &digits_mlp(), "--bn", "eval"]);
+    assert!(
+        run.stderr.contains("[possible values: train, frozen]"),
+        "{}",
+        run.stderr
     );
     let run = qatc(&[
         "grad",

@@ -135,6 +135,7 @@ impl Imports {
             ("qatc_pow2_ceil", vec![f32t], Some(f32t)),
             ("qatc_fmaf", vec![f32t, f32t, f32t], Some(f32t)),
             ("qatc_adam_correction", vec![f64t, f32t], Some(f32t)),
+            ("qatc_check_scales", vec![ptr, i64t], Some(types::I32)),
         ];
         for (name, p, r) in list {
             let s = sig(module, &p, r);
@@ -344,6 +345,18 @@ fn emit_entry(
                 let n = b.ins().iconst(types::I64, *n as i64);
                 let m = b.ins().iconst(types::I64, *is_max as i64);
                 b.ins().call(f, &[a, p, n, m, o]);
+            }
+            Step::CheckScale { loc, n, .. } => {
+                let f = im.get(module, b.func, "qatc_check_scales");
+                let p = addr(b, ctx, *loc, ptr);
+                let n = b.ins().iconst(types::I64, *n as i64);
+                let call = b.ins().call(f, &[p, n]);
+                let status = b.inst_results(call)[0];
+                let s64 = b.ins().uextend(types::I64, status);
+                let code = b.ins().bor_imm_s(s64, code_base);
+                let cont = b.create_block();
+                b.ins().brif(status, fail, &[code.into()], cont, &[]);
+                b.switch_to_block(cont);
             }
             Step::CheckLoss(loc) => {
                 let p = addr(b, ctx, *loc, ptr);

@@ -139,6 +139,16 @@ pub enum Step {
     /// Stop with an error unless the f32 loss at `loc` is finite (before anything is
     /// written to the store).
     CheckLoss(Loc),
+    /// Stop with an error unless the `n` f32 scales at `loc`, computed by the graph for a
+    /// fake-quant op (`op`), are positive and finite (as the interpreter checks them).
+    CheckScale {
+        /// The scales.
+        loc: Loc,
+        /// How many.
+        n: usize,
+        /// The fake-quant op's mnemonic, for the message.
+        op: &'static str,
+    },
 }
 
 /// What an io-table entry points at.
@@ -245,6 +255,9 @@ impl Plan {
                     if *is_max { "max" } else { "min" }
                 ),
                 Step::CheckLoss(_) => "check the loss is finite".into(),
+                Step::CheckScale { n, op, .. } => {
+                    format!("check the {n} scale(s) of {op} {}", self.step_labels[i])
+                }
             };
             let _ = writeln!(s, "  {i:4}  {what}");
         }
@@ -288,6 +301,8 @@ pub struct Roots {
     pub updates: Vec<(NodeId, NodeId)>,
     /// Fetched values.
     pub fetch: Vec<NodeId>,
+    /// Scales computed by the graph for a fake-quant op: (scale, the fake-quant).
+    pub scales: Vec<(NodeId, NodeId)>,
 }
 
 impl Roots {
@@ -302,6 +317,19 @@ impl Roots {
             loss: g.loss(),
             updates: g.updates().iter().map(|u| (u.target, u.value)).collect(),
             fetch: fetch.to_vec(),
+            scales: g
+                .node_ids()
+                .into_iter()
+                .filter(|&id| {
+                    g.node(id)
+                        .op()
+                        .is_some_and(|op| op.class() == qir::OpClass::FakeQuant)
+                })
+                .filter_map(|id| {
+                    let s = *g.operands(id).get(1)?;
+                    g.node(s).inst().is_some().then_some((s, id))
+                })
+                .collect(),
         }
     }
     /// Every node the run must compute.
@@ -421,6 +449,18 @@ pub fn plan(g: &Graph, low: &Lowered, roots: &Roots, threads: usize) -> Result<P
     for &id in &roots.fetch {
         is_root[val(id)?] = true;
     }
+    // computed scales the run checks (those the lowering kept: a fake-quant nothing needs
+    // is not lowered)
+    let mut scale_checks: Vec<(LId, NodeId)> = Vec::new();
+    for &(s, fq) in &roots.scales {
+        if let Some(&sl) = low.values.get(&s)
+            && low.values.contains_key(&fq)
+            && lg.nodes[sl].dtype == crate::dtype::DType::F32
+        {
+            is_root[sl] = true;
+            scale_checks.push((sl, fq));
+        }
+    }
     for &(_, v) in &roots.updates {
         is_root[val(v)?] = true;
     }
@@ -527,6 +567,15 @@ pub fn plan(g: &Graph, low: &Lowered, roots: &Roots, threads: usize) -> Result<P
             let ll = loc[base[val(l)?]].ok_or("the loss is not placed")?;
             steps.push((Step::CheckLoss(ll), g.describe(l)));
         }
+        for &(sl, fq) in &scale_checks {
+            if unit_of[base[sl]] == u
+                && let Some(sloc) = loc[base[sl]]
+            {
+                let n: usize = lg.nodes[sl].dims.iter().product();
+                let op = g.node(fq).op().map_or("fake_quant", |o| o.mnemonic());
+                steps.push((Step::CheckScale { loc: sloc, n, op }, g.describe(fq)));
+            }
+        }
     }
 
     // Resolve arena offsets.
@@ -586,6 +635,11 @@ pub fn plan(g: &Graph, low: &Lowered, roots: &Roots, threads: usize) -> Result<P
                 out: fix(out),
             },
             Step::CheckLoss(l) => Step::CheckLoss(fix(l)),
+            Step::CheckScale { loc, n, op } => Step::CheckScale {
+                loc: fix(loc),
+                n,
+                op,
+            },
             s @ Step::Loop(_) => s,
         };
         step_list.push(s);
@@ -1025,5 +1079,6 @@ pub fn step_kind(s: &Step, plan: &Plan) -> String {
         | Step::FinishSum { .. }
         | Step::FinishExtreme { .. } => "reduce setup".into(),
         Step::CheckLoss(_) => "loss check".into(),
+        Step::CheckScale { .. } => "scale check".into(),
     }
 }

@@ -319,9 +319,19 @@ impl Program for JitProgram {
                         .find(name)
                         .ok_or_else(|| ExecError::Store(format!("%{name} is not in the graph")))?;
                     let dt = DType::of(&graph.ty(id).elem).map_err(ExecError::Unsupported)?;
-                    let t = store
-                        .get_mut(name)
-                        .ok_or_else(|| ExecError::Store(format!("%{name} is not in the store")))?;
+                    let missing = || ExecError::Store(format!("%{name} is not in the store"));
+                    // only a value the code writes is taken mutably (which moves its store
+                    // version); the others are read through a shared borrow, so that
+                    // weights baked into the code are not compared again next run
+                    let read_only = !plan.in_place.iter().any(|n| n == name);
+                    if read_only {
+                        let t = store.get(name).ok_or_else(missing)?;
+                        if dt.matches(&t.data) {
+                            io.push(data_ptr(&t.data).0 as *mut u8);
+                            continue;
+                        }
+                    }
+                    let t = store.get_mut(name).ok_or_else(missing)?;
                     if !dt.matches(&t.data) {
                         if let (DType::F32, Data::F64(v)) = (dt, &t.data) {
                             // the JIT runs f32: the store keeps the value in its type
@@ -375,6 +385,28 @@ impl Program for JitProgram {
                 return Err(ExecError::Loss {
                     node: label,
                     value: v,
+                });
+            }
+            if let Some(crate::plan::Step::CheckScale { loc, n, op }) = plan.steps.get(step) {
+                // the interpreter's message, with the first bad scale
+                // SAFETY: the plan placed n f32 scales at loc.
+                let s = unsafe { std::slice::from_raw_parts(ctx.ptr(*loc) as *const f32, *n) };
+                let (c, v) = s
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+                    .map_or((0, f32::NAN), |(c, v)| (c, *v));
+                let which = if *n > 1 {
+                    format!("the scale of channel {c}")
+                } else {
+                    "the scale".to_string()
+                };
+                return Err(ExecError::Node {
+                    node: label,
+                    message: format!(
+                        "'{op}' {which} is {}: scales must be positive and finite",
+                        v as f64
+                    ),
                 });
             }
             // the message starts with the op's mnemonic, as `ExecError::Node` promises:

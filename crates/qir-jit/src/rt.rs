@@ -111,6 +111,21 @@ pub unsafe extern "C" fn qatc_parallel_for(ctx: *const RunCtx, f: LoopFn, n: i64
     });
 }
 
+/// [`crate::kernels::status::BAD_SCALE`] if one of the `n` f32 scales at `src` is not
+/// positive and finite, else 0.
+///
+/// # Safety
+/// `src` must hold `n` f32 values.
+pub unsafe extern "C" fn qatc_check_scales(src: *const f32, n: i64) -> i32 {
+    // SAFETY: as the caller promised.
+    let s = unsafe { std::slice::from_raw_parts(src, n as usize) };
+    if s.iter().all(|v| v.is_finite() && *v > 0.0) {
+        0
+    } else {
+        crate::kernels::status::BAD_SCALE
+    }
+}
+
 /// Fills `n` f32 values at `dst` with `v`.
 ///
 /// # Safety
@@ -239,6 +254,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("qatc_parallel_for", qatc_parallel_for as *const u8),
         ("qatc_prof_step", qatc_prof_step as *const u8),
         ("qatc_fill_f32", qatc_fill_f32 as *const u8),
+        ("qatc_check_scales", qatc_check_scales as *const u8),
         ("qatc_zero_f64", qatc_zero_f64 as *const u8),
         ("qatc_finish_sum", qatc_finish_sum as *const u8),
         ("qatc_finish_extreme", qatc_finish_extreme as *const u8),

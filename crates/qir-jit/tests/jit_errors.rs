@@ -169,9 +169,44 @@ fn jit_rejects_labels_out_of_range_naming_the_op() {
     assert_stores_equal(&before, &store);
 }
 
+/// The training step of the float digits MLP (no fake-quant: a NaN input reaches the loss).
+fn digits_float_step() -> Graph {
+    let path = format!(
+        "{}/../../testdata/models/digits_mlp.qir",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let g = parse(&std::fs::read_to_string(path).unwrap());
+    runtime::train::build_step(&g, &Default::default()).unwrap()
+}
+
+/// In a QAT step a NaN input makes the observed range, so the computed scale, NaN: both
+/// executors stop at the fake-quant with the same message, before the store changes.
+#[test]
+fn jit_nan_scale_is_the_interpreters_error_and_leaves_the_store_untouched() {
+    let g = digits_step();
+    let mut store = init_store(&g, 1).unwrap();
+    let mut p = qir_jit::Jit::default().prepare(&g, &[]).unwrap();
+    p.run(&mut store, &inputs(3, 64, vec![0, 1, 2])).unwrap();
+    let before = store.clone();
+    let mut bad = inputs(3, 64, vec![0, 1, 2]);
+    let mut x = vec![0.25f32; 3 * 64];
+    x[70] = f32::NAN;
+    bad.insert("x".into(), Tensor::f32(vec![3, 64], x).unwrap());
+    let e = p.run(&mut store, &bad).unwrap_err();
+    let mut i = qir_interp::Interpreter::default().prepare(&g, &[]).unwrap();
+    let ei = i.run(&mut store.clone(), &bad).unwrap_err();
+    assert_eq!(e.to_string(), ei.to_string());
+    assert!(
+        e.to_string()
+            .contains("'fake_quant' the scale is NaN: scales must be positive and finite"),
+        "{e}"
+    );
+    assert_stores_equal(&before, &store);
+}
+
 #[test]
 fn jit_nan_loss_is_an_error_and_leaves_the_store_untouched() {
-    let g = digits_step();
+    let g = digits_float_step();
     let mut store = init_store(&g, 1).unwrap();
     // one good step first, so observers and moments hold real values
     let mut p = qir_jit::Jit::default().prepare(&g, &[]).unwrap();

@@ -184,6 +184,12 @@ pub fn conv_model_shapes(path: Path) {
         // large enough (> 2^21 multiply-accumulates) for the batch to be split over threads
         ConvGeom::new(9, 16, [13, 13], 32, [3, 3], [1, 1], [0; 4], [1, 1], 1).unwrap(),
         ConvGeom::new(9, 32, [14, 14], 32, [3, 3], [1, 1], [1; 4], [1, 1], 32).unwrap(),
+        // one input channel per group with several outputs each (the direct route): a
+        // channel multiplier of 2, a one-channel first layer with stride, padding and
+        // dilation, and 7x7 taps (past the direct route's limit: im2col)
+        ConvGeom::new(3, 4, [9, 7], 8, [3, 3], [1, 1], [1, 0, 1, 2], [1, 1], 4).unwrap(),
+        ConvGeom::new(3, 1, [17, 15], 6, [3, 2], [2, 1], [1, 1, 0, 2], [2, 1], 1).unwrap(),
+        ConvGeom::new(2, 1, [12, 12], 4, [7, 7], [1, 1], [0; 4], [1, 1], 1).unwrap(),
     ];
     for g in geoms {
         let case = ConvCase::random(&mut rng, g);

@@ -13,10 +13,11 @@
 //! | `conv2d` | Conv |
 //! | `batch_norm` | BatchNormalization |
 //! | `relu`, `sigmoid`, `tanh`, `relu6` | Relu, Sigmoid, Tanh, Clip [0, 6] |
+//! | a general clamp as the importer composes it | Clip (see `clip.rs`) |
 //! | `max_pool2d`, `avg_pool2d`, `global_avg_pool`, `reduce_mean` | MaxPool, AveragePool, GlobalAveragePool, ReduceMean |
 //! | `flatten`, `reshape`, `transpose`, `concat` | Flatten, Reshape (constant shape), Transpose, Concat |
 //! | `softmax`, `log_softmax` | Softmax, LogSoftmax |
-//! | `fake_quant` | QuantizeLinear → DequantizeLinear (see below) |
+//! | `fake_quant`, `fake_quant_lsq` | QuantizeLinear → DequantizeLinear (see below; a learned step exports its trained value) |
 //!
 //! Declarations: params and state are initializers; constants are `Constant` nodes when
 //! float (so that they import back as constants, not params), initializers otherwise.
@@ -33,6 +34,12 @@
 //! [`qir::quant`]). A range narrower than the storage type (e.g. [-127, 127]) adds an exact
 //! clamp after the DequantizeLinear: `Max`/`Min` with the dequantized bounds, which are the
 //! very f32 products DequantizeLinear computes for qmin and qmax.
+//!
+//! Integer models (the output of `qatc convert`): `quantize`, `dequantize`, `qlinear` /
+//! `qconv2d` with their `requantize`, `qadd`, `qconcat` and `qglobal_avg_pool` become the
+//! QDQ form that onnxruntime, TensorRT and OpenVINO consume, with int8 weight initializers
+//! and per-channel scales (see the `integer` module for the table and why the real
+//! numbers are the integer model's).
 //!
 //! Anything else is an [`ExportError::Op`] naming the node and its op.
 
@@ -153,7 +160,7 @@ fn value_info(name: &str, ty: &qir::Type) -> Option<ValueInfoProto> {
     })
 }
 
-fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+pub(crate) fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
         r#type: Some(AttributeType::Ints as i32),
@@ -162,7 +169,7 @@ fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
-fn attr_int(name: &str, v: i64) -> AttributeProto {
+pub(crate) fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
         r#type: Some(AttributeType::Int as i32),
@@ -249,18 +256,20 @@ fn decl_value(
     Ok(Tensor { shape, data })
 }
 
-struct Exporter<'a> {
-    g: &'a Graph,
+pub(crate) struct Exporter<'a> {
+    pub(crate) g: &'a Graph,
     weights: &'a BTreeMap<String, Tensor>,
     names: HashMap<NodeId, String>,
     taken: HashSet<String>,
     out: GraphProto,
     /// Values of declarations and frozen quantization parameters, evaluated on demand.
     consts: HashMap<NodeId, Tensor>,
+    /// General clamps in the importer's composition, by their last node.
+    clamps: HashMap<NodeId, crate::clip::Clamp>,
 }
 
 impl Exporter<'_> {
-    fn fresh(&mut self, base: &str) -> String {
+    pub(crate) fn fresh(&mut self, base: &str) -> String {
         let mut n = base.to_string();
         let mut k = 0;
         while !self.taken.insert(n.clone()) {
@@ -270,11 +279,11 @@ impl Exporter<'_> {
         n
     }
 
-    fn name(&self, id: NodeId) -> &str {
+    pub(crate) fn name(&self, id: NodeId) -> &str {
         &self.names[&id]
     }
 
-    fn op_err(&self, id: NodeId, message: impl Into<String>) -> ExportError {
+    pub(crate) fn op_err(&self, id: NodeId, message: impl Into<String>) -> ExportError {
         ExportError::Op {
             node: self.name(id).to_string(),
             op: self
@@ -287,7 +296,13 @@ impl Exporter<'_> {
         }
     }
 
-    fn node(&mut self, op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) {
+    pub(crate) fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        output: &str,
+        attrs: Vec<AttributeProto>,
+    ) {
         self.out.node.push(NodeProto {
             op_type: Some(op.into()),
             name: Some(output.to_string()),
@@ -299,14 +314,14 @@ impl Exporter<'_> {
     }
 
     /// An initializer named after `base`; returns its name.
-    fn initializer(&mut self, base: &str, t: &Tensor) -> String {
+    pub(crate) fn initializer(&mut self, base: &str, t: &Tensor) -> String {
         let name = self.fresh(base);
         self.out.initializer.push(tensor_proto(&name, t));
         name
     }
 
     /// The value of a node that can be computed without data.
-    fn constant(&mut self, id: NodeId) -> XResult<Tensor> {
+    pub(crate) fn constant(&mut self, id: NodeId) -> XResult<Tensor> {
         if let Some(t) = self.consts.get(&id) {
             return Ok(t.clone());
         }
@@ -372,18 +387,51 @@ impl Exporter<'_> {
         let Some(inst) = self.g.node(id).inst().cloned() else {
             return self.declaration(id);
         };
+        if let Some(c) = self.clamps.get(&id).cloned() {
+            let out = self.name(id).to_string();
+            let x = self.name(c.x).to_string();
+            let elem = self.g.ty(id).elem.clone();
+            let bound = |ex: &mut Self, v: Option<f64>, what: &str| -> String {
+                match v {
+                    Some(v) => {
+                        let t = Tensor::new(vec![], Data::from_f64(&elem, &[v])).expect("scalar");
+                        ex.initializer(&format!("{out}.{what}"), &t)
+                    }
+                    None => String::new(),
+                }
+            };
+            let lo = bound(self, c.lo, "min");
+            let hi = bound(self, c.hi, "max");
+            let ins: Vec<&str> = if hi.is_empty() {
+                vec![&x, &lo]
+            } else {
+                vec![&x, &lo, &hi]
+            };
+            self.node("Clip", &ins, &out, vec![]);
+            return Ok(());
+        }
         let out = self.name(id).to_string();
         let operands = self.g.operands(id);
         let ins: Vec<String> = operands.iter().map(|o| self.name(*o).to_string()).collect();
         let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
         let ints = |n: &str| inst.ints(n).unwrap_or_default();
-        let act = inst.choice("act").unwrap_or("none");
-        if act != "none" {
+        if self.integer_op(id, &inst)? {
+            return Ok(());
+        }
+        // a fused activation (`linear {act = relu}`) follows the op as its own node
+        let act = inst.choice("act").unwrap_or("none").to_string();
+        if !matches!(act.as_str(), "none" | "relu" | "relu6") {
             return Err(self.op_err(
                 id,
                 format!("the fused activation act = {act} is not exported"),
             ));
         }
+        let final_out = out;
+        let out = if act == "none" {
+            final_out.clone()
+        } else {
+            self.fresh(&format!("{final_out}.pre"))
+        };
         match inst.op {
             Op::Linear => {
                 self.node("Gemm", &ins, &out, vec![attr_int("transB", 1)]);
@@ -423,18 +471,7 @@ impl Exporter<'_> {
                 self.node("Clip", &[ins[0], &lo, &hi], &out, vec![]);
             }
             Op::Conv2d => {
-                let wty = self.g.ty(operands[1]);
-                let k: Vec<i64> = wty.shape.dims()[2..]
-                    .iter()
-                    .map(|d| d.fixed().map_or(-1, |n| n as i64))
-                    .collect();
-                let attrs = vec![
-                    attr_ints("kernel_shape", &k),
-                    attr_ints("strides", &ints("stride")),
-                    attr_ints("pads", &ints("padding")),
-                    attr_ints("dilations", &ints("dilation")),
-                    attr_int("group", inst.int("groups").unwrap_or(1)),
-                ];
+                let attrs = self.conv_attrs(&inst, operands[1]);
                 self.node("Conv", &ins, &out, attrs);
             }
             Op::BatchNorm => {
@@ -507,7 +544,8 @@ impl Exporter<'_> {
                 };
                 self.node(t, &ins, &out, vec![attr_int("axis", axis)]);
             }
-            Op::FakeQuant => self.fake_quant(id, &inst, &operands, &out)?,
+            // a learned step (LSQ) exports as its trained value, like a frozen observer's
+            Op::FakeQuant | Op::FakeQuantLsq => self.fake_quant(id, &inst, &operands, &out)?,
             other => {
                 return Err(self.op_err(
                     id,
@@ -518,7 +556,35 @@ impl Exporter<'_> {
                 ));
             }
         }
+        match act.as_str() {
+            "relu" => self.node("Relu", &[&out], &final_out, vec![]),
+            "relu6" => {
+                let elem = self.g.ty(id).elem.clone();
+                let lo = Tensor::new(vec![], Data::from_f64(&elem, &[0.0])).expect("scalar");
+                let hi = Tensor::new(vec![], Data::from_f64(&elem, &[6.0])).expect("scalar");
+                let lo = self.initializer(&format!("{final_out}.min"), &lo);
+                let hi = self.initializer(&format!("{final_out}.max"), &hi);
+                self.node("Clip", &[&out, &lo, &hi], &final_out, vec![]);
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// The attributes of a Conv from a `conv2d` / `qconv2d` and its weight `w`.
+    pub(crate) fn conv_attrs(&self, inst: &qir::Inst, w: NodeId) -> Vec<AttributeProto> {
+        let ints = |n: &str| inst.ints(n).unwrap_or_default();
+        let k: Vec<i64> = self.g.ty(w).shape.dims()[2..]
+            .iter()
+            .map(|d| d.fixed().map_or(-1, |n| n as i64))
+            .collect();
+        vec![
+            attr_ints("kernel_shape", &k),
+            attr_ints("strides", &ints("stride")),
+            attr_ints("pads", &ints("padding")),
+            attr_ints("dilations", &ints("dilation")),
+            attr_int("group", inst.int("groups").unwrap_or(1)),
+        ]
     }
 
     /// `fake_quant` as QuantizeLinear → DequantizeLinear (see the module docs).
@@ -586,13 +652,18 @@ pub fn export(g: &Graph, weights: &BTreeMap<String, Tensor>) -> XResult<ModelPro
         .topo_order()
         .map_err(|_| ExportError::Graph("the graph has a cycle".into()))?;
     // what the outputs need
+    let clamps = crate::clip::find(g);
     let mut live: HashSet<NodeId> = HashSet::new();
     let mut stack: Vec<NodeId> = g.outputs().iter().map(|o| o.value).collect();
     while let Some(id) = stack.pop() {
         if live.insert(id) {
             let node = g.node(id);
+            if let Some(c) = clamps.get(&id) {
+                stack.push(c.x);
+                continue;
+            }
             // the parameters of a fake quantization are frozen: their inputs are not exported
-            if node.op() == Some(Op::FakeQuant) {
+            if matches!(node.op(), Some(Op::FakeQuant | Op::FakeQuantLsq)) {
                 stack.push(g.operands(id)[0]);
             } else {
                 stack.extend(g.operands(id));
@@ -609,6 +680,7 @@ pub fn export(g: &Graph, weights: &BTreeMap<String, Tensor>) -> XResult<ModelPro
             ..Default::default()
         },
         consts: HashMap::new(),
+        clamps,
     };
     // anonymous values take the numbers they print with (`%0` is ONNX value `0`)
     for (id, n) in qir::print::value_names(g) {

@@ -120,9 +120,11 @@
 #![warn(missing_docs)]
 
 mod attrs;
+mod clip;
 pub mod error;
 pub mod export;
 mod import;
+mod integer;
 mod loss;
 pub mod names;
 mod ops;

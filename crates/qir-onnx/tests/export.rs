@@ -80,14 +80,6 @@ fn what_cannot_be_exported_is_named() {
     );
 }
 
-/// The generated models whose import holds a general Clip (its exact composition uses
-/// `neg` and `broadcast_like`, which have no ONNX translation here).
-const NOT_EXPORTED: &[(&str, &str)] = &[
-    ("clip_hardtanh", "broadcast_like"),
-    ("clip_min_only", "broadcast_like"),
-    ("clip_max_only", "neg"),
-];
-
 #[test]
 fn generated_models_round_trip() {
     let Some(py) = common::python() else { return };
@@ -96,17 +88,8 @@ fn generated_models_round_trip() {
     let (mut exact, mut fixed_point) = (0, 0);
     for m in &models {
         let first = qir_onnx::import_file(&m.onnx, &ImportOptions::default()).unwrap();
+        // every model, general clamps included (they export as Clip again)
         let result = round_trip(&first);
-        if let Some((_, op)) = NOT_EXPORTED.iter().find(|(n, _)| *n == m.name) {
-            match result {
-                Err(e) if e.contains(&format!("({op}): op {op} is not supported")) => {}
-                other => failures.push(format!(
-                    "{}: expected an error naming {op}, got {other:?}",
-                    m.name
-                )),
-            }
-            continue;
-        }
         let second = match result {
             Ok(s) => s,
             Err(e) => {
@@ -137,10 +120,7 @@ fn generated_models_round_trip() {
             ));
         }
     }
-    eprintln!(
-        "{exact} models round-trip exactly, {fixed_point} after naming anonymous values, {} are refused",
-        NOT_EXPORTED.len()
-    );
-    assert_eq!(exact + fixed_point + NOT_EXPORTED.len(), models.len());
+    eprintln!("{exact} models round-trip exactly, {fixed_point} after naming anonymous values");
+    assert_eq!(exact + fixed_point, models.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -222,6 +222,10 @@ pub fn take_remarks() -> Vec<String> {
     std::mem::take(&mut *REMARKS.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
+/// The time the search leaves for the steps after it, in multiples of the conversion into
+/// the e-graph.
+const AFTER_SEARCH: u32 = 3;
+
 /// Runs `rules` on `g` within `limits`, extracts the cheapest equivalent graph and
 /// replaces `g` by it when it is strictly cheaper (see the module invariants).
 pub fn rewrite(
@@ -230,17 +234,26 @@ pub fn rewrite(
     rules: &[Rewrite],
     limits: &Limits,
 ) -> Result<Report, PassError> {
-    // the time limit covers the whole pass: conversion in counts against the search
+    // the time limit covers the whole pass: conversion in counts against the search, and
+    // the search leaves room for what follows it (cost model, extraction, conversion out:
+    // each one walk over the e-graph, measured at about as long as the conversion in)
     let start = std::time::Instant::now();
     let (egraph, map) = convert::to_egraph(g)?;
     if map.ops.is_empty() {
         return Ok(Report::unchanged(pass));
     }
+    let convert_in = start.elapsed();
+    let reserve = convert_in * AFTER_SEARCH;
     let runner = Runner::<QirLang, QirAnalysis, ()>::new(QirAnalysis::default())
         .with_egraph(egraph)
         .with_node_limit(limits.node_limit)
         .with_iter_limit(limits.iter_limit)
-        .with_time_limit(limits.time_limit.saturating_sub(start.elapsed()))
+        .with_time_limit(
+            limits
+                .time_limit
+                .saturating_sub(convert_in)
+                .saturating_sub(reserve),
+        )
         .run(rules);
     let egraph = &runner.egraph;
     if let Some(c) = egraph.analysis.conflicts.first() {
@@ -265,6 +278,11 @@ pub fn rewrite(
         work_after: 0,
         changed: Changed::No,
     };
+    if start.elapsed() >= limits.time_limit {
+        // no time left to extract: the graph stays as it was
+        report.stop = Stop::TimeLimit(start.elapsed().as_secs_f64());
+        return Ok(report);
+    }
     let originals = map.canonical_originals(egraph);
     let model = cost::CostModel::new(egraph, &originals);
     report.work_before = map.ops.iter().fold(0u64, |sum, (_, n)| {

@@ -10,6 +10,7 @@ use passes::grad::{GradOptions, Optimizer};
 use runtime::bench::{BenchConfig, BenchReport, bench_with};
 use runtime::train::Prepare;
 
+use super::train::OptimizerArg;
 use crate::io::{CmdResult, fail, read_input, write_stdout};
 
 /// Measure the speed of a model or its training step.
@@ -52,15 +53,6 @@ pub struct Args {
     profile: bool,
     #[command(flatten)]
     backend: super::BackendArg,
-}
-
-/// The `--optimizer` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum OptimizerArg {
-    Sgd,
-    Momentum,
-    Adam,
-    Adamw,
 }
 
 fn mib(b: u64) -> String {
@@ -157,6 +149,7 @@ fn render(r: &BenchReport, train: bool, scheme: Option<&str>, print_plan: bool) 
 pub fn run(args: Args) -> CmdResult {
     let input = read_input(&args.file)?;
     let model = super::parse_and_verify(&input)?;
+    // the training step as `qatc train` derives it (momentum 0.9 for momentum)
     let optimizer = match args.optimizer {
         OptimizerArg::Sgd | OptimizerArg::Momentum => Optimizer::Sgd,
         OptimizerArg::Adam => Optimizer::Adam,

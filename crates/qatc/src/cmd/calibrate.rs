@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use runtime::calibrate::{
-    CalibrationConfig, HISTOGRAM_BINS, ImageBatches, MAX_HISTOGRAM_BINS, Method, calibrate_images,
+    CalibrationConfig, HISTOGRAM_BINS, ImageBatches, MAX_HISTOGRAM_BINS, Method,
+    calibrate_images_with_progress,
 };
 use runtime::data::{Dataset, PixelScale};
 use runtime::io::weights::{
@@ -49,6 +50,9 @@ pub struct Args {
     /// Where to write the parameters and calibrated state.
     #[arg(short, long, value_name = "STATE.safetensors")]
     output: PathBuf,
+    /// Never show the progress bar (it is shown only when standard error is a terminal).
+    #[arg(long)]
+    no_progress: bool,
     #[command(flatten)]
     backend: super::BackendArg,
 }
@@ -99,13 +103,14 @@ pub fn run(args: Args) -> CmdResult {
         method,
         bins: args.bins,
     };
-    let report = calibrate_images(
+    let report = calibrate_images_with_progress(
         &g,
         &mut store,
         &data,
         &pick,
         &config,
         args.backend.executor().as_ref(),
+        !args.no_progress,
     )
     .or_else(|e| fail(e.to_string()))?;
     let meta = BTreeMap::from([

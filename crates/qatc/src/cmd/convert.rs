@@ -18,7 +18,7 @@ use passes::{OptValue, PassManager, named_with};
 use qir::{Data, Init, NodeKind, Op, Storage, Tensor};
 use runtime::io::weights::{pack_i4, write_safetensors};
 
-use crate::io::{CmdResult, Failure, fail, read_input, write_output, write_stderr};
+use crate::io::{CmdResult, Failure, check_output, fail, read_input, write_output, write_stderr};
 
 /// Convert a trained QAT model to an integer-only model.
 #[derive(clap::Args)]
@@ -59,6 +59,21 @@ fn run_pipeline(g: &mut qir::Graph, name: &str, params: &[(&str, OptValue)]) -> 
 
 /// Runs the command.
 pub fn run(args: Args) -> CmdResult {
+    // the outputs, before any work: none may be an input, nor the two the same file
+    let weights_out = args
+        .weights_out
+        .clone()
+        .unwrap_or_else(|| args.output.with_extension("safetensors"));
+    let mut inputs = vec![
+        ("the model", args.file.as_path()),
+        ("the --weights file", args.weights.as_path()),
+    ];
+    if let Some(s) = &args.scheme {
+        inputs.push(("the --scheme file", std::path::Path::new(s)));
+    }
+    check_output("-o", &args.output, &inputs)?;
+    inputs.push(("the -o file", args.output.as_path()));
+    check_output("--weights-out", &weights_out, &inputs)?;
     let input = read_input(&args.file)?;
     let mut g = super::parse_and_verify(&input)?;
     let prepared = g
@@ -133,10 +148,6 @@ pub fn run(args: Args) -> CmdResult {
         tensors.push((name, t));
         g.node_mut(id).kind = NodeKind::Const(Init::External);
     }
-    let weights_out = args
-        .weights_out
-        .clone()
-        .unwrap_or_else(|| args.output.with_extension("safetensors"));
     write_safetensors(
         &weights_out,
         tensors.iter().map(|(k, t)| (k.as_str(), t)),

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use runtime::io::weights::read_safetensors;
 
-use crate::io::{CmdResult, fail, is_std, read_input, write_stdout};
+use crate::io::{CmdResult, check_output, fail, is_std, read_input, write_stdout};
 
 /// Export a .qir graph and its weights as an ONNX model.
 #[derive(clap::Args)]
@@ -52,10 +52,15 @@ pub fn run(args: Args) -> CmdResult {
         }
         None => BTreeMap::new(),
     };
+    let mut inputs = vec![("the model", args.file.as_path())];
+    if let Some(p) = &path {
+        inputs.push(("the --weights file", p.as_path()));
+    }
+    check_output("-o", &args.output, &inputs)?;
     let model = qir_onnx::export(&g, &weights)
         .or_else(|e| fail(format!("cannot export {}: {e}", input.name)))?;
     let bytes = qir_onnx::export::encode(&model);
-    std::fs::write(&args.output, &bytes)
+    runtime::io::write_atomic(&args.output, &bytes)
         .or_else(|e| fail(format!("cannot write {}: {e}", args.output.display())))?;
     let graph = model.graph.unwrap_or_default();
     write_stdout(&format!(

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use passes::grad::{BnMode, GradOptions, Optimizer};
-use runtime::train::{OptimizerKind, TrainConfig, build_step};
+use runtime::train::{TrainConfig, build_step};
+
+use super::train::OptimizerArg;
 
 use crate::io::{CmdResult, check_output, fail, read_input, write_output};
 
@@ -19,18 +21,42 @@ pub struct Args {
     /// Where to write the result (standard output by default or with `-`).
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
-    /// sgd, momentum, adam, adamw, or none (the gradients become outputs).
-    #[arg(long, default_value = "sgd")]
-    optimizer: String,
+    /// The optimizer whose updates the step graph computes.
+    #[arg(long, value_enum, default_value_t = GradOptimizer::Sgd)]
+    optimizer: GradOptimizer,
     /// Momentum of the momentum optimizer.
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
     /// Weight decay (L2 for sgd and adam, decoupled for adamw).
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
-    /// Batch-norm with batch statistics (train) or the stored ones (frozen).
-    #[arg(long, default_value = "train")]
-    bn: String,
+    /// How batch-norm layers normalize in the training step.
+    #[arg(long, value_enum, default_value_t = BnArg::Train)]
+    bn: BnArg,
+}
+
+/// The `--optimizer` values of `grad`: the trainer's, and none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum GradOptimizer {
+    /// Plain SGD.
+    Sgd,
+    /// SGD with momentum (--momentum).
+    Momentum,
+    /// Adam (L2 weight decay).
+    Adam,
+    /// AdamW (decoupled weight decay).
+    Adamw,
+    /// No update: the gradients become outputs.
+    None,
+}
+
+/// The `--bn` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BnArg {
+    /// Normalize with the batch's statistics and update the running ones.
+    Train,
+    /// Normalize with the stored running statistics (fine-tuning with frozen BN).
+    Frozen,
 }
 
 /// Runs the command.
@@ -38,31 +64,32 @@ pub fn run(args: Args) -> CmdResult {
     if let Some(out) = &args.output {
         check_output("-o", out, &[("the model", args.file.as_path())])?;
     }
-    let bn = BnMode::from_name(&args.bn).map_or_else(
-        || fail(format!("--bn must be train or frozen, found '{}'", args.bn)),
-        Ok,
-    )?;
-    let opts = if args.optimizer == "none" {
-        GradOptions {
-            optimizer: Optimizer::None,
-            bn,
-            ..GradOptions::default()
-        }
-    } else {
-        let optimizer: OptimizerKind = args.optimizer.parse().or_else(|_| {
-            fail(format!(
-                "unknown optimizer '{}' (valid: sgd, momentum, adam, adamw, none)",
-                args.optimizer
-            ))
-        })?;
+    let bn = match args.bn {
+        BnArg::Train => BnMode::Train,
+        BnArg::Frozen => BnMode::Frozen,
+    };
+    let optimizer = match args.optimizer {
+        GradOptimizer::Sgd => Some(OptimizerArg::Sgd),
+        GradOptimizer::Momentum => Some(OptimizerArg::Momentum),
+        GradOptimizer::Adam => Some(OptimizerArg::Adam),
+        GradOptimizer::Adamw => Some(OptimizerArg::Adamw),
+        GradOptimizer::None => None,
+    };
+    let opts = if let Some(optimizer) = optimizer {
         TrainConfig {
-            optimizer,
+            optimizer: optimizer.into(),
             momentum: args.momentum,
             weight_decay: args.weight_decay,
             bn,
             ..TrainConfig::default()
         }
         .grad_options()
+    } else {
+        GradOptions {
+            optimizer: Optimizer::None,
+            bn,
+            ..GradOptions::default()
+        }
     };
     let input = read_input(&args.file)?;
     let g = super::parse_and_verify(&input)?;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use qir_onnx::{ImportOptions, LossKind, LossSpec};
 use runtime::io::write_safetensors;
 
-use crate::io::{CmdResult, fail, is_std, write_output, write_stderr, write_stdout};
+use crate::io::{CmdResult, check_output, fail, is_std, write_output, write_stderr, write_stdout};
 
 /// Import an ONNX model as a .qir graph and its weights.
 #[derive(clap::Args)]
@@ -66,6 +66,18 @@ pub fn run(args: Args) -> CmdResult {
         loss,
         ..ImportOptions::default()
     };
+    // outputs are checked before any work: neither may be the model, nor one the other
+    check_output("-o", &args.output, &[("the model", &args.file)])?;
+    if let Some(w) = &args.weights {
+        check_output(
+            "--weights",
+            w,
+            &[("the model", &args.file), ("the -o file", &args.output)],
+        )?;
+    } else if !to_stdout {
+        let w = args.output.with_extension("safetensors");
+        check_output("the weights file", &w, &[("the model", &args.file)])?;
+    }
     let imported = qir_onnx::import_file(&args.file, &opts).or_else(|e| fail(e.to_string()))?;
     for n in &imported.notes {
         write_stderr(&format!("note: {n}\n"));

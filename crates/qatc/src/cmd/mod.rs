@@ -14,6 +14,7 @@ pub mod grad;
 pub mod import;
 pub mod opt;
 pub mod passes;
+pub mod plot;
 pub mod prepare;
 pub mod run;
 pub mod train;
@@ -55,6 +56,8 @@ pub enum Command {
     Convert(convert::Args),
     /// Export a .qir graph and its weights as an ONNX model (QDQ for fake-quant models)
     Export(export::Args),
+    /// Draw the pictures of finished training runs (loss, accuracy, learning rate, site histograms)
+    Plot(plot::Args),
 }
 
 impl Command {
@@ -76,6 +79,7 @@ impl Command {
             Command::Import(a) => import::run(a),
             Command::Convert(a) => convert::run(a),
             Command::Export(a) => export::run(a),
+            Command::Plot(a) => plot::run(a),
         }
     }
 }

@@ -15,7 +15,9 @@
 use std::path::PathBuf;
 
 use passes::scheme::Scheme;
-use runtime::calibrate::{CalibrationConfig, CalibrationReport, HISTOGRAM_BINS, Method};
+use runtime::calibrate::{
+    CalibrationConfig, CalibrationReport, HISTOGRAM_BINS, ImageBatches, Method,
+};
 use runtime::data::{Dataset, PixelScale};
 use runtime::hooks::FreezeObservers;
 use runtime::io::read_safetensors;
@@ -91,6 +93,12 @@ pub struct Args {
     /// Write per-epoch metrics as CSV.
     #[arg(long, value_name = "OUT.csv")]
     metrics_csv: Option<PathBuf>,
+    /// Draw the run into this directory (created if missing): loss.svg, accuracy.svg and
+    /// lr.svg after every epoch (with the metrics in metrics.jsonl), and for a QAT model,
+    /// once training ends, a histogram per fake-quant site in sites/ (`qatc plot DIR`
+    /// draws them again; several runs overlay).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
     /// The checkpoint to write after every epoch (default: <model name>.safetensors).
     #[arg(short, long, value_name = "CKPT.safetensors")]
     output: Option<PathBuf>,
@@ -187,6 +195,19 @@ pub fn run(args: Args) -> CmdResult {
     }
     if let Some(p) = &args.metrics_csv {
         check_output("--metrics-csv", p, &inputs)?;
+        inputs.push(("the --metrics-csv file", p.as_path()));
+    }
+    let plot_metrics = args.plot.as_ref().map(|d| d.join(super::plot::METRICS));
+    if let (Some(dir), Some(m)) = (&args.plot, &plot_metrics) {
+        if dir.exists() && !dir.is_dir() {
+            return fail(format!(
+                "--plot {} is a file; give a directory",
+                dir.display()
+            ));
+        }
+        if dir.is_dir() {
+            check_output("--plot", m, &inputs)?;
+        }
     }
     // a run killed while writing leaves `.NAME.*.tmp` beside the checkpoint
     runtime::io::clean_stale_temporaries(&checkpoint);
@@ -255,8 +276,19 @@ pub fn run(args: Args) -> CmdResult {
         Some(p) => Some(Csv::create(p).or_else(|e| fail(e.to_string()))?),
         None => None,
     };
+    let label = match &args.scheme {
+        Some(s) => format!("@{} QAT {s}", model.name),
+        None => format!("@{} float", model.name),
+    };
+    let mut plot = match &args.plot {
+        Some(d) => Some(super::plot::PlotMonitor::create(d, &label)?),
+        None => None,
+    };
     let mut print = Printer { epochs };
     let mut monitors: Vec<&mut dyn Monitor> = vec![&mut print];
+    if let Some(p) = plot.as_mut() {
+        monitors.push(p);
+    }
     if let Some(j) = jsonl.as_mut() {
         monitors.push(j);
     }
@@ -270,6 +302,34 @@ pub fn run(args: Args) -> CmdResult {
         // Rank 0 of a data-parallel run alone reports and writes the checkpoint.
         return Ok(());
     }
+    if let Some(dir) = &args.plot {
+        // what every fake-quant site sees with the trained weights and final ranges
+        let pick = ImageBatches {
+            batches: SITE_BATCHES,
+            batch_size: trainer.config().batch_size,
+            seed: trainer.config().seed,
+            pixel_scale: trainer.config().pixel_scale,
+        };
+        let sites = runtime::sites::site_values_images(
+            trainer.model(),
+            trainer.store(),
+            &data,
+            &pick,
+            trainer.executor().as_ref(),
+            SITE_BINS,
+        )
+        .or_else(|e| fail(format!("--plot: {e}")))?;
+        let pictures: Vec<_> = sites.iter().map(super::plot::site_picture).collect();
+        let n = if pictures.is_empty() {
+            0
+        } else {
+            super::plot::draw_sites(&pictures, dir)?
+        };
+        write_stdout(&format!(
+            "wrote the pictures to {} (3 curves, {n} site histogram(s))\n",
+            dir.display()
+        ))?;
+    }
     write_stdout(&format!(
         "wrote {} ({:.2} s, final test accuracy {:.2}%)\n",
         checkpoint.display(),
@@ -277,6 +337,11 @@ pub fn run(args: Args) -> CmdResult {
         summary.final_accuracy().unwrap_or(0.0) * 100.0
     ))
 }
+
+/// Training batches the site histograms of `--plot` are drawn from.
+const SITE_BATCHES: usize = 8;
+/// Bins of a site histogram.
+const SITE_BINS: usize = 128;
 
 /// Prints the calibration headlines when calibration is done and one line per epoch, to
 /// standard output.

@@ -99,3 +99,23 @@ pub fn qatc_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
 pub fn qatc(args: &[&str]) -> Run {
     qatc_in(&repo_root(), args, None)
 }
+
+/// The Python interpreter with onnx and onnxruntime (`QATC_PYTHON`, made by
+/// `scripts/python-env.sh`). `None` when it is unset — the caller returns after this has
+/// printed why — unless `QATC_REQUIRE_PYTHON=1` (the README's test command), where a
+/// missing interpreter fails the test.
+pub fn python() -> Option<PathBuf> {
+    match std::env::var_os("QATC_PYTHON") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            let why = "QATC_PYTHON is not set: this test compares with onnxruntime and needs \
+                       the Python environment of scripts/python-env.sh";
+            if std::env::var("QATC_REQUIRE_PYTHON").as_deref() == Ok("1") {
+                panic!("QATC_REQUIRE_PYTHON=1 but {why}");
+            }
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "not compared with onnxruntime: {why}");
+            None
+        }
+    }
+}

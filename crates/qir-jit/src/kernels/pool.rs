@@ -91,7 +91,7 @@ impl Pool {
 }
 
 /// Values max pooling compares.
-trait Ordered: Copy + PartialOrd + Default + Send + Sync {
+trait Ordered: Copy + PartialOrd + Default + Send + Sync + 'static {
     fn nan(self) -> bool;
     /// The maximum, NaN if either is NaN (the value of a first-maximum search).
     fn max_nan(self, o: Self) -> Self;
@@ -250,6 +250,9 @@ fn planes_per_task(p: &Pool) -> usize {
 
 fn max_pool<T: Ordered>(p: &Pool, x: &[T], y: &mut [T]) {
     let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
+    if bytes_2x2::applies(p, std::mem::size_of::<T>()) && bytes_2x2::run(p, x, y) {
+        return;
+    }
     if unpadded(p) {
         // the value of the first maximum is the NaN-propagating maximum
         let per = planes_per_task(p);
@@ -295,6 +298,111 @@ fn max_pool<T: Ordered>(p: &Pool, x: &[T], y: &mut [T]) {
             }
         }
     });
+}
+
+/// 2x2 max pooling with stride 2 of unpadded 8-bit values (the pooling of converted CNNs),
+/// with AVX-512 BW: a row pair is one vertical byte max, then a max of
+/// the two bytes of every 16-bit lane, narrowed back to bytes. Output `(oy, ox)` of a plane
+/// is `max(x[2oy][2ox], x[2oy][2ox + 1], x[2oy + 1][2ox], x[2oy + 1][2ox + 1])` (an odd
+/// last row or column is in no window).
+mod bytes_2x2 {
+    use super::Pool;
+
+    /// True for the geometry this path handles (the element type is checked by `run`).
+    pub(super) fn applies(p: &Pool, elem: usize) -> bool {
+        elem == 1
+            && p.k == [2, 2]
+            && p.stride == [2, 2]
+            && p.pad == [0; 4]
+            && p.h >= 2 * p.oh
+            && p.w >= 2 * p.ow
+            && p.ow > 0
+    }
+
+    /// Runs the pooling if `T` is i8 or u8 and the CPU has AVX-512 BW; false otherwise
+    /// (the caller takes the general path).
+    pub(super) fn run<T: 'static>(p: &Pool, x: &[T], y: &mut [T]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::any::TypeId;
+            let signed = if TypeId::of::<T>() == TypeId::of::<i8>() {
+                true
+            } else if TypeId::of::<T>() == TypeId::of::<u8>() {
+                false
+            } else {
+                return false;
+            };
+            if !std::arch::is_x86_feature_detected!("avx512bw") {
+                return false;
+            }
+            let pairs = p.n * p.c * p.oh;
+            if x.len() < p.n * p.c * p.h * p.w || y.len() < pairs * p.ow {
+                return false;
+            }
+            // SAFETY: T is a one-byte integer type (checked above), so the slices are bytes.
+            let (xb, yb) = unsafe {
+                (
+                    std::slice::from_raw_parts(x.as_ptr() as *const u8, x.len()),
+                    std::slice::from_raw_parts_mut(y.as_mut_ptr() as *mut u8, y.len()),
+                )
+            };
+            let (h, w, oh, ow) = (p.h, p.w, p.oh, p.ow);
+            let per = (16384 / (2 * w)).max(1);
+            crate::rt::team::for_chunks(&mut yb[..pairs * ow], ow * per, &|t, yt| {
+                for (j, yr) in yt.chunks_mut(ow).enumerate() {
+                    let r = t * per + j;
+                    // plane r / oh, input rows 2 (r % oh) and the next; a last odd row or
+                    // column is outside every window
+                    let base = (r / oh) * h * w + 2 * (r % oh) * w;
+                    let r0 = &xb[base..][..2 * ow];
+                    let r1 = &xb[base + w..][..2 * ow];
+                    // SAFETY: AVX-512 BW is available (checked above); the rows hold 2 ow
+                    // bytes for the ow outputs.
+                    unsafe { row_pair(r0, r1, yr, signed) };
+                }
+            });
+            true
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (p, x, y);
+            false
+        }
+    }
+
+    /// One row pair: `out[j] = max(r0[2j], r0[2j+1], r1[2j], r1[2j+1])` (rows of 2 out.len()).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512bw,avx512f")]
+    unsafe fn row_pair(r0: &[u8], r1: &[u8], out: &mut [u8], signed: bool) {
+        use std::arch::x86_64::*;
+        let w = r0.len();
+        let mut i = 0;
+        while i < w {
+            let n = (w - i).min(64);
+            let m: __mmask64 = if n == 64 { !0 } else { (1u64 << n) - 1 };
+            // SAFETY: the masked loads and the store touch only the n valid bytes.
+            unsafe {
+                let a = _mm512_maskz_loadu_epi8(m, r0.as_ptr().add(i) as *const i8);
+                let b = _mm512_maskz_loadu_epi8(m, r1.as_ptr().add(i) as *const i8);
+                let pair = if signed {
+                    let v = _mm512_max_epi8(a, b);
+                    // the low byte of each 16-bit lane, sign-extended, and the high byte
+                    let lo = _mm512_srai_epi16::<8>(_mm512_slli_epi16::<8>(v));
+                    let hi = _mm512_srai_epi16::<8>(v);
+                    _mm512_max_epi16(lo, hi)
+                } else {
+                    let v = _mm512_max_epu8(a, b);
+                    let lo = _mm512_and_si512(v, _mm512_set1_epi16(0xff));
+                    let hi = _mm512_srli_epi16::<8>(v);
+                    _mm512_max_epu16(lo, hi)
+                };
+                let bytes = _mm512_cvtepi16_epi8(pair);
+                let om: __mmask32 = if n == 64 { !0 } else { (1u32 << (n / 2)) - 1 };
+                _mm256_mask_storeu_epi8(out.as_mut_ptr().add(i / 2) as *mut i8, om, bytes);
+            }
+            i += 64;
+        }
+    }
 }
 
 fn max_pool_grad(p: &Pool, dy: &[f32], x: &[f32], dx: &mut [f32]) {
@@ -537,5 +645,71 @@ mod tests {
         max_pool_grad(&p, &dy, &x, &mut d1);
         max_pool_grad_indexed(&p, &dy, &idx, &mut d2);
         assert_eq!(d1, d2);
+    }
+
+    /// The byte path of 2x2 pooling equals the window definition for i8 and u8, on planes
+    /// narrower and wider than one 64-byte vector (masked tails) and at the value extremes.
+    #[test]
+    fn byte_pooling_matches_the_windows() {
+        fn reference<T: Ordered>(p: &Pool, x: &[T]) -> Vec<T> {
+            let mut y = Vec::new();
+            for pl in 0..p.n * p.c {
+                for oy in 0..p.oh {
+                    for ox in 0..p.ow {
+                        let at = |dy: usize, dx: usize| {
+                            x[pl * p.h * p.w + (2 * oy + dy) * p.w + 2 * ox + dx]
+                        };
+                        let m = [at(0, 1), at(1, 0), at(1, 1)]
+                            .into_iter()
+                            .fold(at(0, 0), |m, v| m.max_nan(v));
+                        y.push(m);
+                    }
+                }
+            }
+            y
+        }
+        for (h, w) in [
+            (26, 26),
+            (4, 150),
+            (2, 2),
+            (6, 128),
+            (11, 11),
+            (3, 131),
+            (5, 2),
+        ] {
+            let p = Pool {
+                kind: PoolKind::Max,
+                dtype: DType::I8,
+                n: 3,
+                c: 5,
+                h,
+                w,
+                k: [2, 2],
+                stride: [2, 2],
+                pad: [0; 4],
+                oh: h / 2,
+                ow: w / 2,
+                include_pad: false,
+            };
+            assert!(bytes_2x2::applies(&p, 1));
+            let len = p.n * p.c * h * w;
+            let raw: Vec<u8> = (0..len)
+                .map(|i| match i % 17 {
+                    0 => 0,
+                    1 => 255,
+                    2 => 128,
+                    3 => 127,
+                    _ => ((i * 2654435761usize) >> 7) as u8,
+                })
+                .collect();
+            let yl = p.n * p.c * p.oh * p.ow;
+            let xs: Vec<i8> = raw.iter().map(|&b| b as i8).collect();
+            let mut ys = vec![0i8; yl];
+            max_pool(&p, &xs, &mut ys);
+            assert_eq!(ys, reference(&p, &xs), "i8 {h}x{w}");
+            let mut yu = vec![0u8; yl];
+            max_pool(&p, &raw, &mut yu);
+            assert_eq!(yu, reference(&p, &raw), "u8 {h}x{w}");
+        }
     }
 }
