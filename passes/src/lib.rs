@@ -77,6 +77,7 @@
 //! ```
 
 pub mod egraph;
+pub(crate) mod lowering;
 pub mod manager;
 pub mod named;
 pub mod options;
@@ -124,6 +125,13 @@ passes! {
     insert_fake_quant => InsertFakeQuant,
     freeze_observers => FreezeObservers,
     bind_state => BindState,
+    strip_training => StripTraining,
+    fold_constants => FoldConstants,
+    quantize_weights => QuantizeWeights,
+    fake_quant_to_qdq => FakeQuantToQdq,
+    sink_dequantize => SinkDequantize,
+    lower_layers => LowerLayers,
+    lower_rescale_ops => LowerRescaleOps,
     convert_integer => ConvertInteger,
     disable_fake_quant => DisableFakeQuant,
     data_parallel => DataParallel,

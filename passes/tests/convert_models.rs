@@ -1,11 +1,12 @@
 //! Every model of `testdata/models/` prepared with every scheme preset (and the test
 //! scheme files: skipped layers, mixed bit widths, unsigned activations, unfolded
 //! batch-norm) converts to an integer-only model (`freeze-observers`, `bind-state`,
-//! `convert-integer`): the result verifies, holds no fake-quant or observer and no float
-//! layer but those a scheme skips, round-trips through its text, and on random inputs
-//! (observer ranges and LSQ steps from a min-max calibration) its logits agree with the
-//! fake-quant model's evaluation: every logit within one step of the logits' grid, the
-//! argmax on at least 63 of 64 examples (measured: 64/64 everywhere, 0 or 1 LSB at most).
+//! `convert-integer`, the same as the passes of the `convert` pipeline one by one): the
+//! result verifies, holds no fake-quant or observer and no float layer but those a scheme
+//! skips, round-trips through its text, and on random inputs (observer ranges and LSQ
+//! steps from a min-max calibration) its logits agree with the fake-quant model's
+//! evaluation: every logit within one step of the logits' grid, the argmax on at least 63
+//! of 64 examples (measured: 64/64 everywhere, 0 or 1 LSB at most).
 
 mod prepare_common;
 
@@ -53,7 +54,9 @@ fn inputs(g: &Graph, batch: usize, rng: &mut Rng) -> HashMap<String, Tensor> {
     m
 }
 
-/// The integer model of a prepared graph with the values of `store` bound.
+/// The integer model of a prepared graph with the values of `store` bound. The passes of
+/// the named pipeline `convert` run one by one (each result verified by the pass manager)
+/// give the very same model as the pass `convert-integer`, which chains them.
 fn convert(prepared: &Graph, store: &qir_interp::Store) -> Graph {
     let mut g = prepared.clone();
     passes::freeze_observers::freeze_observers(&mut g, &[]).unwrap();
@@ -62,8 +65,24 @@ fn convert(prepared: &Graph, store: &qir_interp::Store) -> Graph {
         .map(|(k, t)| (k.to_string(), t.clone()))
         .collect();
     passes::bind_state::bind_tensors(&mut g, &tensors).unwrap();
-    passes::convert_integer::convert_integer(&g, Rounding::HalfEven)
-        .unwrap_or_else(|e| panic!("{e}\n{}", qir::print::print(&g)))
+    let int = passes::convert_integer::convert_integer(&g, Rounding::HalfEven)
+        .unwrap_or_else(|e| panic!("{e}\n{}", qir::print::print(&g)));
+    // the pipeline after freeze-observers and bind-state (done above)
+    let mut pipeline = passes::named("convert").unwrap();
+    pipeline
+        .passes
+        .retain(|p| !matches!(p.name.as_str(), "freeze-observers" | "bind-state"));
+    let mut chained = g.clone();
+    passes::PassManager::from_pipeline(&pipeline)
+        .unwrap()
+        .run(&mut chained)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        qir::print::print(&chained),
+        qir::print::print(&int),
+        "the convert pipeline's passes and convert-integer differ"
+    );
+    int
 }
 
 fn argmax(row: &[f32]) -> usize {

@@ -828,6 +828,84 @@ fn convert_then_eval_run_and_bench_the_integer_model() {
 }
 
 #[test]
+fn w4a8_converts_to_packed_i4_weights_that_both_backends_run() {
+    // QAT-train the digits MLP with 4-bit weights, convert it: the weights are i4 in the
+    // IR and packed two per byte in the tensor file, and the integer model read back from
+    // the pair classifies as the fake-quant model does, on both backends.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = s(&dir.path().join("mlp.safetensors"));
+    let run = qatc(&[
+        "train",
+        &digits_mlp(),
+        "--data",
+        &digits(),
+        "--scheme",
+        "w4a8",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "-o",
+        &ck,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    let fq_correct = (final_accuracy(&run.stdout) * 360.0).round() as usize;
+    let int = s(&dir.path().join("mlp.int4.qir"));
+    let run = qatc(&[
+        "convert",
+        &digits_mlp(),
+        "--weights",
+        &ck,
+        "--scheme",
+        "w4a8",
+        "-o",
+        &int,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    let text = std::fs::read_to_string(&int).unwrap();
+    assert!(
+        text.contains("const %fc1.w.q: !quant.uniform<i4<-7:7>:f32:0, %fc1.w.scales>[32, 64]"),
+        "{text}"
+    );
+    let path = dir.path().join("mlp.int4.safetensors");
+    // on disk: 32 x 64 values in 1024 bytes, marked by the metadata entry
+    let bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header["fc1.w.q"]["dtype"], "U8", "{header}");
+    assert_eq!(
+        header["fc1.w.q"]["shape"],
+        serde_json::json!([1024]),
+        "{header}"
+    );
+    let file = runtime::io::weights::read_safetensors(&path).unwrap();
+    assert_eq!(file.metadata["i4:fc1.w.q"], "32,64");
+    let w = &file.tensors["fc1.w.q"];
+    assert_eq!((w.data.dtype(), w.shape.clone()), ("i8", vec![32, 64]));
+    assert!(w.data.to_f64().iter().all(|&v| (-8.0..=7.0).contains(&v)));
+    let mut counts = Vec::new();
+    for backend in ["jit", "interp"] {
+        let run = qatc(&[
+            "eval",
+            &int,
+            "--data",
+            &digits(),
+            "--weights",
+            &s(&path),
+            "--backend",
+            backend,
+        ]);
+        assert_eq!(run.code, Some(0), "{}", run.all());
+        counts.push(correct_of(&run.stdout));
+    }
+    assert_eq!(counts[0], counts[1], "jit and interpreter disagree");
+    assert!(
+        counts[0].abs_diff(fq_correct) <= 1,
+        "int4 weights {}/360, fake-quant {fq_correct}/360",
+        counts[0]
+    );
+}
+
+#[test]
 fn convert_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out = s(&dir.path().join("o.qir"));

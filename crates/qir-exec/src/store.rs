@@ -376,6 +376,14 @@ pub fn data_from_f64(elem: &ElemType, v: &[f64]) -> Result<Data, String> {
                 .collect::<Result<_, _>>()?,
         ),
         ElemType::Quant(q) => match q.storage {
+            // i4 is held unpacked, one value per byte
+            Storage::I4 => {
+                let v: Vec<i8> = ints(v, "i4")?;
+                if let Some(x) = v.iter().find(|x| !(-8..=7).contains(*x)) {
+                    return Err(format!("value {x} is not a i4 integer"));
+                }
+                Data::I8(v)
+            }
             Storage::I8 => Data::I8(ints(v, "i8")?),
             Storage::U8 => Data::U8(ints(v, "u8")?),
             Storage::I16 => Data::I16(ints(v, "i16")?),

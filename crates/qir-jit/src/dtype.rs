@@ -42,7 +42,8 @@ impl DType {
             ElemType::I64 => DType::I64,
             ElemType::Bool => DType::Bool,
             ElemType::Quant(q) => match q.storage {
-                Storage::I8 => DType::I8,
+                // i4 is held unpacked, one value per byte
+                Storage::I4 | Storage::I8 => DType::I8,
                 Storage::U8 => DType::U8,
                 Storage::I16 => DType::I16,
                 Storage::I32 => DType::I32,

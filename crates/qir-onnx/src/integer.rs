@@ -60,7 +60,7 @@ impl Params {
 /// The ONNX zero-point tensor of `storage` holding `zps`, shaped like `shape`.
 fn zero_point_tensor(storage: Storage, zps: &[i64], shape: Vec<usize>) -> Result<Tensor, String> {
     let data = match storage {
-        Storage::I8 => Data::I8(zps.iter().map(|&z| z as i8).collect()),
+        Storage::I4 | Storage::I8 => Data::I8(zps.iter().map(|&z| z as i8).collect()),
         Storage::U8 => Data::U8(zps.iter().map(|&z| z as u8).collect()),
         Storage::I32 => Data::I32(zps.iter().map(|&z| z as i32).collect()),
         Storage::I16 => return Err("16-bit quantized values are not exported".into()),

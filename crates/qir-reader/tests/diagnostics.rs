@@ -399,8 +399,8 @@ fn quant_type_errors() {
         )
     );
     assert_eq!(
-        q("!quant.uniform<i4:f32, 0.1>"),
-        pair("2:28", "unknown storage type 'i4' (did you mean 'i8'?)")
+        q("!quant.uniform<i2:f32, 0.1>"),
+        pair("2:28", "unknown storage type 'i2' (did you mean 'i8'?)")
     );
     assert_eq!(
         q("!quant.uniform<i8:f64, 0.1>"),

@@ -108,7 +108,7 @@ fn step() -> impl Strategy<Value = Step> {
         }),
         (0usize..3).prop_map(|act| Step::AddRelu { act }),
         Just(Step::Concat),
-        (any::<bool>(), any::<u32>(), -5i64..5, 0usize..3).prop_map(
+        (any::<bool>(), any::<u32>(), -5i64..5, 0..RANGES.len()).prop_map(
             |(per_channel, scale_bits, zp, range)| Step::FakeQuant {
                 per_channel,
                 scale_bits,
@@ -124,7 +124,7 @@ fn step() -> impl Strategy<Value = Step> {
             ],
             proptest::collection::vec(scale(), 1..40),
             -3i64..4,
-            0usize..3
+            0..RANGES.len()
         )
             .prop_map(|(kind, scales, zp, range)| Step::Quant {
                 kind,
@@ -186,10 +186,12 @@ fn spec() -> impl Strategy<Value = Spec> {
 }
 
 const ACTS: [&str; 3] = ["none", "relu", "relu6"];
-const RANGES: [(Storage, i64, i64); 3] = [
+const RANGES: [(Storage, i64, i64); 5] = [
     (Storage::I8, -128, 127),
     (Storage::I8, -127, 127),
     (Storage::U8, 0, 255),
+    (Storage::I4, -8, 7),
+    (Storage::I4, -7, 7),
 ];
 
 /// The current value and its shape: `[B, C, H, W]` or `[B, F]`.

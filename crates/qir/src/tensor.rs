@@ -74,7 +74,8 @@ impl Data {
             ElemType::I64 => Data::I64(v.iter().map(|&x| x as i64).collect()),
             ElemType::Bool => Data::Bool(v.iter().map(|&x| x != 0.0).collect()),
             ElemType::Quant(q) => match q.storage {
-                Storage::I8 => Data::I8(v.iter().map(|&x| x as i8).collect()),
+                // i4 is held unpacked, one value per byte
+                Storage::I4 | Storage::I8 => Data::I8(v.iter().map(|&x| x as i8).collect()),
                 Storage::U8 => Data::U8(v.iter().map(|&x| x as u8).collect()),
                 Storage::I16 => Data::I16(v.iter().map(|&x| x as i16).collect()),
                 Storage::I32 => Data::I32(v.iter().map(|&x| x as i32).collect()),
@@ -93,7 +94,7 @@ impl Data {
                 | (Data::I64(_), ElemType::I64)
                 | (Data::Bool(_), ElemType::Bool)
         ) || match (self, elem.quant()) {
-            (Data::I8(_), Some(q)) => q.storage == Storage::I8,
+            (Data::I8(_), Some(q)) => matches!(q.storage, Storage::I4 | Storage::I8),
             (Data::U8(_), Some(q)) => q.storage == Storage::U8,
             (Data::I16(_), Some(q)) => q.storage == Storage::I16,
             (Data::I32(_), Some(q)) => q.storage == Storage::I32,

@@ -120,6 +120,9 @@ impl fmt::Display for Shape {
 /// The integer types quantized values are stored in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Storage {
+    /// 4-bit signed, [-8, 7]: held unpacked in memory (one value per `i8`, `Data::I8`),
+    /// packed two values per byte in tensor files (see `qatc-runtime`'s `io::weights`).
+    I4,
     I8,
     U8,
     I16,
@@ -127,9 +130,17 @@ pub enum Storage {
 }
 
 impl Storage {
-    pub const ALL: [Storage; 4] = [Storage::I8, Storage::U8, Storage::I16, Storage::I32];
+    /// Every storage type; `i4` last, so that a misspelt 8-bit name is not taken for it.
+    pub const ALL: [Storage; 5] = [
+        Storage::I8,
+        Storage::U8,
+        Storage::I16,
+        Storage::I32,
+        Storage::I4,
+    ];
     pub fn name(self) -> &'static str {
         match self {
+            Storage::I4 => "i4",
             Storage::I8 => "i8",
             Storage::U8 => "u8",
             Storage::I16 => "i16",
@@ -142,6 +153,7 @@ impl Storage {
     /// The full range of the storage type.
     pub fn range(self) -> (i64, i64) {
         match self {
+            Storage::I4 => (-8, 7),
             Storage::I8 => (i8::MIN as i64, i8::MAX as i64),
             Storage::U8 => (0, u8::MAX as i64),
             Storage::I16 => (i16::MIN as i64, i16::MAX as i64),
@@ -455,5 +467,20 @@ mod tests {
         assert!(q.validate().unwrap_err().contains("zero point"));
         q.qmin = -1;
         assert!(q.validate().unwrap_err().contains("does not fit"));
+    }
+
+    #[test]
+    fn i4_storage() {
+        assert_eq!(Storage::from_name("i4"), Some(Storage::I4));
+        assert_eq!(Storage::I4.range(), (-8, 7));
+        let q = QuantType::per_tensor(Storage::I4, -8, 7, 0.5, 0);
+        assert_eq!(q.to_string(), "!quant.uniform<i4:f32, 0.5>");
+        assert!(q.validate().is_ok());
+        let wide = QuantType::per_tensor(Storage::I4, -8, 8, 0.5, 0);
+        assert!(
+            wide.validate()
+                .unwrap_err()
+                .contains("does not fit storage type i4")
+        );
     }
 }

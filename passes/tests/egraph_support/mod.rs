@@ -148,7 +148,7 @@ pub fn random_inputs(g: &Graph, seed: u64) -> HashMap<String, Tensor> {
             ElemType::Quant(q) => {
                 let vals = (0..n).map(|_| rng.int(q.qmin, q.qmax));
                 match q.storage {
-                    Storage::I8 => Data::I8(vals.map(|v| v as i8).collect()),
+                    Storage::I4 | Storage::I8 => Data::I8(vals.map(|v| v as i8).collect()),
                     Storage::U8 => Data::U8(vals.map(|v| v as u8).collect()),
                     Storage::I16 => Data::I16(vals.map(|v| v as i16).collect()),
                     Storage::I32 => Data::I32(vals.map(|v| v as i32).collect()),

@@ -1,7 +1,13 @@
 //! Named tensors in safetensors files (weights and checkpoints), through the `safetensors`
 //! crate, and their exchange with an interpreter [`Store`].
 //!
-//! Element types: f32, f64, i8, u8, i16, i32, i64, bool (the [`qir::Data`] types).
+//! Element types: f32, f64, i8, u8, i16, i32, i64, bool (the [`qir::Data`] types), and
+//! 4-bit integers packed two per byte ([`pack_i4`]): safetensors has no 4-bit integer
+//! dtype, so a packed tensor `n` is written as dtype U8 of shape `[ceil(numel / 2)]`, element
+//! `2k` in the low nibble of byte `k` and element `2k + 1` in its high nibble (two's
+//! complement, values in [-8, 7]), with the metadata entry `i4:n` = its shape (`"3,4"`).
+//! Reading a file unpacks every such tensor back to i8 of that shape (how the
+//! interpreter and the JIT hold `i4` values), so no reader sees the packing.
 //! Invariants: writes are atomic (temporary file in the same directory, fsync, rename), so
 //! an interrupted save never leaves a torn checkpoint; a truncated or corrupt file is a
 //! one-line error naming the file, never a panic. Optional string metadata (the
@@ -93,6 +99,69 @@ fn tensor_of(name: &str, view: &TensorView<'_>) -> Result<Tensor> {
         .ok_or_else(|| bad(format!("tensor '{name}': data do not fill its shape")))
 }
 
+/// The metadata key prefix of a tensor of 4-bit integers packed two per byte.
+pub const I4_PREFIX: &str = "i4:";
+
+/// `t` (i8 values in [-8, 7]) packed two per byte (see the module docs) with the metadata
+/// entry that marks it; `None` if `t` is not i8 or holds a value outside [-8, 7].
+pub fn pack_i4(name: &str, t: &Tensor) -> Option<(Tensor, (String, String))> {
+    let Data::I8(v) = &t.data else { return None };
+    if v.iter().any(|x| !(-8..=7).contains(x)) {
+        return None;
+    }
+    let bytes: Vec<u8> = v
+        .chunks(2)
+        .map(|p| (p[0] as u8 & 0x0f) | ((p.get(1).copied().unwrap_or(0) as u8 & 0x0f) << 4))
+        .collect();
+    let shape: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
+    let packed = Tensor::new(vec![bytes.len()], Data::U8(bytes))?;
+    Some((packed, (format!("{I4_PREFIX}{name}"), shape.join(","))))
+}
+
+/// The i8 values of packed tensor `name` of shape `shape` (text of its metadata entry).
+fn unpack_i4(name: &str, t: &Tensor, shape: &str) -> Result<Tensor> {
+    let bad_shape = || {
+        bad(format!(
+            "tensor '{name}': packed i4 shape '{shape}' is not a list of sizes"
+        ))
+    };
+    let dims: Vec<usize> = if shape.is_empty() {
+        vec![]
+    } else {
+        shape
+            .split(',')
+            .map(|d| d.trim().parse().map_err(|_| bad_shape()))
+            .collect::<Result<_>>()?
+    };
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(bad_shape)?;
+    let Data::U8(bytes) = &t.data else {
+        return Err(bad(format!(
+            "tensor '{name}': packed i4 values must be u8 bytes"
+        )));
+    };
+    if bytes.len() != n.div_ceil(2) {
+        return Err(bad(format!(
+            "tensor '{name}': {} bytes cannot hold {n} packed i4 values",
+            bytes.len()
+        )));
+    }
+    // sign-extend each nibble
+    let nibble = |b: u8| ((b << 4) as i8) >> 4;
+    let v: Vec<i8> = (0..n)
+        .map(|i| {
+            nibble(if i % 2 == 0 {
+                bytes[i / 2]
+            } else {
+                bytes[i / 2] >> 4
+            })
+        })
+        .collect();
+    Tensor::new(dims, Data::I8(v)).ok_or_else(bad_shape)
+}
+
 /// Parses the bytes of a safetensors file.
 pub fn parse_safetensors(bytes: &[u8]) -> Result<TensorFile> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| {
@@ -111,11 +180,21 @@ pub fn parse_safetensors(bytes: &[u8]) -> Result<TensorFile> {
     for (name, view) in st.iter() {
         tensors.insert(name.to_string(), tensor_of(name, &view)?);
     }
-    let metadata = meta
+    let metadata: BTreeMap<String, String> = meta
         .metadata()
         .as_ref()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
+    for (key, shape) in &metadata {
+        let Some(name) = key.strip_prefix(I4_PREFIX) else {
+            continue;
+        };
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| bad(format!("metadata '{key}' names no tensor")))?;
+        let t = unpack_i4(name, t, shape)?;
+        tensors.insert(name.to_string(), t);
+    }
     Ok(TensorFile { tensors, metadata })
 }
 
@@ -324,6 +403,32 @@ mod tests {
         for (n, t) in &ts {
             assert_eq!(&back.tensors[n], t, "{n}");
         }
+    }
+
+    #[test]
+    fn i4_tensors_are_packed_two_per_byte_and_unpacked_when_read() {
+        let w = Tensor::new(vec![3, 3], Data::I8(vec![-8, 7, 0, -1, 1, 5, -6, 3, -2])).unwrap();
+        let (packed, (key, shape)) = pack_i4("w", &w).unwrap();
+        assert_eq!(key, "i4:w");
+        assert_eq!(shape, "3,3");
+        // low nibble first: -8 = 0x8, 7 = 0x7; 0, -1 = 0xf; ...; the last byte's high nibble 0
+        assert_eq!(packed.shape, vec![5]);
+        assert_eq!(packed.data, Data::U8(vec![0x78, 0xf0, 0x51, 0x3a, 0x0e]));
+        let meta = BTreeMap::from([(key, shape)]);
+        let bytes = encode_safetensors([("w", &packed)], &meta).unwrap();
+        let back = parse_safetensors(&bytes).unwrap();
+        assert_eq!(back.tensors["w"], w);
+        // only i8 values in [-8, 7] pack
+        let wide = Tensor::new(vec![1], Data::I8(vec![8])).unwrap();
+        assert!(pack_i4("x", &wide).is_none());
+        // a packed tensor of the wrong size is an error naming it
+        let meta = BTreeMap::from([("i4:w".to_string(), "4,3".to_string())]);
+        let bytes = encode_safetensors([("w", &packed)], &meta).unwrap();
+        let e = parse_safetensors(&bytes).unwrap_err().to_string();
+        assert!(
+            e.contains("tensor 'w': 5 bytes cannot hold 12 packed i4 values"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `qatc convert MODEL.qir --weights CKPT.safetensors [--scheme S] -o MODEL.int8.qir`:
 //! converts a trained QAT model to an integer-only model — the `convert` named pipeline
-//! (freeze-observers, bind-state, convert-integer, canonicalize) — and writes the integer
-//! model and, next to it, its integer tensors (safetensors: i8 weights, i32 biases) as
+//! (freeze-observers, bind-state, the lowering passes from strip-training to
+//! lower-rescale-ops, simplify, canonicalize) — and writes the integer
+//! model and, next to it, its integer tensors (safetensors: i8 weights, i4 weights packed
+//! two per byte, i32 biases) as
 //! `MODEL.int8.safetensors` (or `--weights-out`). `eval`, `run` and `bench` take the pair
 //! (`--weights MODEL.int8.safetensors`).
 //!
@@ -13,8 +15,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use passes::{OptValue, PassManager, named_with};
-use qir::{Data, Init, NodeKind, Op, Tensor};
-use runtime::io::weights::write_safetensors;
+use qir::{Data, Init, NodeKind, Op, Storage, Tensor};
+use runtime::io::weights::{pack_i4, write_safetensors};
 
 use crate::io::{CmdResult, Failure, check_output, fail, read_input, write_output, write_stderr};
 
@@ -106,6 +108,10 @@ pub fn run(args: Args) -> CmdResult {
     )?;
     // large constants move to the tensor file, in their storage type
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    let mut meta = BTreeMap::from([
+        ("format".to_string(), "qatc-integer".to_string()),
+        ("graph".to_string(), g.name.clone()),
+    ]);
     for id in g.node_ids() {
         let node = g.node(id);
         let NodeKind::Const(Init::Dense(v)) = &node.kind else {
@@ -125,13 +131,24 @@ pub fn run(args: Args) -> CmdResult {
                 g.describe(id)
             ));
         };
-        tensors.push((node.name.clone().unwrap_or_default(), t));
+        let name = node.name.clone().unwrap_or_default();
+        // 4-bit weights are stored two per byte (`runtime::io::weights::pack_i4`)
+        let t = match node.ty.elem.quant().map(|q| q.storage) {
+            Some(Storage::I4) => {
+                let Some((packed, (key, shape))) = pack_i4(&name, &t) else {
+                    return fail(format!(
+                        "constant {} holds values outside i4",
+                        g.describe(id)
+                    ));
+                };
+                meta.insert(key, shape);
+                packed
+            }
+            _ => t,
+        };
+        tensors.push((name, t));
         g.node_mut(id).kind = NodeKind::Const(Init::External);
     }
-    let meta = BTreeMap::from([
-        ("format".to_string(), "qatc-integer".to_string()),
-        ("graph".to_string(), g.name.clone()),
-    ]);
     write_safetensors(
         &weights_out,
         tensors.iter().map(|(k, t)| (k.as_str(), t)),

@@ -88,7 +88,7 @@ impl QParams {
 /// Integers (already inside the storage range) as storage data.
 pub fn to_data(storage: Storage, v: &[i64]) -> Data {
     match storage {
-        Storage::I8 => Data::I8(v.iter().map(|&x| x as i8).collect()),
+        Storage::I4 | Storage::I8 => Data::I8(v.iter().map(|&x| x as i8).collect()),
         Storage::U8 => Data::U8(v.iter().map(|&x| x as u8).collect()),
         Storage::I16 => Data::I16(v.iter().map(|&x| x as i16).collect()),
         Storage::I32 => Data::I32(v.iter().map(|&x| x as i32).collect()),
