@@ -135,40 +135,83 @@ impl Conv {
 }
 
 /// Fills the column matrix of `g` from `x`.
+///
+/// A task fills the rows of one input channel (all its kernel offsets) when there are
+/// enough channels to share, so that each input plane is read once per task and stays in
+/// L1 while its `KH*KW` rows are written (row by row, every plane would be read `KH*KW`
+/// times from wherever the whole input fits); otherwise a task fills one row.
 pub fn im2col(g: &Conv, x: &[f32], col: &mut [f32]) {
     let cols = g.cols();
-    let p = g.p();
+    let kk = g.kh * g.kw;
     let rows = g.groups * g.kg();
-    crate::rt::team::for_chunks(&mut col[..rows * cols], cols, &|row, dst| {
-        let (ci, rest) = (row / (g.kh * g.kw), row % (g.kh * g.kw));
-        let (ky, kx) = (rest / g.kw, rest % g.kw);
-        let (lo, hi, off) = g.ox_range(kx);
-        let s1 = g.stride[1];
+    let per = if g.c >= 4 { kk } else { 1 };
+    crate::rt::team::for_chunks(&mut col[..rows * cols], per * cols, &|t, dst| {
+        let first_row = t * per;
+        let ci = first_row / kk;
         for n in 0..g.n {
             let plane = &x[(n * g.c + ci) * g.h * g.w..][..g.h * g.w];
-            let out = &mut dst[n * p..][..p];
-            for oy in 0..g.oh {
-                let orow = &mut out[oy * g.ow..][..g.ow];
-                let Some(iy) = g.iy(oy, ky) else {
-                    orow.fill(0.0);
-                    continue;
-                };
-                let irow = &plane[iy * g.w..][..g.w];
-                orow[..lo].fill(0.0);
-                orow[hi..].fill(0.0);
-                if lo < hi {
-                    let first = (lo as isize * s1 as isize + off) as usize;
-                    if s1 == 1 {
-                        orow[lo..hi].copy_from_slice(&irow[first..first + (hi - lo)]);
-                    } else {
-                        for (k, o) in orow[lo..hi].iter_mut().enumerate() {
-                            *o = irow[first + k * s1];
-                        }
-                    }
-                }
+            for (j, drow) in dst.chunks_mut(cols).enumerate() {
+                let rest = (first_row + j) % kk;
+                im2col_row(
+                    g,
+                    plane,
+                    rest / g.kw,
+                    rest % g.kw,
+                    &mut drow[n * g.p()..][..g.p()],
+                );
             }
         }
     });
+}
+
+/// The columns of one image for kernel offset (ky, kx) of one input plane.
+#[inline]
+fn im2col_row(g: &Conv, plane: &[f32], ky: usize, kx: usize, out: &mut [f32]) {
+    let (lo, hi, off) = g.ox_range(kx);
+    let s1 = g.stride[1];
+    for oy in 0..g.oh {
+        let orow = &mut out[oy * g.ow..][..g.ow];
+        let Some(iy) = g.iy(oy, ky) else {
+            orow.fill(0.0);
+            continue;
+        };
+        let irow = &plane[iy * g.w..][..g.w];
+        orow[..lo].fill(0.0);
+        orow[hi..].fill(0.0);
+        if lo < hi {
+            let first = (lo as isize * s1 as isize + off) as usize;
+            if s1 == 1 {
+                copy_short(&mut orow[lo..hi], &irow[first..first + (hi - lo)]);
+            } else {
+                for (k, o) in orow[lo..hi].iter_mut().enumerate() {
+                    *o = irow[first + k * s1];
+                }
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of small images, in four-value pieces
+/// (a library `memcpy` call costs more than the copy of a few dozen bytes).
+#[inline]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len().min(src.len());
+    if n >= 64 || n < 4 {
+        dst[..n].copy_from_slice(&src[..n]);
+        return;
+    }
+    let four = |d: &mut [f32], s: &[f32]| {
+        let s: [f32; 4] = s.try_into().expect("four values");
+        let d: &mut [f32; 4] = d.try_into().expect("four cells");
+        *d = s;
+    };
+    for (d, s) in dst[..n].chunks_exact_mut(4).zip(src[..n].chunks_exact(4)) {
+        four(d, s);
+    }
+    if n % 4 != 0 {
+        // the last four values again, overlapping the pieces before
+        four(&mut dst[n - 4..n], &src[n - 4..n]);
+    }
 }
 
 /// Sums the column matrix of `g` back into an input-shaped `dx` (overwritten).

@@ -161,12 +161,14 @@ fn max_pool_indexed(p: &Pool, x: &[f32], y: &mut [f32], idx: &mut [u8]) {
             if p.k == [2, 2] && p.stride == [2, 2] {
                 for oy in 0..p.oh {
                     let (r0, r1) = (2 * oy * p.w, (2 * oy + 1) * p.w);
-                    for ox in 0..p.ow {
+                    let (yr, ir) = (&mut yp[oy * p.ow..][..p.ow], &mut ip[oy * p.ow..][..p.ow]);
+                    let done = f32_2x2::forward(&xp[r0..][..p.w], &xp[r1..][..p.w], yr, ir);
+                    for ox in done..p.ow {
                         let c = 2 * ox;
                         let v = [xp[r0 + c], xp[r0 + c + 1], xp[r1 + c], xp[r1 + c + 1]];
                         let (pos, m) = first_max4(v);
-                        yp[oy * p.ow + ox] = m;
-                        ip[oy * p.ow + ox] = pos;
+                        yr[ox] = m;
+                        ir[ox] = pos;
                     }
                 }
                 continue;
@@ -197,6 +199,124 @@ fn first_max4(v: [f32; 4]) -> (u8, f32) {
     ((1 - ha) * (1 + (1 - hb) * (1 + (1 - hc))), m)
 }
 
+/// 2x2 max pooling with stride 2 of f32 rows with each window's first-maximum position,
+/// four windows at a time with SSE2 (part of every x86-64 CPU): the even and odd cells of
+/// a row pair are split by shuffles, the maximum is the NaN-propagating one of
+/// [`Ordered::max_nan`] (the later cell wins only when strictly greater), and a position
+/// is the first cell equal to the maximum (or NaN). The gradient scatters `dy` back to
+/// those positions and zeros elsewhere. Both give exactly what the scalar loops give; the
+/// callers finish the windows past the last multiple of four.
+mod f32_2x2 {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    /// `x.max_nan(y)` on four lanes: `y` when strictly greater, the canonical NaN when
+    /// either is NaN.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn max_nan(x: __m128, y: __m128) -> __m128 {
+        // SAFETY (here and below): SSE2 is part of every x86-64 CPU; memory is reached
+        // through fixed-size arrays only.
+        unsafe {
+            let m = _mm_max_ps(y, x); // y > x ? y : x
+            let u = _mm_cmpunord_ps(x, y);
+            _mm_or_ps(_mm_andnot_ps(u, m), _mm_and_ps(u, _mm_set1_ps(f32::NAN)))
+        }
+    }
+
+    /// Pools the windows of input rows `r0`, `r1` into `y` and `pos`; returns how many it
+    /// did (a multiple of four, at most `y.len()`).
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn forward(r0: &[f32], r1: &[f32], y: &mut [f32], pos: &mut [u8]) -> usize {
+        let n = y.len().min(pos.len()).min(r0.len() / 2).min(r1.len() / 2) / 4 * 4;
+        for k in (0..n).step_by(4) {
+            let (e0, o0) = split(&r0[2 * k..2 * k + 8]);
+            // SAFETY: see `max_nan`.
+            unsafe {
+                let (e1, o1) = split(&r1[2 * k..2 * k + 8]);
+                let m = max_nan(max_nan(e0, o0), max_nan(e1, o1));
+                let hit = |v: __m128| {
+                    _mm_castps_si128(_mm_or_ps(_mm_cmpeq_ps(v, m), _mm_cmpunord_ps(v, v)))
+                };
+                let sel = |mask: __m128i, v: i32, other: __m128i| {
+                    _mm_or_si128(
+                        _mm_and_si128(mask, _mm_set1_epi32(v)),
+                        _mm_andnot_si128(mask, other),
+                    )
+                };
+                let p = sel(hit(e1), 2, _mm_set1_epi32(3));
+                let p = sel(hit(o0), 1, p);
+                let p = sel(hit(e0), 0, p);
+                let bytes = _mm_packus_epi16(_mm_packs_epi32(p, p), _mm_setzero_si128());
+                pos[k..k + 4].copy_from_slice(&_mm_cvtsi128_si32(bytes).to_le_bytes());
+                let out: &mut [f32; 4] = (&mut y[k..k + 4]).try_into().expect("four windows");
+                _mm_storeu_ps(out.as_mut_ptr(), m);
+            }
+        }
+        n
+    }
+
+    /// The even and odd cells of eight consecutive values.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn split(r: &[f32]) -> (__m128, __m128) {
+        let r: &[f32; 8] = r.try_into().expect("eight cells");
+        // SAFETY: see `max_nan`; `r` holds eight readable f32.
+        unsafe {
+            let (lo, hi) = (_mm_loadu_ps(r.as_ptr()), _mm_loadu_ps(r.as_ptr().add(4)));
+            (
+                _mm_shuffle_ps::<0b10_00_10_00>(lo, hi),
+                _mm_shuffle_ps::<0b11_01_11_01>(lo, hi),
+            )
+        }
+    }
+
+    /// Scatters `dy` of the windows of input rows `r0`, `r1` to the recorded positions
+    /// (the other cells of the windows get 0); returns how many windows it did.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn backward(dy: &[f32], pos: &[u8], r0: &mut [f32], r1: &mut [f32]) -> usize {
+        let n = dy.len().min(pos.len()).min(r0.len() / 2).min(r1.len() / 2) / 4 * 4;
+        for k in (0..n).step_by(4) {
+            let d: &[f32; 4] = dy[k..k + 4].try_into().expect("four windows");
+            // SAFETY: see `max_nan`; `d` holds four readable f32.
+            unsafe {
+                let d = _mm_loadu_ps(d.as_ptr());
+                let word = i32::from_le_bytes(pos[k..k + 4].try_into().expect("four positions"));
+                let z = _mm_setzero_si128();
+                let p = _mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(word), z), z);
+                let at =
+                    |v: i32| _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(p, _mm_set1_epi32(v))), d);
+                let (e0, o0, e1, o1) = (at(0), at(1), at(2), at(3));
+                store_pairs(&mut r0[2 * k..2 * k + 8], e0, o0);
+                store_pairs(&mut r1[2 * k..2 * k + 8], e1, o1);
+            }
+        }
+        n
+    }
+
+    /// Writes `even[i]`, `odd[i]` interleaved to eight consecutive cells.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn store_pairs(r: &mut [f32], even: __m128, odd: __m128) {
+        let r: &mut [f32; 8] = r.try_into().expect("eight cells");
+        // SAFETY: see `max_nan`; `r` holds eight writable f32.
+        unsafe {
+            _mm_storeu_ps(r.as_mut_ptr(), _mm_unpacklo_ps(even, odd));
+            _mm_storeu_ps(r.as_mut_ptr().add(4), _mm_unpackhi_ps(even, odd));
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) fn forward(_: &[f32], _: &[f32], _: &mut [f32], _: &mut [u8]) -> usize {
+        0
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) fn backward(_: &[f32], _: &[u8], _: &mut [f32], _: &mut [f32]) -> usize {
+        0
+    }
+}
+
 /// The gradient of max pooling from recorded positions.
 fn max_pool_grad_indexed(p: &Pool, dy: &[f32], idx: &[u8], dx: &mut [f32]) {
     let (plane, oplane) = (p.h * p.w, p.oh * p.ow);
@@ -209,7 +329,13 @@ fn max_pool_grad_indexed(p: &Pool, dy: &[f32], idx: &[u8], dx: &mut [f32]) {
             let dyp = &dy[pi * oplane..][..oplane];
             let ip = &idx[pi * oplane..][..oplane];
             for oy in 0..p.oh {
-                for ox in 0..p.ow {
+                let mut done = 0;
+                if p.k == [2, 2] && p.stride == [2, 2] {
+                    let (r0, r1) = dxp[2 * oy * p.w..][..2 * p.w].split_at_mut(p.w);
+                    let (d, i) = (&dyp[oy * p.ow..][..p.ow], &ip[oy * p.ow..][..p.ow]);
+                    done = f32_2x2::backward(d, i, r0, r1);
+                }
+                for ox in done..p.ow {
                     let o = oy * p.ow + ox;
                     let pos = ip[o] as usize;
                     let (wy, wx) = (pos / p.k[1], pos % p.k[1]);
@@ -645,6 +771,44 @@ mod tests {
         max_pool_grad(&p, &dy, &x, &mut d1);
         max_pool_grad_indexed(&p, &dy, &idx, &mut d2);
         assert_eq!(d1, d2);
+    }
+
+    /// The four-window SSE2 path of the indexed 2x2 pooling and its gradient equal the
+    /// recomputing scalar kernels on planes wide enough to use it (with odd last rows and
+    /// columns and window counts that are not multiples of four), with NaN, ties and
+    /// signed zeros in every window position.
+    #[test]
+    fn vector_indexed_pooling_matches_recomputation() {
+        for (h, w) in [(26, 26), (13, 13), (8, 17), (2, 8), (5, 30)] {
+            let p = Pool {
+                h,
+                w,
+                oh: h / 2,
+                ow: w / 2,
+                ..geom(PoolKind::Max)
+            };
+            let xl = p.n * p.c * h * w;
+            let x: Vec<f32> = (0..xl)
+                .map(|i| match (i * 2654435761usize >> 5) % 23 {
+                    0 => f32::NAN,
+                    1 => 0.0,
+                    2 => -0.0,
+                    3..=8 => 1.5,
+                    v => v as f32 - 12.0,
+                })
+                .collect();
+            let yl = p.n * p.c * p.oh * p.ow;
+            let (mut y1, mut y2, mut idx) = (vec![0.0; yl], vec![0.0; yl], vec![0u8; yl]);
+            max_pool(&p, &x, &mut y1);
+            max_pool_indexed(&p, &x, &mut y2, &mut idx);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y1), bits(&y2), "{h}x{w}");
+            let dy: Vec<f32> = (0..yl).map(|i| i as f32 - 7.25).collect();
+            let (mut d1, mut d2) = (vec![1.0; xl], vec![1.0; xl]);
+            max_pool_grad(&p, &dy, &x, &mut d1);
+            max_pool_grad_indexed(&p, &dy, &idx, &mut d2);
+            assert_eq!(bits(&d1), bits(&d2), "{h}x{w}");
+        }
     }
 
     /// The byte path of 2x2 pooling equals the window definition for i8 and u8, on planes
