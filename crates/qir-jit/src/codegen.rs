@@ -397,7 +397,8 @@ fn cl_ty(t: Ty, w: usize) -> Type {
 }
 
 /// The register accumulators of a reduction along the innermost dimension: the scalar
-/// one, and the vector ones (one f32x4 for min/max, two f64x2 for sums).
+/// one, and the vector ones (two f64x2 for sums; for min/max an f32x4 of extremes and an
+/// i32x4 mask of the lanes that saw a NaN).
 type RegAcc = (Variable, Option<Variable>, Option<Variable>);
 
 struct LoopGen<'a, 'b> {
@@ -613,7 +614,11 @@ impl<'a, 'b> LoopGen<'a, 'b> {
                     let v = self.b.declare_var(types::F32X4);
                     let s = self.b.ins().splat(types::F32X4, init);
                     self.b.def_var(v, s);
-                    (Some(v), None)
+                    let nan = self.b.declare_var(types::I32X4);
+                    let z = self.b.ins().iconst(types::I32, 0);
+                    let zs = self.b.ins().splat(types::I32X4, z);
+                    self.b.def_var(nan, zs);
+                    (Some(v), Some(nan))
                 }
             } else {
                 (None, None)
@@ -699,14 +704,26 @@ impl<'a, 'b> LoopGen<'a, 'b> {
                             let h = self.b.ins().fadd(h, hi);
                             self.b.def_var(hv, h);
                         } else {
+                            // `v < acc ? v : acc` (or `>`), one minps/maxps: the
+                            // interpreter's order of ties; NaN lanes are recorded apart
+                            // so that the loop-carried chain stays one instruction long
                             let vv = v1.unwrap_or(sv);
                             let acc = self.b.use_var(vv);
-                            let n = if a.red == RedOp::Min {
-                                self.b.ins().fmin(acc, v)
+                            let lt = if a.red == RedOp::Min {
+                                self.b.ins().fcmp(FloatCC::LessThan, v, acc)
                             } else {
-                                self.b.ins().fmax(acc, v)
+                                self.b.ins().fcmp(FloatCC::LessThan, acc, v)
                             };
+                            let le = MemFlagsData::new().with_endianness(Endianness::Little);
+                            let m = self.b.ins().bitcast(types::F32X4, le, lt);
+                            let n = self.b.ins().bitselect(m, v, acc);
                             self.b.def_var(vv, n);
+                            if let Some(nv) = v2 {
+                                let un = self.b.ins().fcmp(FloatCC::Unordered, v, v);
+                                let old = self.b.use_var(nv);
+                                let un = self.b.ins().bor(old, un);
+                                self.b.def_var(nv, un);
+                            }
                         }
                     }
                     None => self.rmw(a.red, a.op, cur[a.op], v, w),
@@ -749,6 +766,12 @@ impl<'a, 'b> LoopGen<'a, 'b> {
                     let m23 = self.combine_scalar(a.red, lanes[2], lanes[3]);
                     let m = self.combine_scalar(a.red, m01, m23);
                     acc = self.combine_scalar(a.red, m, acc);
+                    if let Some(nv) = v2 {
+                        let mask = self.b.use_var(nv);
+                        let any = self.b.ins().vany_true(mask);
+                        let nan = self.b.ins().f32const(f32::NAN);
+                        acc = self.b.ins().select(any, nan, acc);
+                    }
                 }
             }
             let p = start[a.op];
