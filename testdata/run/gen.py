@@ -797,7 +797,9 @@ m1 = F(0.75) * m_ + F(0.25) * g_
 v1 = F(0.75) * v_ + F(0.25) * (g_ * g_)
 t = 3
 bc1, bc2 = F(1 - 0.9 ** t), F(1 - 0.999 ** t)
-adam = p_ - lr * (m_ / bc1) / (np.sqrt(v_ / bc2) + F(1e-8)) - lr * F(0.01) * p_
+# the step size and the inverse root of the second correction are per-step scalars
+step_size, inv_root = lr / bc1, F(1) / np.sqrt(bc2)
+adam = p_ - step_size * m_ / (np.sqrt(v_) * inv_root + F(1e-8)) - lr * F(0.01) * p_
 write(
     "optimizers", "sgd_update with weight decay, sgd_momentum with dampening, adam_moment (orders 1 and 2), adam_update (AdamW decay) at step 3",
     "exact", [("p", p_), ("g", g_), ("buf", buf), ("m", m_), ("v", v_), ("lr", np.array(lr)), ("t", np.array(F(t)))],

@@ -2243,12 +2243,17 @@ impl Lower<'_> {
                             (b.arg(0), b.arg(1), b.arg(2), b.arg(3), b.arg(4));
                         let bc1 = b.push(Ex::AdamCorrection(b1, step));
                         let bc2 = b.push(Ex::AdamCorrection(b2, step));
-                        let mh = b.div(m, bc1);
-                        let t = b.mul(lr, mh);
-                        let vh = b.div(v, bc2);
-                        let sq = b.push(Ex::Sqrt(vh));
+                        // per-step scalars (hoisted out of the loop): one division
+                        // per element, as the op table defines it
+                        let s = b.div(lr, bc1);
+                        let rb2 = b.push(Ex::Sqrt(bc2));
+                        let one = b.f(1.0);
+                        let r = b.div(one, rb2);
+                        let t = b.mul(s, m);
+                        let sq = b.push(Ex::Sqrt(v));
+                        let sr = b.mul(sq, r);
                         let e = b.f(eps);
-                        let den = b.add(sq, e);
+                        let den = b.add(sr, e);
                         let upd = b.div(t, den);
                         let p1 = b.sub(p, upd);
                         let w = b.f(wd);

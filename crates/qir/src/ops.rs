@@ -516,7 +516,9 @@ define_ops! {
     /// example: %m1 = adam_moment(%w.m, %gw, %w) {beta = 0.9} : f32[32, 64]
     AdamMoment = "adam_moment", Optimizer, "m, grad, param", [float_req("beta"), int("order", 1), float("weight_decay", 0.0)];
     /// Adam(W) parameter step with bias correction at step `step` (counting from 1):
-    /// `p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps) - lr * weight_decay * p`.
+    /// `p - s * m / (sqrt(v) * r + eps) - lr * weight_decay * p` with the step size
+    /// `s = lr / (1 - beta1^t)` and `r = 1 / sqrt(1 - beta2^t)` (per-step scalars: one
+    /// division per element; PyTorch's `addcdiv` form up to the rounding of `r`).
     /// shape: p, m, v, step [], lr [] -> p
     /// example: %w1 = adam_update(%w, %m1, %v1, %step1, %lr) : f32[32, 64]
     AdamUpdate = "adam_update", Optimizer, "param, m, v, step, lr", [float("beta1", 0.9), float("beta2", 0.999), float("eps", 1e-8), float("weight_decay", 0.0)];

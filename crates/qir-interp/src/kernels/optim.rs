@@ -54,7 +54,9 @@ pub struct Adam {
     pub weight_decay: f64,
 }
 
-/// `p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps) - lr * wd * p`.
+/// `p - s * m / (sqrt(v) * r + eps) - lr * wd * p` with the per-step scalars
+/// `s = lr / (1 - beta1^t)` and `r = 1 / sqrt(1 - beta2^t)`, rounded to `T` in that order
+/// (the op table's definition, which the JIT computes the same way).
 pub fn adam_update<T: Float>(
     p: &[T],
     m: &[T],
@@ -73,10 +75,11 @@ pub fn adam_update<T: Float>(
     let bc1 = T::from_f64(1.0 - a.beta1.powf(t));
     let bc2 = T::from_f64(1.0 - a.beta2.powf(t));
     let (eps, wd) = (T::from_f64(a.eps), T::from_f64(a.weight_decay));
+    let (s, r) = (lr / bc1, T::from_f64(1.0) / bc2.sqrt());
     Ok(p.iter()
         .zip(m)
         .zip(v)
-        .map(|((&p, &m), &v)| p - lr * (m / bc1) / ((v / bc2).sqrt() + eps) - lr * wd * p)
+        .map(|((&p, &m), &v)| p - s * m / (v.sqrt() * r + eps) - lr * wd * p)
         .collect())
 }
 
