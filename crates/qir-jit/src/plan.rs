@@ -32,6 +32,14 @@ const ALIGN: usize = 64;
 /// Loops over at least this many elements are split over the thread pool.
 const PARALLEL_ELEMENTS: usize = 1 << 16;
 
+/// Smaller loops are split too when their elements times their body's entries and memory
+/// operands reach this (an optimizer update of 32k weights is worth two threads, a ReLU of
+/// as many values is not), provided they have at least [`PARALLEL_MIN_ELEMENTS`].
+const PARALLEL_WORK: usize = 1 << 20;
+
+/// See [`PARALLEL_WORK`].
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 12;
+
 /// One memory operand of a loop nest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Operand {
@@ -953,7 +961,10 @@ fn build_loop(
     for (o, s) in ops.iter_mut().zip(&all_strides[..n_ops]) {
         o.strides = s.clone();
     }
-    let parts = if threads > 1 && total >= PARALLEL_ELEMENTS && cdims[0] >= threads {
+    let work = total * (body.len() + ops.len());
+    let big =
+        total >= PARALLEL_ELEMENTS || (total >= PARALLEL_MIN_ELEMENTS && work >= PARALLEL_WORK);
+    let parts = if threads > 1 && big && cdims[0] >= threads {
         threads
     } else {
         1
