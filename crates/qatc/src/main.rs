@@ -23,7 +23,8 @@ use clap::Parser;
     version,
     about = "qatc: a quantization-aware-training compiler for .qir models. It checks, \
              formats and optimizes models, prepares them for QAT with a quantization \
-             scheme, calibrates, trains and evaluates them, and imports ONNX.",
+             scheme, calibrates, trains and evaluates them (compiled by a JIT), converts \
+             them to integer-only models, and imports and exports ONNX.",
     long_about = None
 )]
 struct Cli {

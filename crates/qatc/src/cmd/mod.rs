@@ -38,7 +38,7 @@ pub enum Command {
     Dot(dot::Args),
     /// Prepare a model for quantization-aware training with a scheme
     Prepare(prepare::Args),
-    /// Evaluate a model once with the interpreter on .npy inputs
+    /// Evaluate a model once on .npy inputs (compiled by the JIT, or with --backend interp)
     Run(run::Args),
     /// Print the training-step graph (forward, backward, optimizer) of a model
     Grad(grad::Args),

@@ -12,7 +12,7 @@ use runtime::io::weights::{Require, read_safetensors, store_from_file};
 
 use crate::io::{CmdResult, check_output, fail, read_input, write_stdout};
 
-/// Evaluate a model once with the interpreter.
+/// Evaluate a model once on the chosen executor.
 #[derive(clap::Args)]
 pub struct Args {
     /// The model (`-` for standard input).
