@@ -60,9 +60,30 @@ pub(crate) struct Scratch {
     pub(crate) ints: Vec<i32>,
     pub(crate) ints2: Vec<i32>,
     pub(crate) corr: Vec<i32>,
-    pub(crate) remap: Vec<crate::epilogue::Remap>,
-    /// `(cols, wide, ow)` of the table in `remap`.
-    pub(crate) remap_key: (usize, usize, usize),
+    /// Remap tables of wide convolutions by `(cols, wide, ow)`: the layers of a model
+    /// alternate on a thread, so each keeps its table (a few, each `cols / 16` entries).
+    pub(crate) remaps: Vec<((usize, usize, usize), Vec<crate::epilogue::Remap>)>,
+}
+
+/// Remap tables kept per thread before the oldest is dropped.
+const REMAP_TABLES: usize = 8;
+
+impl Scratch {
+    /// The remap table of `key = (cols, wide, ow)`, built on first use.
+    pub(crate) fn remap(&mut self, key: (usize, usize, usize)) -> *const crate::epilogue::Remap {
+        if let Some(i) = self.remaps.iter().position(|(k, _)| *k == key) {
+            return self.remaps[i].1.as_ptr();
+        }
+        if self.remaps.len() >= REMAP_TABLES {
+            self.remaps.remove(0);
+        }
+        let mut t = Vec::new();
+        crate::epilogue::remap_table(key.0, key.1, key.2, &mut t);
+        self.remaps.push((key, t));
+        self.remaps
+            .last()
+            .map_or(std::ptr::null(), |(_, t)| t.as_ptr())
+    }
 }
 
 thread_local! {

@@ -349,7 +349,8 @@ pub fn qconv2d_on(
     } else {
         g.n
     };
-    let run = |n0: usize| {
+    let og = g.og();
+    let run = |n0: usize, rows: std::ops::Range<usize>| {
         let n1 = (n0 + per).min(g.n);
         for ni in n0..n1 {
             let xi = &src[ni * img_in..(ni + 1) * img_in];
@@ -357,17 +358,36 @@ pub fn qconv2d_on(
             if depthwise {
                 depthwise_image(path, xi, flip, zu, g, w, user, &vi);
             } else {
-                conv_image(path, xi, flip, zu, g, w, &corr, user, &vi);
+                conv_image(path, xi, flip, zu, g, w, &corr, user, &vi, rows.clone());
             }
         }
     };
-    if per >= g.n {
-        run(0);
+    if per < g.n {
+        par.for_each(g.n.div_ceil(per), &|i| run(i * per, 0..og));
+    } else if let Some(mid) = channel_split(g, w, threads, depthwise) {
+        // fewer images than threads (batch 1): the output channels split in two, each
+        // half with its own im2col of the image
+        par.for_each(2, &|i| run(0, if i == 0 { 0..mid } else { mid..og }));
     } else {
-        par.for_each(g.n.div_ceil(per), &|i| run(i * per));
+        run(0, 0..og);
     }
     Ok(())
 }
+
+/// Where to split the output channels of a batch too small to split by image: the first
+/// half's rows end at a multiple of 8 (every tile height up to 8 divides it) and the
+/// second half's tiles, up to 16 rows high, stay inside the packed rows. `None` when the
+/// convolution is grouped, depthwise or too small to be worth a second thread.
+fn channel_split(g: &ConvGeom, w: &PackedConv, threads: usize, depthwise: bool) -> Option<usize> {
+    let og = g.og();
+    let mid = og.div_ceil(2).div_ceil(8) * 8;
+    let fits = mid < og && mid + (og - mid).div_ceil(16) * 16 <= w.og_pad;
+    let big = g.macs() / g.n.max(1) >= CHANNEL_SPLIT_MIN_MACS;
+    (threads > 1 && g.groups == 1 && !depthwise && fits && big).then_some(mid)
+}
+
+/// Multiply-accumulates per image from which one image is split over two threads.
+const CHANNEL_SPLIT_MIN_MACS: usize = 1 << 16;
 
 /// One image through im2col and the tiles, group by group. Stride-1 convolutions take
 /// the "wide" route: the output is computed over rows as wide as the padded input (the
@@ -384,18 +404,21 @@ fn conv_image(
     corr: &[i32],
     user: &[FusedOp],
     view: &OutView,
+    rows: std::ops::Range<usize>,
 ) {
-    let (og, plane, k) = (g.og(), g.plane(), g.k());
+    let (plane, k) = (g.plane(), g.k());
+    let (r0, nrows) = (rows.start, rows.len());
     let wide = g.stride == [1, 1];
     let (hp, wp) = (g.h + g.pad[0] + g.pad[2], g.w + g.pad[1] + g.pad[3]);
     let cols = if wide { (g.oh - 1) * wp + g.ow } else { plane };
-    let kern: Kernels = kernels::select(path, false, og, cols);
+    let kern: Kernels = kernels::select(path, false, nrows, cols);
     let kp = kpad(k, kern.kalign);
     with_scratch(|s| {
-        if wide && s.remap_key != (cols, wp, g.ow) {
-            crate::epilogue::remap_table(cols, wp, g.ow, &mut s.remap);
-            s.remap_key = (cols, wp, g.ow);
-        }
+        let remap = if wide {
+            s.remap((cols, wp, g.ow))
+        } else {
+            std::ptr::null()
+        };
         for grp in 0..g.groups {
             let c0 = grp * g.cg();
             if wide {
@@ -410,7 +433,8 @@ fn conv_image(
                     pixel_sums(s.a.as_slice(), k, row_stride(plane), plane, &mut s.ints);
                 }
             }
-            let o0 = grp * og;
+            // the first output channel of this call's rows in the group
+            let o0 = grp * g.og() + r0;
             let mut steps = Steps::new();
             steps.push(Step::AddRow(&corr[o0..]));
             if w.zw_any {
@@ -419,20 +443,21 @@ fn conv_image(
             user_steps(user, Axis::Row, o0, &mut steps);
             let mut v = view.offset_rows(o0);
             if wide {
-                v.remap = s.remap.as_ptr();
+                v.remap = remap;
             }
-            // SAFETY: L = this group's packed weight rows (og_pad >= og rows, a multiple of
-            // every tile height, stride kp multiple of 64), R = the panels of stride 16 kp
-            // covering `cols` columns; the view covers channels o0..o0 + og of this image
-            // (through the remap table for wide columns).
+            // SAFETY: L = this group's packed weight rows from r0 (og_pad >= og rows, a
+            // multiple of every tile height; r0 is 0 or a split point whose tiles stay
+            // inside og_pad, see `channel_split`; stride kp multiple of 64), R = the panels
+            // of stride 16 kp covering `cols` columns; the view covers channels
+            // o0..o0 + nrows of this image (through the remap table for wide columns).
             unsafe {
                 run_tiles(
                     &kern,
-                    w.rows.as_slice().as_ptr().add(grp * w.og_pad * w.kp),
+                    w.rows.as_slice().as_ptr().add((grp * w.og_pad + r0) * w.kp),
                     w.kp,
                     s.b.as_slice().as_ptr(),
                     16 * kp,
-                    og,
+                    nrows,
                     cols,
                     k.div_ceil(4),
                     steps.as_slice(),

@@ -190,6 +190,13 @@ pub fn conv_model_shapes(path: Path) {
         ConvGeom::new(3, 4, [9, 7], 8, [3, 3], [1, 1], [1, 0, 1, 2], [1, 1], 4).unwrap(),
         ConvGeom::new(3, 1, [17, 15], 6, [3, 2], [2, 1], [1, 1, 0, 2], [2, 1], 1).unwrap(),
         ConvGeom::new(2, 1, [12, 12], 4, [7, 7], [1, 1], [0; 4], [1, 1], 1).unwrap(),
+        // batch 1, large enough (>= 2^16 multiply-accumulates) for the output channels to
+        // be split over two threads: halves of 8 + 8, 16 + 16, 16 + 8 (a second half
+        // shorter than a tile) and 24 + 17, with padding and a strided im2col
+        ConvGeom::new(1, 1, [28, 28], 16, [3, 3], [1, 1], [0; 4], [1, 1], 1).unwrap(),
+        ConvGeom::new(1, 16, [13, 13], 32, [3, 3], [1, 1], [0; 4], [1, 1], 1).unwrap(),
+        ConvGeom::new(1, 8, [14, 14], 24, [3, 3], [1, 1], [1; 4], [1, 1], 1).unwrap(),
+        ConvGeom::new(1, 6, [15, 17], 41, [3, 3], [2, 1], [1, 0, 2, 1], [1, 1], 1).unwrap(),
     ];
     for g in geoms {
         let case = ConvCase::random(&mut rng, g);
