@@ -427,7 +427,7 @@ fn max_pool<T: Ordered>(p: &Pool, x: &[T], y: &mut [T]) {
 }
 
 /// 2x2 max pooling with stride 2 of unpadded 8-bit values (the pooling of converted CNNs),
-/// with AVX-512 BW: a row pair is one vertical byte max, then a max of
+/// with AVX-512 BW and VL: a row pair is one vertical byte max, then a max of
 /// the two bytes of every 16-bit lane, narrowed back to bytes. Output `(oy, ox)` of a plane
 /// is `max(x[2oy][2ox], x[2oy][2ox + 1], x[2oy + 1][2ox], x[2oy + 1][2ox + 1])` (an odd
 /// last row or column is in no window).
@@ -458,7 +458,9 @@ mod bytes_2x2 {
             } else {
                 return false;
             };
-            if !std::arch::is_x86_feature_detected!("avx512bw") {
+            if !std::arch::is_x86_feature_detected!("avx512bw")
+                || !std::arch::is_x86_feature_detected!("avx512vl")
+            {
                 return false;
             }
             let pairs = p.n * p.c * p.oh;
@@ -498,7 +500,7 @@ mod bytes_2x2 {
 
     /// One row pair: `out[j] = max(r0[2j], r0[2j+1], r1[2j], r1[2j+1])` (rows of 2 out.len()).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512bw,avx512f")]
+    #[target_feature(enable = "avx512bw,avx512f,avx512vl")]
     unsafe fn row_pair(r0: &[u8], r1: &[u8], out: &mut [u8], signed: bool) {
         use std::arch::x86_64::*;
         let w = r0.len();
