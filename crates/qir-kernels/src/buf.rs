@@ -59,6 +59,8 @@ pub(crate) struct Scratch {
     pub(crate) b: AlignedBuf,
     pub(crate) ints: Vec<i32>,
     pub(crate) ints2: Vec<i32>,
+    /// Input offsets of the im2col rows of a wide convolution.
+    pub(crate) offs: Vec<usize>,
     pub(crate) corr: Vec<i32>,
     /// Remap tables of wide convolutions by `(cols, wide, ow)`: the layers of a model
     /// alternate on a thread, so each keeps its table (a few, each `cols / 16` entries).

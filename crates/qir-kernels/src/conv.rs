@@ -423,7 +423,7 @@ fn conv_image(
             let c0 = grp * g.cg();
             if wide {
                 pad_copy(x, flip, g, c0, zu as u8, &mut s.a);
-                wide_panels(s.a.as_slice(), g, hp, wp, cols, kp, &mut s.b);
+                wide_panels(s.a.as_slice(), g, hp, wp, cols, kp, &mut s.offs, &mut s.b);
                 if w.zw_any {
                     wide_sums(s.a.as_slice(), g, hp, wp, cols, &mut s.ints);
                 }
@@ -514,6 +514,7 @@ fn pad_copy(x: &[u8], flip: u8, g: &ConvGeom, c0: usize, zu: u8, dst: &mut Align
 
 /// The panels of a stride-1 convolution over wide columns: im2col row `k = (c, ki, kj)` is
 /// the padded plane of `c` from offset `ki * d0 * wp + kj * d1` on.
+#[allow(clippy::too_many_arguments)]
 fn wide_panels(
     p: &[u8],
     g: &ConvGeom,
@@ -521,18 +522,18 @@ fn wide_panels(
     wp: usize,
     cols: usize,
     kp: usize,
+    offs: &mut Vec<usize>,
     panels: &mut AlignedBuf,
 ) {
     let k = g.k();
     let kg = k.div_ceil(4);
     let np = cols.div_ceil(16);
-    let offs: Vec<usize> = (0..k)
-        .map(|kk| {
-            let (cl, r) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
-            let (ki, kj) = (r / g.kw, r % g.kw);
-            cl * hp * wp + ki * g.dil[0] * wp + kj * g.dil[1]
-        })
-        .collect();
+    offs.clear();
+    offs.extend((0..k).map(|kk| {
+        let (cl, r) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
+        let (ki, kj) = (r / g.kw, r % g.kw);
+        cl * hp * wp + ki * g.dil[0] * wp + kj * g.dil[1]
+    }));
     panels.set_len(np * 16 * kp);
     let out = panels.as_mut_slice();
     const ZERO: [u8; 16] = [0; 16];

@@ -69,12 +69,24 @@ pub(crate) struct OutView {
     pub(crate) remap: *const Remap,
 }
 
-/// The valid lanes of one 16-column vector of wide columns and the output column of the
-/// first valid one.
-#[derive(Clone, Copy, Debug, Default)]
+/// The valid lanes of one 16-column vector of wide columns, the output column of the
+/// first valid one, and the byte shuffle that packs the valid lanes of 16 narrowed bytes
+/// to the front (`0x80`, a zero, elsewhere).
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Remap {
     pub(crate) mask: u16,
     pub(crate) pos: u32,
+    pub(crate) shuf: [u8; 16],
+}
+
+impl Default for Remap {
+    fn default() -> Remap {
+        Remap {
+            mask: 0,
+            pos: 0,
+            shuf: [0x80; 16],
+        }
+    }
 }
 
 /// The remap table of a convolution computed over `wide`-pixel rows of which the first
@@ -89,6 +101,7 @@ pub(crate) fn remap_table(cols: usize, wide: usize, ow: usize, t: &mut Vec<Remap
             if r.mask == 0 {
                 r.pos = pos;
             }
+            r.shuf[r.mask.count_ones() as usize] = (c % 16) as u8;
             r.mask |= 1 << (c % 16);
             pos += 1;
         }
@@ -285,6 +298,30 @@ mod x86 {
     unsafe fn store16(out: &OutView, r: usize, c: usize, n: usize, v: __m512i) {
         // SAFETY: the caller's contract.
         unsafe {
+            if out.remap.is_null() {
+                // fall through to the plain stores below
+            } else if matches!(out.kind, OutKind::I8 | OutKind::U8) {
+                // narrow first, then pack the valid bytes to the front with one byte
+                // shuffle (vpcompressd is slow on Zen 4); a full 16-byte store is safe
+                // when it stays inside the row, whose later bytes the next vectors
+                // rewrite (columns are stored in increasing order); otherwise masked
+                let m = *out.remap.add(c / 16);
+                let mask = m.mask & mask_of(n);
+                let b = _mm512_cvtepi32_epi8(v);
+                let (pos, cnt) = (m.pos as usize, mask.count_ones() as usize);
+                let p = out.ptr.add(r * out.ld + pos);
+                if mask == 0xffff {
+                    _mm_storeu_si128(p.cast(), b);
+                } else if mask != 0 {
+                    let packed = _mm_shuffle_epi8(b, _mm_loadu_si128(m.shuf.as_ptr().cast()));
+                    if pos + 16 <= out.ld {
+                        _mm_storeu_si128(p.cast(), packed);
+                    } else {
+                        _mm_mask_storeu_epi8(p.cast(), mask_of(cnt), packed);
+                    }
+                }
+                return;
+            }
             let (o, n, v) = if out.remap.is_null() {
                 (r * out.ld + c, n, v)
             } else {
