@@ -65,10 +65,11 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
 pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
     if is_gzip(bytes) {
         let mut r = flate2::read::MultiGzDecoder::new(bytes);
-        parse_stream(&mut r, true)
+        // deflate expands at most 1032:1, which bounds what the header may make us reserve
+        parse_stream(&mut r, true, bytes.len().saturating_mul(1032))
     } else {
         let mut r = bytes;
-        parse_stream(&mut r, false)
+        parse_stream(&mut r, false, bytes.len())
     }
 }
 
@@ -76,9 +77,11 @@ fn bad(msg: impl Into<String>) -> RuntimeError {
     RuntimeError::Format(msg.into())
 }
 
-/// Reads up to `n` bytes; fewer only at the end of the stream.
-fn read_up_to(r: &mut dyn Read, n: u64, gz: bool) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+/// Reads up to `n` bytes; fewer only at the end of the stream. Reserves room for
+/// `min(n, cap)` bytes first (`cap` bounds what the input can hold, so that a header's
+/// claim cannot make qatc reserve more; within it, the data is read without regrowing).
+fn read_up_to(r: &mut dyn Read, n: u64, gz: bool, cap: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(usize::MAX).min(cap));
     r.take(n).read_to_end(&mut out).map_err(|e| {
         if gz {
             bad(format!("corrupt gzip stream: {}", io_message(&e)))
@@ -89,8 +92,8 @@ fn read_up_to(r: &mut dyn Read, n: u64, gz: bool) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn parse_stream(r: &mut dyn Read, gz: bool) -> Result<IdxArray> {
-    let magic = read_up_to(r, 4, gz)?;
+fn parse_stream(r: &mut dyn Read, gz: bool, cap: usize) -> Result<IdxArray> {
+    let magic = read_up_to(r, 4, gz, cap)?;
     let [z0, z1, code, ndim] = magic[..] else {
         return Err(bad(format!(
             "truncated header: {} bytes, an IDX file starts with a 4-byte magic number",
@@ -112,7 +115,7 @@ fn parse_stream(r: &mut dyn Read, gz: bool) -> Result<IdxArray> {
     if ndim == 0 {
         return Err(bad("the header declares 0 dimensions"));
     }
-    let head = read_up_to(r, 4 * ndim as u64, gz)?;
+    let head = read_up_to(r, 4 * ndim as u64, gz, cap)?;
     if head.len() != 4 * ndim as usize {
         return Err(bad(format!(
             "truncated header: {ndim} dimension sizes declared but only {} bytes of them present",
@@ -127,7 +130,7 @@ fn parse_stream(r: &mut dyn Read, gz: bool) -> Result<IdxArray> {
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
         .ok_or_else(|| bad(format!("the dimensions {} overflow", dims_text(&dims))))?;
-    let data = read_up_to(r, total, gz)?;
+    let data = read_up_to(r, total, gz, cap)?;
     if (data.len() as u64) < total {
         return Err(bad(format!(
             "truncated data: the header declares {} = {total} bytes but only {} follow",
@@ -135,7 +138,7 @@ fn parse_stream(r: &mut dyn Read, gz: bool) -> Result<IdxArray> {
             data.len()
         )));
     }
-    let extra = read_up_to(r, 1 << 20, gz)?;
+    let extra = read_up_to(r, 1 << 20, gz, 0)?;
     if !extra.is_empty() {
         return Err(bad(format!(
             "{}{} unexpected bytes after the {} data",

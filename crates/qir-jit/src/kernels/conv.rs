@@ -196,7 +196,7 @@ fn im2col_row(g: &Conv, plane: &[f32], ky: usize, kx: usize, out: &mut [f32]) {
 #[inline]
 fn copy_short(dst: &mut [f32], src: &[f32]) {
     let n = dst.len().min(src.len());
-    if n >= 64 || n < 4 {
+    if !(4..64).contains(&n) {
         dst[..n].copy_from_slice(&src[..n]);
         return;
     }
@@ -208,7 +208,7 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
     for (d, s) in dst[..n].chunks_exact_mut(4).zip(src[..n].chunks_exact(4)) {
         four(d, s);
     }
-    if n % 4 != 0 {
+    if !n.is_multiple_of(4) {
         // the last four values again, overlapping the pieces before
         four(&mut dst[n - 4..n], &src[n - 4..n]);
     }
