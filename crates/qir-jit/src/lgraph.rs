@@ -208,7 +208,9 @@ pub enum Ex {
     /// Adam's bias correction `1 - beta^step`, computed in f64 from the f32 step and
     /// rounded once (as the interpreter and PyTorch compute it).
     AdamCorrection(f64, usize),
-    /// f32 to i32, saturating (NaN gives 0); the value is already integral.
+    /// f32 to i32 of a value the lowering has rounded and clamped into an integer range
+    /// (NaN lanes are replaced by a select after it): the conversion itself needs no
+    /// saturation, and vectors use the plain truncating instruction.
     FToI(usize),
     /// i32 to f32.
     IToF(usize),
