@@ -911,6 +911,39 @@ fn jit_every_op_has_a_generator() {
     );
 }
 
+/// The per-tensor input `quantize` of converted models (a kernel, 16 values per AVX-512
+/// step, the rest one by one) equals the interpreter on ties of both parities, values past
+/// both ends of the range, infinities and NaN, in every lane and in the tail, to i8 and u8.
+#[test]
+fn jit_input_quantize_matches_the_interpreter_on_special_values() {
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        1e30,
+        -1e30,
+    ];
+    let x: Vec<f32> = (0..3 * 37)
+        .map(|i| match i % 11 {
+            0 => specials[(i / 11) % specials.len()],
+            // exact ties k + 0.5 of the scale 0.25, both parities of k
+            1..=4 => ((i as f32) - 50.0 + 0.5) * 0.25,
+            k => (k as f32 - 7.0) * 17.3 + i as f32 * 0.011,
+        })
+        .collect();
+    for (st, zp) in [("i8", -3), ("u8", 130)] {
+        let case = Case {
+            text: format!(
+                "graph @q {{\n  input %x: f32[3, 37]\n  %q = quantize(%x) {{rounding = half_even}} : !quant.uniform<{st}:f32, 0.25:{zp}>[3, 37]\n  %y = dequantize(%q) : f32[3, 37]\n  output y = %y\n}}\n"
+            ),
+            inputs: vec![("x".into(), Tensor::f32(vec![3, 37], x.clone()).unwrap())],
+        };
+        compare(Op::Quantize, &case, Tol::Exact).unwrap();
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 

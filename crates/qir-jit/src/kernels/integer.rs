@@ -215,6 +215,21 @@ pub enum IntOp {
         /// How the rescaled means round (the op's `rounding`).
         rounding: Rounding,
     },
+    /// `quantize` of f32 values with one scale and zero point and half-to-even rounding,
+    /// to i8 or u8 (the input of a converted model): the JIT's loop form, computed 16
+    /// values at a time where the CPU has AVX-512.
+    Quantize {
+        /// Elements.
+        len: usize,
+        /// The scale.
+        scale: f32,
+        /// The zero point.
+        zp: i32,
+        /// The clamp bounds (the storage range).
+        lo: i32,
+        /// See `lo`.
+        hi: i32,
+    },
 }
 
 impl IntOp {
@@ -252,6 +267,7 @@ impl IntOp {
             IntOp::Qadd { dims, .. } => format!("qadd {dims:?}"),
             IntOp::Qconcat { chunks, .. } => format!("qconcat {} inputs", chunks.len()),
             IntOp::QglobalAvgPool { n, c, .. } => format!("qglobal_avg_pool {n}x{c}"),
+            IntOp::Quantize { len, .. } => format!("quantize {len}"),
         }
     }
 }
@@ -544,9 +560,99 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
                     put(y, out.dtype, p, clamp_out(out, bounds, p, v));
                 }
             }
+            IntOp::Quantize {
+                len,
+                scale,
+                zp,
+                lo,
+                hi,
+            } => {
+                let x = std::slice::from_raw_parts(arg(0) as *const f32, *len);
+                let y = std::slice::from_raw_parts_mut(y, *len);
+                let q = Quant {
+                    inv: 1.0 / *scale,
+                    zp: *zp,
+                    lo: *lo,
+                    hi: *hi,
+                };
+                crate::rt::team::for_chunks(y, 1 << 14, &|i, part| {
+                    q.run(&x[i << 14..][..part.len()], part)
+                });
+            }
         }
     }
     0
+}
+
+/// The arithmetic of a per-tensor half-to-even `quantize`, in the order of the JIT's loop
+/// form (and the interpreter's): `v = x * (1 / s)` in f32, rounded half to even, plus the
+/// zero point in f32, clamped to `[lo, hi]`; NaN gives the zero point. The low byte of the
+/// integer is stored (i8 and u8 alike).
+#[derive(Clone, Copy)]
+struct Quant {
+    inv: f32,
+    zp: i32,
+    lo: i32,
+    hi: i32,
+}
+
+impl Quant {
+    fn one(&self, x: f32) -> u8 {
+        let q = self.zp as f32 + (x * self.inv).round_ties_even();
+        if q.is_nan() {
+            self.zp as u8
+        } else {
+            q.max(self.lo as f32).min(self.hi as f32) as i32 as u8
+        }
+    }
+
+    fn run(&self, x: &[f32], y: &mut [u8]) {
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            // SAFETY: the features are present.
+            done = unsafe { self.avx512(x, y) };
+        }
+        for (o, &v) in y[done..].iter_mut().zip(&x[done..]) {
+            *o = self.one(v);
+        }
+    }
+
+    /// Sixteen values per step; returns how many it did (a multiple of 16).
+    ///
+    /// # Safety
+    /// AVX-512 F and BW are available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn avx512(&self, x: &[f32], y: &mut [u8]) -> usize {
+        use std::arch::x86_64::*;
+        let n = x.len().min(y.len()) / 16 * 16;
+        let (inv, z) = (_mm512_set1_ps(self.inv), _mm512_set1_ps(self.zp as f32));
+        let (lo, hi) = (
+            _mm512_set1_ps(self.lo as f32),
+            _mm512_set1_ps(self.hi as f32),
+        );
+        let zi = _mm512_set1_epi32(self.zp);
+        for i in (0..n).step_by(16) {
+            let xs: &[f32; 16] = x[i..i + 16].try_into().expect("sixteen values");
+            let ys: &mut [u8; 16] = (&mut y[i..i + 16]).try_into().expect("sixteen bytes");
+            // SAFETY: `xs` and `ys` are sixteen elements; the features are present.
+            unsafe {
+                let v = _mm512_mul_ps(_mm512_loadu_ps(xs.as_ptr()), inv);
+                let r =
+                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                let q = _mm512_add_ps(z, r);
+                let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(q, q);
+                // integral and inside [lo, hi]: the conversion is exact
+                let c = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(q, lo), hi));
+                let b = _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32(nan, c, zi));
+                _mm_storeu_si128(ys.as_mut_ptr().cast(), b);
+            }
+        }
+        n
+    }
 }
 
 /// Runs a fast int8 call: binds the activations, bias and result buffers and calls `f`
