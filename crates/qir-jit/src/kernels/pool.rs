@@ -791,7 +791,7 @@ mod tests {
             };
             let xl = p.n * p.c * h * w;
             let x: Vec<f32> = (0..xl)
-                .map(|i| match (i * 2654435761usize >> 5) % 23 {
+                .map(|i| match ((i * 2654435761usize) >> 5) % 23 {
                     0 => f32::NAN,
                     1 => 0.0,
                     2 => -0.0,
