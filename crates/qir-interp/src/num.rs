@@ -47,8 +47,6 @@ pub trait Float:
     fn trunc(self) -> Self;
     /// Round half to even (C's `nearbyint` in the default rounding mode).
     fn round_even(self) -> Self;
-    /// Round half away from zero (C's `round`).
-    fn round_away(self) -> Self;
     /// Fused multiply-add `self * a + b` with one rounding.
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn is_nan(self) -> bool;
@@ -60,10 +58,13 @@ pub trait Float:
     /// `(scale, zero point)` of an observed range in this type's arithmetic
     /// ([`qir::quant::qparams_f32`] / [`qir::quant::qparams_f64`]).
     fn qparams(mn: Self, mx: Self, rule: qir::quant::QparamRule) -> (Self, i64);
+    /// One value's `quantize` in this type's arithmetic ([`qir::quant::quantize_f32`] /
+    /// [`qir::quant::quantize_f64`]).
+    fn quantize(self, scale: Self, zp: i64, qmin: i64, qmax: i64, r: qir::quant::Rounding) -> i64;
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal, $variant:ident, $erf:path, $qparams:path) => {
+    ($t:ty, $name:literal, $variant:ident, $erf:path, $qparams:path, $quantize:path) => {
         impl Float for $t {
             const NAME: &'static str = $name;
             const ZERO: Self = 0.0;
@@ -100,9 +101,6 @@ macro_rules! impl_float {
             fn round_even(self) -> Self {
                 <$t>::round_ties_even(self)
             }
-            fn round_away(self) -> Self {
-                <$t>::round(self)
-            }
             fn mul_add(self, a: Self, b: Self) -> Self {
                 <$t>::mul_add(self, a, b)
             }
@@ -124,12 +122,36 @@ macro_rules! impl_float {
             fn qparams(mn: Self, mx: Self, rule: qir::quant::QparamRule) -> (Self, i64) {
                 $qparams(mn, mx, rule)
             }
+            fn quantize(
+                self,
+                scale: Self,
+                zp: i64,
+                qmin: i64,
+                qmax: i64,
+                r: qir::quant::Rounding,
+            ) -> i64 {
+                $quantize(self, scale, zp, qmin, qmax, r)
+            }
         }
     };
 }
 
-impl_float!(f32, "f32", F32, libm::erff, qir::quant::qparams_f32);
-impl_float!(f64, "f64", F64, libm::erf, qir::quant::qparams_f64);
+impl_float!(
+    f32,
+    "f32",
+    F32,
+    libm::erff,
+    qir::quant::qparams_f32,
+    qir::quant::quantize_f32
+);
+impl_float!(
+    f64,
+    "f64",
+    F64,
+    libm::erf,
+    qir::quant::qparams_f64,
+    qir::quant::quantize_f64
+);
 
 /// `max` that propagates NaN from either side (as PyTorch's `maximum`).
 pub fn max_nan<T: Float>(a: T, b: T) -> T {
@@ -162,8 +184,19 @@ mod tests {
         assert_eq!(Float::round_even(2.5f32), 2.0);
         assert_eq!(Float::round_even(-2.5f32), -2.0);
         assert_eq!(Float::round_even(3.5f64), 4.0);
-        assert_eq!(Float::round_away(2.5f32), 3.0);
-        assert_eq!(Float::round_away(-2.5f64), -3.0);
+        // quantize rounds ties by its policy: 0.625 / 0.25 = 2.5
+        use qir::quant::Rounding::{HalfAwayFromZero, HalfEven};
+        assert_eq!(Float::quantize(0.625f32, 0.25, 0, -128, 127, HalfEven), 2);
+        assert_eq!(
+            Float::quantize(0.625f32, 0.25, 0, -128, 127, HalfAwayFromZero),
+            3
+        );
+        assert_eq!(
+            Float::quantize(-0.625f64, 0.25, 0, -128, 127, HalfAwayFromZero),
+            -3
+        );
+        assert_eq!(Float::quantize(f32::NAN, 0.25, 5, -128, 127, HalfEven), 5);
+        assert_eq!(Float::quantize(1e9f32, 0.25, 5, -128, 127, HalfEven), 127);
     }
 
     #[test]

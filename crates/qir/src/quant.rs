@@ -216,6 +216,32 @@ macro_rules! float_qparams {
 float_qparams!(qparams_f32, pow2_ceil_f32, f32);
 float_qparams!(qparams_f64, pow2_ceil_f64, f64);
 
+macro_rules! float_quantize {
+    ($name:ident, $t:ty) => {
+        /// The `quantize` of one value in the float type's own arithmetic:
+        /// `v = x * (1 / scale)`, rounded as `r` says, plus the zero point, clamped to
+        /// `[qmin, qmax]`; NaN gives the zero point. The interpreter and the JIT's quantize
+        /// kernel compute every value with it (the JIT's loop form and vector path keep
+        /// the same operations in the same order).
+        pub fn $name(x: $t, scale: $t, zp: i64, qmin: i64, qmax: i64, r: Rounding) -> i64 {
+            let v = x * (1.0 / scale);
+            let v = match r {
+                Rounding::HalfEven => v.round_ties_even(),
+                Rounding::HalfAwayFromZero => v.round(),
+            };
+            let q = zp as $t + v;
+            if q.is_nan() {
+                return zp;
+            }
+            let q = (q as f64).clamp(qmin as f64, qmax as f64) as i64;
+            q.clamp(qmin, qmax)
+        }
+    };
+}
+
+float_quantize!(quantize_f32, f32);
+float_quantize!(quantize_f64, f64);
+
 #[cfg(test)]
 mod tests {
     use super::*;

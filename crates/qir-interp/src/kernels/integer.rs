@@ -57,18 +57,7 @@ impl QParams {
     /// The quantized value of the real number `x` under parameter set `c`.
     pub fn quantize_one<T: Float>(&self, x: T, c: usize, r: Rounding) -> i64 {
         let s = T::from_f64(self.scales[c] as f64);
-        let z = self.zero_points[c];
-        let v = x * (T::ONE / s);
-        let v = match r {
-            Rounding::HalfEven => v.round_even(),
-            Rounding::HalfAwayFromZero => v.round_away(),
-        };
-        let q = T::from_i64(z) + v;
-        if q.is_nan() {
-            return z;
-        }
-        let q = q.to_f64().clamp(self.qmin as f64, self.qmax as f64) as i64;
-        q.clamp(self.qmin, self.qmax)
+        x.quantize(s, self.zero_points[c], self.qmin, self.qmax, r)
     }
     /// The clamp bounds of parameter set `c` with the fused activation folded in.
     pub fn bounds(&self, c: usize, act: Act) -> (i64, i64) {

@@ -570,7 +570,7 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
                 let x = std::slice::from_raw_parts(arg(0) as *const f32, *len);
                 let y = std::slice::from_raw_parts_mut(y, *len);
                 let q = Quant {
-                    inv: 1.0 / *scale,
+                    scale: *scale,
                     zp: *zp,
                     lo: *lo,
                     hi: *hi,
@@ -584,13 +584,13 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
     0
 }
 
-/// The arithmetic of a per-tensor half-to-even `quantize`, in the order of the JIT's loop
-/// form (and the interpreter's): `v = x * (1 / s)` in f32, rounded half to even, plus the
-/// zero point in f32, clamped to `[lo, hi]`; NaN gives the zero point. The low byte of the
-/// integer is stored (i8 and u8 alike).
+/// A per-tensor half-to-even `quantize`: [`qir::quant::quantize_f32`] value by value, and
+/// on AVX-512 its operations in the same order 16 values at a time (`v = x * (1 / s)` in
+/// f32, rounded half to even, plus the zero point, clamped to `[lo, hi]`; NaN gives the
+/// zero point). The low byte of the integer is stored (i8 and u8 alike).
 #[derive(Clone, Copy)]
 struct Quant {
-    inv: f32,
+    scale: f32,
     zp: i32,
     lo: i32,
     hi: i32,
@@ -598,12 +598,8 @@ struct Quant {
 
 impl Quant {
     fn one(&self, x: f32) -> u8 {
-        let q = self.zp as f32 + (x * self.inv).round_ties_even();
-        if q.is_nan() {
-            self.zp as u8
-        } else {
-            q.max(self.lo as f32).min(self.hi as f32) as i32 as u8
-        }
+        let (zp, lo, hi) = (self.zp as i64, self.lo as i64, self.hi as i64);
+        qir::quant::quantize_f32(x, self.scale, zp, lo, hi, Rounding::HalfEven) as u8
     }
 
     fn run(&self, x: &[f32], y: &mut [u8]) {
@@ -629,7 +625,10 @@ impl Quant {
     unsafe fn avx512(&self, x: &[f32], y: &mut [u8]) -> usize {
         use std::arch::x86_64::*;
         let n = x.len().min(y.len()) / 16 * 16;
-        let (inv, z) = (_mm512_set1_ps(self.inv), _mm512_set1_ps(self.zp as f32));
+        let (inv, z) = (
+            _mm512_set1_ps(1.0 / self.scale),
+            _mm512_set1_ps(self.zp as f32),
+        );
         let (lo, hi) = (
             _mm512_set1_ps(self.lo as f32),
             _mm512_set1_ps(self.hi as f32),
