@@ -86,6 +86,10 @@ struct Body {
     ex: Vec<Ex>,
 }
 
+/// The most bytes of i32 convolution output a fused max pool keeps per thread (an image's
+/// output planes; Zen 4 and recent Intel cores have 1-2 MiB of L2).
+const FUSED_POOL_SCRATCH: usize = 1 << 20;
+
 impl Body {
     fn push(&mut self, e: Ex) -> usize {
         self.ex.push(e);
@@ -774,6 +778,7 @@ impl Lower<'_> {
                 requant: None,
                 out: DType::I32,
             },
+            pool: None,
         };
         let dims = vec![c.n, c.o, c.oh, c.ow];
         Ok(Some(self.kernel(
@@ -856,6 +861,68 @@ impl Lower<'_> {
         node.dtype = out.dtype;
         node.label = format!("{} (with {label})", node.label);
         Ok(Some(acc))
+    }
+
+    /// A `max_pool2d` without padding of the result of a fast `qconv2d` (requantized or
+    /// not) that nothing else reads, folded into that call: the kernel pools the i32
+    /// values of each image while they are in cache and requantizes only the pooled ones
+    /// (exact: a requantize keeps order, see `qir_kernels::qconv2d_pool_on`).
+    fn fuse_max_pool(&mut self, id: NodeId, dims: &[usize]) -> Result<Option<LId>, String> {
+        let x_id = self.g.operands(id)[0];
+        if self.roots.contains(&x_id) || self.g.users(x_id).len() != 1 {
+            return Ok(None);
+        }
+        let x = self.arg(id, 0)?;
+        let LKind::Kernel(k) = &self.lg.nodes[x].kind else {
+            return Ok(None);
+        };
+        let Kernel::Integer(op) = &**k else {
+            return Ok(None);
+        };
+        let IntOp::QconvFast {
+            geom, pool: None, ..
+        } = &**op
+        else {
+            return Ok(None);
+        };
+        let geom = *geom;
+        let p = self.pool(
+            id,
+            [geom.n, geom.o, geom.oh, geom.ow],
+            PoolKind::Max,
+            DType::I8,
+        )?;
+        let wide = if geom.stride == [1, 1] {
+            geom.w + geom.pad[1] + geom.pad[3]
+        } else {
+            geom.ow
+        };
+        // the kernel keeps one image's i32 output planes (a thread's channel rows) in
+        // scratch: fused only while they fit in L2
+        let scratch = geom.og() * geom.oh * wide * 4;
+        let spec = qir_kernels::MaxPool {
+            k: p.k,
+            stride: p.stride,
+        };
+        if p.pad != [0; 4]
+            || geom.is_depthwise()
+            || scratch > FUSED_POOL_SCRATCH
+            || spec.out(geom.oh, geom.ow) != Some((p.oh, p.ow))
+            || dims != [geom.n, geom.o, p.oh, p.ow]
+        {
+            return Ok(None);
+        }
+        let label = self.label(id, "");
+        let node = &mut self.lg.nodes[x];
+        if let LKind::Kernel(k) = &mut node.kind
+            && let Kernel::Integer(op) = &mut **k
+            && let IntOp::QconvFast { pool, .. } = &mut **op
+        {
+            *pool = Some(spec);
+        }
+        node.dims = dims.to_vec();
+        node.label = format!("{} (with {label})", node.label);
+        Ok(Some(x))
     }
 
     /// Resolved quantization parameters of a quantized type over `dims`.
@@ -1114,6 +1181,11 @@ impl Lower<'_> {
 
             // ---- pooling and normalization ------------------------------------------------
             Op::MaxPool2d | Op::AvgPool2d => {
+                if inst.op == Op::MaxPool2d
+                    && let Some(fused) = self.fuse_max_pool(id, &dims)?
+                {
+                    return Ok(fused);
+                }
                 let x = self.arg(id, 0)?;
                 let x = self.row_major(x);
                 let xd = four(&adims(self, x))?;

@@ -35,8 +35,20 @@ fn list(v: impl IntoIterator<Item = i64>) -> String {
 }
 
 /// A quantize -> q-op -> requantize -> dequantize graph; `conv` picks qconv2d (with a max
-/// pool on int8 after it).
+/// pool on int8 after it, which the JIT fuses into the convolution): strided with
+/// padding, or with `wide` at stride 1 (the kernels' wide-row route).
 fn graph(rng: &mut Rng, conv: bool, act: &str, rounding: &str, unsigned: bool) -> String {
+    graph_with(rng, conv, false, act, rounding, unsigned)
+}
+
+fn graph_with(
+    rng: &mut Rng,
+    conv: bool,
+    wide: bool,
+    act: &str,
+    rounding: &str,
+    unsigned: bool,
+) -> String {
     let (o, k) = if conv {
         (5usize, 3 * 3 * 3)
     } else {
@@ -78,7 +90,13 @@ fn graph(rng: &mut Rng, conv: bool, act: &str, rounding: &str, unsigned: bool) -
         s,
         "  %xq = quantize(%x) {{rounding = half_even}} : !quant.uniform<{xst}:f32, 0.0078125:{xzp}>{xdims}"
     );
-    let (op, acc_dims, attrs) = if conv {
+    let (op, acc_dims, attrs) = if conv && wide {
+        (
+            "qconv2d",
+            "[B, 5, 8, 8]".to_string(),
+            " {padding = [1, 1, 0, 1]}",
+        )
+    } else if conv {
         (
             "qconv2d",
             "[B, 5, 8, 4]".to_string(),
@@ -99,11 +117,12 @@ fn graph(rng: &mut Rng, conv: bool, act: &str, rounding: &str, unsigned: bool) -
         "  %yq = requantize(%acc) {{multiplier = [{mult}], shift = [{shift}], axis = 1{round_attr}{act_attr}}} : !quant.uniform<i8:f32, 0.05:-9>{acc_dims}"
     );
     if conv {
+        let pw = if wide { 4 } else { 2 };
         let _ = writeln!(
             s,
-            "  %pq = max_pool2d(%yq) {{kernel = [2, 2]}} : !quant.uniform<i8:f32, 0.05:-9>[B, 5, 4, 2]"
+            "  %pq = max_pool2d(%yq) {{kernel = [2, 2]}} : !quant.uniform<i8:f32, 0.05:-9>[B, 5, 4, {pw}]"
         );
-        let _ = writeln!(s, "  %y = dequantize(%pq) : f32[B, 5, 4, 2]");
+        let _ = writeln!(s, "  %y = dequantize(%pq) : f32[B, 5, 4, {pw}]");
     } else {
         let _ = writeln!(s, "  %y = dequantize(%yq) : f32{acc_dims}");
     }
@@ -114,14 +133,14 @@ fn graph(rng: &mut Rng, conv: bool, act: &str, rounding: &str, unsigned: bool) -
 #[test]
 fn jit_int8_layers_equal_the_interpreter() {
     let mut rng = Rng(7);
-    for conv in [false, true] {
+    for (conv, wide) in [(false, false), (true, false), (true, true)] {
         for (act, rounding, unsigned) in [
             ("none", "half_away_from_zero", false),
             ("relu", "half_even", true),
             ("relu6", "half_away_from_zero", true),
             ("relu", "half_away_from_zero", false),
         ] {
-            let text = graph(&mut rng, conv, act, rounding, unsigned);
+            let text = graph_with(&mut rng, conv, wide, act, rounding, unsigned);
             let g = qir_reader::parse_and_verify(&text)
                 .unwrap_or_else(|d| panic!("{}", qir_reader::render(&d, "int8.qir", &text)));
             let store = init_store(&g, 0).unwrap();
@@ -140,12 +159,13 @@ fn jit_int8_layers_equal_the_interpreter() {
                 let b = jit.run(&mut store.clone(), &inputs).unwrap();
                 assert_eq!(
                     a.outputs["y"], b.outputs["y"],
-                    "conv {conv}, {act}, {rounding}, u8 {unsigned}, batch {batch}"
+                    "conv {conv} (wide {wide}), {act}, {rounding}, u8 {unsigned}, batch {batch}"
                 );
             }
-            // the fused int8 path is the one compiled
+            // the fused int8 path is the one compiled, with the pool after a convolution
             let plans: String = jit.stats().iter().map(|s| s.plan.clone()).collect();
             assert!(plans.contains("+ requantize"), "{plans}");
+            assert_eq!(conv, plans.contains("+ max pool"), "{plans}");
         }
     }
 }

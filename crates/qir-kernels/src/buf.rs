@@ -62,6 +62,9 @@ pub(crate) struct Scratch {
     /// Input offsets of the im2col rows of a wide convolution.
     pub(crate) offs: Vec<usize>,
     pub(crate) corr: Vec<i32>,
+    /// The i32 output planes of a convolution with a fused pool, and their pooled values.
+    pub(crate) acc: Vec<i32>,
+    pub(crate) pooled: Vec<i32>,
     /// Remap tables of wide convolutions by `(cols, wide, ow)`: the layers of a model
     /// alternate on a thread, so each keeps its table (a few, each `cols / 16` entries).
     pub(crate) remaps: Vec<((usize, usize, usize), Vec<crate::epilogue::Remap>)>,

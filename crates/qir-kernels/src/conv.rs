@@ -17,7 +17,7 @@
 use crate::par::Parallel;
 
 use crate::buf::{AlignedBuf, with_scratch};
-use crate::epilogue::{Axis, FusedOp, OutView, Step};
+use crate::epilogue::{Axis, FusedOp, OutKind, OutView, Step};
 use crate::error::{KResult, check_len, invalid};
 use crate::gemm::{Output, PAR_MIN_WORK, Steps, corrections, run_tiles, user_steps, validate_ops};
 use crate::kernels::{self, Kernels};
@@ -320,21 +320,96 @@ pub fn qconv2d_on(
     g: &ConvGeom,
     w: &PackedConv,
     ops: &[FusedOp],
+    out: Output,
+) -> KResult<()> {
+    conv_driver(par, path, x, zx, g, w, ops, None, out)
+}
+
+/// A max pooling fused after a convolution ([`qconv2d_pool_on`]): windows of `k` (rows,
+/// columns) every `stride`, without padding, over the convolution's output plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MaxPool {
+    /// Window height and width.
+    pub k: [usize; 2],
+    /// Stride (rows, columns).
+    pub stride: [usize; 2],
+}
+
+impl MaxPool {
+    /// The pooled height and width of an `oh x ow` plane (`None` if no window fits).
+    pub fn out(&self, oh: usize, ow: usize) -> Option<(usize, usize)> {
+        let f = |n: usize, k: usize, s: usize| (k > 0 && s > 0 && n >= k).then(|| (n - k) / s + 1);
+        Some((
+            f(oh, self.k[0], self.stride[0])?,
+            f(ow, self.k[1], self.stride[1])?,
+        ))
+    }
+}
+
+/// [`qconv2d_on`] followed by a max pooling: `out` is NCHW `[n, o, ph, pw]` with the
+/// pooled plane of [`MaxPool::out`], and equals `max_pool(qconv2d(..))` exactly.
+///
+/// Every epilogue step but a final requantize runs on the accumulators first, then the
+/// windows are pooled in i32 and only the pooled values are requantized: a requantize is
+/// non-decreasing in its input (multipliers are never negative, rounding to nearest and
+/// clamping keep order), so the maximum of requantized values is the requantized maximum.
+/// A convolution's whole i32 output plane (per image and channel range) lives in per-thread
+/// scratch on the way. Depthwise convolutions are not supported here.
+#[allow(clippy::too_many_arguments)]
+pub fn qconv2d_pool_on(
+    par: Parallel,
+    path: Path,
+    x: Activations,
+    zx: i32,
+    g: &ConvGeom,
+    w: &PackedConv,
+    ops: &[FusedOp],
+    pool: &MaxPool,
+    out: Output,
+) -> KResult<()> {
+    conv_driver(par, path, x, zx, g, w, ops, Some(pool), out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_driver(
+    par: Parallel,
+    path: Path,
+    x: Activations,
+    zx: i32,
+    g: &ConvGeom,
+    w: &PackedConv,
+    ops: &[FusedOp],
+    pool: Option<&MaxPool>,
     mut out: Output,
 ) -> KResult<()> {
     w.check(g)?;
     check_len("input", g.x_len(), x.len())?;
-    check_len("output", g.y_len(), out.len())?;
     let zu = x.unsigned_zero_point(zx)?;
     validate_ops(ops, g.o, out.kind())?;
+    let depthwise = g.is_depthwise() && !w.taps.is_empty();
+    let pooled = match pool {
+        None => None,
+        Some(_) if depthwise => {
+            return invalid("a fused max pool needs a non-depthwise convolution");
+        }
+        Some(p) => match p.out(g.oh, g.ow) {
+            Some((ph, pw)) => Some((p, ph, pw)),
+            None => {
+                return invalid(format!(
+                    "pooling window {:?} does not fit the {}x{} output",
+                    p.k, g.oh, g.ow
+                ));
+            }
+        },
+    };
+    let plane = pooled.map_or(g.plane(), |(_, ph, pw)| ph * pw);
+    check_len("output", g.n * g.o * plane, out.len())?;
     if g.n == 0 || g.plane() == 0 {
         return Ok(());
     }
     let path = path.resolve(g.og(), g.plane(), g.k())?;
-    let plane = g.plane();
     let view = out.view(plane);
     let (src, flip) = x.bytes();
-    let depthwise = g.is_depthwise() && !w.taps.is_empty();
     let mut corr = Vec::new();
     let used = if depthwise {
         0
@@ -358,7 +433,19 @@ pub fn qconv2d_on(
             if depthwise {
                 depthwise_image(path, xi, flip, zu, g, w, user, &vi);
             } else {
-                conv_image(path, xi, flip, zu, g, w, &corr, user, &vi, rows.clone());
+                conv_image(
+                    path,
+                    xi,
+                    flip,
+                    zu,
+                    g,
+                    w,
+                    &corr,
+                    user,
+                    pooled,
+                    &vi,
+                    rows.clone(),
+                );
             }
         }
     };
@@ -403,6 +490,7 @@ fn conv_image(
     w: &PackedConv,
     corr: &[i32],
     user: &[FusedOp],
+    pool: Option<(&MaxPool, usize, usize)>,
     view: &OutView,
     rows: std::ops::Range<usize>,
 ) {
@@ -413,6 +501,14 @@ fn conv_image(
     let cols = if wide { (g.oh - 1) * wp + g.ow } else { plane };
     let kern: Kernels = kernels::select(path, false, nrows, cols);
     let kp = kpad(k, kern.kalign);
+    // with a fused pool, the tiles run every step but a final requantize into i32 scratch
+    // (`cols` per row); the pooled values then take the requantize on their way out
+    let (pre, post) = match (pool, user.split_last()) {
+        (Some(_), Some((last @ FusedOp::Requantize(_), rest))) => {
+            (rest, std::slice::from_ref(last))
+        }
+        _ => (user, &[][..]),
+    };
     with_scratch(|s| {
         let remap = if wide {
             s.remap((cols, wp, g.ow))
@@ -440,9 +536,20 @@ fn conv_image(
             if w.zw_any {
                 steps.push(Step::SubRowCol(&w.zw[o0..], &s.ints));
             }
-            user_steps(user, Axis::Row, o0, &mut steps);
+            user_steps(pre, Axis::Row, o0, &mut steps);
             let mut v = view.offset_rows(o0);
-            if wide {
+            if pool.is_some() {
+                // every element is written by the tiles: grown, never cleared
+                if s.acc.len() < nrows * cols {
+                    s.acc.resize(nrows * cols, 0);
+                }
+                v = OutView {
+                    ptr: s.acc.as_mut_ptr().cast(),
+                    ld: cols,
+                    kind: OutKind::I32,
+                    remap: std::ptr::null(),
+                };
+            } else if wide {
                 v.remap = remap;
             }
             // SAFETY: L = this group's packed weight rows from r0 (og_pad >= og rows, a
@@ -464,8 +571,126 @@ fn conv_image(
                     &v,
                 )
             };
+            if let Some((p, ph, pw)) = pool {
+                let pitch = if wide { wp } else { g.ow };
+                let (ppl, nr) = (ph * pw, (ph * pw).next_multiple_of(16));
+                // lanes past ppl of each row are read by the epilogue's vectors but not
+                // stored: initialized once, never cleared
+                if s.pooled.len() < nrows * nr {
+                    s.pooled.resize(nrows * nr, 0);
+                }
+                let avx512 = matches!(path, Path::Avx512Vnni | Path::Amx);
+                for i in 0..nrows {
+                    let src = &s.acc[i * cols..(i + 1) * cols];
+                    let dst = &mut s.pooled[i * nr..i * nr + ppl];
+                    max_pool_plane(src, pitch, p, ph, pw, dst, avx512);
+                }
+                let mut last = Steps::new();
+                user_steps(post, Axis::Row, o0, &mut last);
+                // SAFETY: the pooled tile holds nrows rows of nr (a multiple of 16) values,
+                // ppl of them valid; the view covers channels o0..o0 + nrows of this
+                // image's pooled planes (ld ppl); the requantize reads channels o0.. of
+                // the validated epilogue.
+                unsafe {
+                    (kern.epi)(
+                        &mut s.pooled,
+                        nr,
+                        nrows,
+                        ppl,
+                        0,
+                        0,
+                        last.as_slice(),
+                        &view.offset_rows(o0),
+                    )
+                };
+            }
         }
     });
+}
+
+/// Max pooling of one i32 plane whose rows start every `pitch` values (`ph x pw` windows
+/// of `p`, all inside the plane) into `dst` (`ph * pw` values, row-major); 2x2 windows at
+/// stride 2 on AVX-512 if `avx512` (the path has it).
+fn max_pool_plane(
+    src: &[i32],
+    pitch: usize,
+    p: &MaxPool,
+    ph: usize,
+    pw: usize,
+    dst: &mut [i32],
+    avx512: bool,
+) {
+    if p.k == [2, 2] && p.stride == [2, 2] {
+        assert!(dst.len() == ph * pw && (2 * ph - 1) * pitch + 2 * pw <= src.len());
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            // SAFETY: the path has AVX-512 F; the bounds are asserted above.
+            unsafe { pool2x2_avx512(src, pitch, ph, pw, dst) };
+            return;
+        }
+        let _ = avx512;
+        for (py, d) in dst.chunks_exact_mut(pw).enumerate() {
+            let a = &src[2 * py * pitch..][..2 * pw];
+            let b = &src[(2 * py + 1) * pitch..][..2 * pw];
+            for (px, o) in d.iter_mut().enumerate() {
+                *o = a[2 * px]
+                    .max(a[2 * px + 1])
+                    .max(b[2 * px].max(b[2 * px + 1]));
+            }
+        }
+        return;
+    }
+    for py in 0..ph {
+        for px in 0..pw {
+            let mut m = i32::MIN;
+            for ky in 0..p.k[0] {
+                let row = &src[(py * p.stride[0] + ky) * pitch + px * p.stride[1]..][..p.k[1]];
+                m = row.iter().fold(m, |m, &v| m.max(v));
+            }
+            dst[py * pw + px] = m;
+        }
+    }
+}
+
+/// [`max_pool_plane`]'s 2x2 / stride 2 case, 16 outputs per step: the two rows' maximum,
+/// then the even and odd lanes of 32 columns gathered apart and compared.
+///
+/// # Safety
+/// AVX-512 F is available; `dst` holds `ph * pw` values and the rows `2 py`, `2 py + 1`
+/// of `src` hold `2 pw` values each (`(2 ph - 1) * pitch + 2 pw <= src.len()`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pool2x2_avx512(src: &[i32], pitch: usize, ph: usize, pw: usize, dst: &mut [i32]) {
+    use std::arch::x86_64::*;
+    let mask = |n: usize| if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
+    let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    // SAFETY: loads cover columns 2 px .. 2 px + 2 n of rows 2 py and 2 py + 1 (masked
+    // to the 2 pw valid ones), stores outputs px .. px + n of row py (masked).
+    unsafe {
+        for py in 0..ph {
+            let a = src.as_ptr().add(2 * py * pitch);
+            let b = a.add(pitch);
+            let d = dst.as_mut_ptr().add(py * pw);
+            for px in (0..pw).step_by(16) {
+                let n = (pw - px).min(16);
+                let (m0, m1) = (mask(2 * n), mask((2 * n).saturating_sub(16)));
+                let lo = _mm512_max_epi32(
+                    _mm512_maskz_loadu_epi32(m0, a.add(2 * px)),
+                    _mm512_maskz_loadu_epi32(m0, b.add(2 * px)),
+                );
+                let hi = _mm512_max_epi32(
+                    _mm512_maskz_loadu_epi32(m1, a.add(2 * px + 16)),
+                    _mm512_maskz_loadu_epi32(m1, b.add(2 * px + 16)),
+                );
+                let v = _mm512_max_epi32(
+                    _mm512_permutex2var_epi32(lo, even, hi),
+                    _mm512_permutex2var_epi32(lo, odd, hi),
+                );
+                _mm512_mask_storeu_epi32(d.add(px), mask(n), v);
+            }
+        }
+    }
 }
 
 /// Slack after the padded planes: panel reads for the last wide columns run up to 15

@@ -5,7 +5,8 @@
 //! - [`qgemm`] / [`qgemm_par`]: `A[n, k]` (u8 or i8, zero point `za`) times packed weights
 //!   [`PackedB`] (`[m, k]` i8, per-channel zero points) with a fused epilogue
 //!   ([`FusedOp`]: per-channel add, clamp, [`Requant`]), output i32, i8 or u8.
-//! - [`qgemm_on`] / [`qconv2d_on`]: the same on a caller's fork-join team ([`Parallel`]).
+//! - [`qgemm_on`] / [`qconv2d_on`]: the same on a caller's fork-join team ([`Parallel`]);
+//!   [`qconv2d_pool_on`] with a max pooling fused after the convolution ([`MaxPool`]).
 //! - [`qconv2d`] / [`qconv2d_par`]: NCHW int8 convolution (stride, padding, dilation, groups)
 //!   over [`PackedConv`] weights, im2col onto the same tile kernels, depthwise direct.
 //! - [`requantize`]: standalone i32 to i8/u8 with the same epilogue.
@@ -44,7 +45,7 @@ mod path;
 mod requant;
 mod requantize;
 
-pub use conv::{ConvGeom, PackedConv, qconv2d, qconv2d_on, qconv2d_par};
+pub use conv::{ConvGeom, MaxPool, PackedConv, qconv2d, qconv2d_on, qconv2d_par, qconv2d_pool_on};
 pub use epilogue::FusedOp;
 pub use error::{KResult, KernelError};
 pub use gemm::{MAX_USER_STEPS, Output, qgemm, qgemm_on, qgemm_par};

@@ -212,6 +212,63 @@ pub fn conv_model_shapes(path: Path) {
     }
 }
 
+/// A max pooling fused after the convolution equals the separate pooling of the
+/// requantized output: random geometries and windows (2x2/2 and others, overlapping and
+/// gapped), the model's shapes at batch 1 (channel split) and 9 (image split).
+pub fn conv_pool_fused(path: Path) {
+    let mut rng = Rng::new(8);
+    let mut cases = Vec::new();
+    while cases.len() < 60 {
+        let g = ConvCase::random_geom(&mut rng, false);
+        let p = if rng.bool() {
+            MaxPool {
+                k: [2, 2],
+                stride: [2, 2],
+            }
+        } else {
+            MaxPool {
+                k: [rng.usize(1, 3), rng.usize(1, 3)],
+                stride: [rng.usize(1, 3), rng.usize(1, 3)],
+            }
+        };
+        if p.out(g.oh, g.ow).is_some() && !g.is_depthwise() {
+            cases.push((g, p));
+        }
+    }
+    let two = MaxPool {
+        k: [2, 2],
+        stride: [2, 2],
+    };
+    for n in [1, 9] {
+        cases.push((
+            ConvGeom::new(n, 1, [28, 28], 16, [3, 3], [1, 1], [0; 4], [1, 1], 1).unwrap(),
+            two,
+        ));
+        cases.push((
+            ConvGeom::new(n, 16, [13, 13], 32, [3, 3], [1, 1], [0; 4], [1, 1], 1).unwrap(),
+            two,
+        ));
+        cases.push((
+            ConvGeom::new(n, 8, [14, 14], 24, [3, 3], [1, 1], [1; 4], [1, 1], 1).unwrap(),
+            two,
+        ));
+    }
+    for (g, p) in cases {
+        let case = ConvCase::random(&mut rng, g);
+        let packed = case.pack();
+        let want = case.expected_pooled(&p);
+        for par in [false, true] {
+            let got = case.run_pooled(path, &packed, &p, par);
+            assert_eq!(
+                got.values(),
+                want,
+                "{} {g:?} {p:?} parallel {par}",
+                path.name()
+            );
+        }
+    }
+}
+
 pub fn requantize_standalone(path: Path) {
     let mut rng = Rng::new(7);
     for _ in 0..50 {
@@ -447,6 +504,7 @@ macro_rules! path_suite {
             #[test] fn gemm_parallel_equals_single() { if runs(PATH, "gemm_parallel_equals_single") { super::gemm_parallel_equals_single(PATH) } }
             #[test] fn conv_random() { if runs(PATH, "conv_random") { super::conv_random(PATH) } }
             #[test] fn conv_model_shapes() { if runs(PATH, "conv_model_shapes") { super::conv_model_shapes(PATH) } }
+            #[test] fn conv_pool_fused() { if runs(PATH, "conv_pool_fused") { super::conv_pool_fused(PATH) } }
             #[test] fn requantize_standalone() { if runs(PATH, "requantize_standalone") { super::requantize_standalone(PATH) } }
             #[test] fn requantize_extremes() { if runs(PATH, "requantize_extremes") { super::requantize_extremes(PATH) } }
             #[test] fn epilogue_variants() { if runs(PATH, "epilogue_variants") { super::epilogue_variants(PATH) } }

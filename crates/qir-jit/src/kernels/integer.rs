@@ -117,6 +117,9 @@ pub enum IntOp {
         geom: qir_kernels::ConvGeom,
         /// The call.
         fast: Fast<qir_kernels::PackedConv>,
+        /// A `max_pool2d` of the (requantized) result fused in: the output is the pooled
+        /// plane.
+        pool: Option<qir_kernels::MaxPool>,
     },
     /// `y = clamp(zp + round((x - zp_in) * m / 2^(31 + shift)))`.
     Requantize {
@@ -249,8 +252,8 @@ impl IntOp {
                     ""
                 }
             ),
-            IntOp::QconvFast { geom, fast } => format!(
-                "int8 qconv2d {}x{}x{}x{} -> {}{}",
+            IntOp::QconvFast { geom, fast, pool } => format!(
+                "int8 qconv2d {}x{}x{}x{} -> {}{}{}",
                 geom.n,
                 geom.c,
                 geom.h,
@@ -260,7 +263,8 @@ impl IntOp {
                     " + requantize"
                 } else {
                     ""
-                }
+                },
+                if pool.is_some() { " + max pool" } else { "" }
             ),
             IntOp::Qlinear { n, k, m, .. } => format!("qlinear {n}x{k} . {m}x{k}"),
             IntOp::Qconv { conv, .. } => format!("qconv2d {}", conv.describe()),
@@ -361,20 +365,21 @@ unsafe fn run(ctx: &RunCtx, op: &IntOp, args: &[Loc], out: Loc) -> i32 {
                     },
                 );
             }
-            IntOp::QconvFast { geom, fast } => {
+            IntOp::QconvFast { geom, fast, pool } => {
                 let xl = geom.n * geom.c * geom.h * geom.w;
-                let yl = geom.n * geom.o * geom.oh * geom.ow;
+                let plane = match pool {
+                    Some(p) => p.out(geom.oh, geom.ow).map_or(0, |(ph, pw)| ph * pw),
+                    None => geom.oh * geom.ow,
+                };
+                let yl = geom.n * geom.o * plane;
                 return run_fast(ctx, fast, args, out, (xl, yl, geom.o), |a, ops, o, par| {
-                    qir_kernels::qconv2d_on(
-                        par,
-                        qir_kernels::Path::Auto,
-                        a,
-                        fast.zx,
-                        geom,
-                        &fast.packed.0,
-                        ops,
-                        o,
-                    )
+                    let (path, zx, w) = (qir_kernels::Path::Auto, fast.zx, &fast.packed.0);
+                    match pool {
+                        Some(p) => {
+                            qir_kernels::qconv2d_pool_on(par, path, a, zx, geom, w, ops, p, o)
+                        }
+                        None => qir_kernels::qconv2d_on(par, path, a, zx, geom, w, ops, o),
+                    }
                 });
             }
             IntOp::Requantize {

@@ -428,6 +428,60 @@ impl ConvCase {
         .unwrap()
     }
 
+    /// [`Self::expected`] max-pooled with `p` (on the requantized values, as the model's
+    /// separate `max_pool2d` does).
+    pub fn expected_pooled(&self, p: &MaxPool) -> Vec<i32> {
+        let g = &self.g;
+        let y = self.expected();
+        let (ph, pw) = p.out(g.oh, g.ow).unwrap();
+        let mut out = Vec::new();
+        for plane in y.chunks_exact(g.oh * g.ow) {
+            for py in 0..ph {
+                for px in 0..pw {
+                    let mut m = i32::MIN;
+                    for ky in 0..p.k[0] {
+                        for kx in 0..p.k[1] {
+                            let (yy, xx) = (py * p.stride[0] + ky, px * p.stride[1] + kx);
+                            m = m.max(plane[yy * g.ow + xx]);
+                        }
+                    }
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    /// The convolution with the pool `p` fused ([`qconv2d_pool_on`]).
+    pub fn run_pooled(&self, path: Path, packed: &PackedConv, p: &MaxPool, par: bool) -> Out {
+        let mut ops = Vec::new();
+        if let Some(b) = &self.bias {
+            ops.push(FusedOp::AddPerChannel(b));
+        }
+        if let Some(rq) = &self.rq {
+            ops.push(FusedOp::Requantize(&rq.q));
+        }
+        let (ph, pw) = p.out(self.g.oh, self.g.ow).unwrap();
+        let mut out = Out::new(
+            self.rq.as_ref().map(|r| r.ty),
+            self.g.n * self.g.o * ph * pw,
+        );
+        let par = if par { Parallel::Rayon } else { Parallel::None };
+        qconv2d_pool_on(
+            par,
+            path,
+            self.x.view(),
+            self.zx,
+            &self.g,
+            packed,
+            &ops,
+            p,
+            out.output(),
+        )
+        .unwrap();
+        out
+    }
+
     pub fn run(&self, path: Path, packed: &PackedConv, par: bool) -> Out {
         let mut ops = Vec::new();
         if let Some(b) = &self.bias {
