@@ -253,8 +253,26 @@ pub fn conv_pool_fused(path: Path) {
             two,
         ));
     }
-    for (g, p) in cases {
-        let case = ConvCase::random(&mut rng, g);
+    // windows with gaps between them and overlapping windows on a larger plane; weight
+    // zero points on every other case (the column-sum term runs before the pooling)
+    let big = ConvGeom::new(2, 3, [30, 30], 20, [3, 3], [1, 1], [1; 4], [1, 1], 1).unwrap();
+    let gaps = MaxPool {
+        k: [2, 2],
+        stride: [3, 3],
+    };
+    cases.push((big, gaps));
+    cases.push((
+        big,
+        MaxPool {
+            k: [3, 3],
+            stride: [2, 2],
+        },
+    ));
+    for (i, (g, p)) in cases.into_iter().enumerate() {
+        let mut case = ConvCase::random(&mut rng, g);
+        if i % 2 == 0 {
+            case.zw = Some((0..g.o).map(|_| rng.range(-128, 127) as i32).collect());
+        }
         let packed = case.pack();
         let want = case.expected_pooled(&p);
         for par in [false, true] {
