@@ -78,6 +78,18 @@ fn isa() -> Result<OwnedTargetIsa, String> {
     // would place those pure values back at their uses inside the inner loops (its
     // elaboration does not hoist them), so it is off.
     set(&mut flags, "opt_level", "none")?;
+    // Cranelift's IR verifier runs in debug builds (every test compiles its programs
+    // through it); a release build trusts the lowering, as rustc's does (the verifier was
+    // a fifth of the MNIST MLP's compile time).
+    set(
+        &mut flags,
+        "enable_verifier",
+        if cfg!(debug_assertions) {
+            "true"
+        } else {
+            "false"
+        },
+    )?;
     let builder = cranelift_native::builder().map_err(|e| format!("unsupported host: {e}"))?;
     builder
         .finish(settings::Flags::new(flags))

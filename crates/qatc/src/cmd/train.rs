@@ -176,7 +176,12 @@ pub fn run(args: Args) -> CmdResult {
     }
     let input = read_input(&args.file)?;
     let model = super::parse_and_verify(&input)?;
-    let data = Dataset::load(&args.data).or_else(|e| fail(e.to_string()))?;
+    // the data inflates on its own threads while the model is prepared for training (for
+    // MNIST both take tens of milliseconds); it is needed first by `fit`
+    let loading = {
+        let dir = args.data.clone();
+        std::thread::spawn(move || Dataset::load(&dir))
+    };
     let checkpoint = args
         .output
         .clone()
@@ -296,6 +301,10 @@ pub fn run(args: Args) -> CmdResult {
     if let Some(c) = csv.as_mut() {
         monitors.push(c);
     }
+    let data = match loading.join() {
+        Ok(loaded) => loaded.or_else(|e| fail(e.to_string()))?,
+        Err(_) => return fail(format!("reading {} failed", args.data.display())),
+    };
     let summary = trainer.fit(&data, &mut monitors);
     super::print_remarks();
     let summary = summary.or_else(|e| fail(e.to_string()))?;
