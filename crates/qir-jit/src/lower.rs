@@ -15,7 +15,7 @@ use qir_exec::{Bindings, Store};
 
 use crate::dtype::DType;
 use crate::kernels::Kernel;
-use crate::kernels::conv::{Conv, DwPass};
+use crate::kernels::conv::{Conv, ConvPass};
 use crate::kernels::gemm::{Gemm, Mat};
 use crate::kernels::integer::{Bounds, Chan, Fast, IntOp, Packed, QP};
 use crate::kernels::misc::AllReduce;
@@ -85,6 +85,11 @@ pub fn lower(
 struct Body {
     ex: Vec<Ex>,
 }
+
+/// Batches from which forward convolutions (without a weight gradient) and input
+/// gradients run blocked over images (`kernels::conv::conv_blocked`); a smaller batch has
+/// one im2col matrix and one product split over the threads.
+const BLOCKED_MIN_IMAGES: usize = 4;
 
 /// The most bytes of i32 convolution output a fused max pool keeps per thread (an image's
 /// output planes; Zen 4 and recent Intel cores have 1-2 MiB of L2).
@@ -575,6 +580,18 @@ impl Lower<'_> {
             ow,
             include_pad: self.attr_bool(id, "count_include_pad"),
         })
+    }
+
+    /// Whether the input of convolution `id` also feeds a weight gradient. Training then
+    /// keeps the batch's column matrix, built once for the forward product and the
+    /// gradient's (one long product split over k, measured faster than blocked shares);
+    /// otherwise the forward pass runs blocked over images, its columns in cache.
+    fn weight_grad_reads(&self, id: NodeId) -> bool {
+        let x = self.g.operands(id)[0];
+        self.g
+            .users(x)
+            .iter()
+            .any(|&(u, slot)| slot == 1 && self.g.node(u).op() == Some(Op::Conv2dGradWeight))
     }
 
     /// The column matrix of `x` for convolution `c` (shared by the forward convolution and
@@ -1135,11 +1152,25 @@ impl Lower<'_> {
                     self.kernel(
                         id,
                         "depthwise",
-                        Kernel::Depthwise(c, DwPass::Forward),
+                        Kernel::Depthwise(c, ConvPass::Forward),
                         vec![x, w],
                         vec![c.n, c.o, c.oh, c.ow],
                         DType::F32,
                     )
+                } else if c.n >= BLOCKED_MIN_IMAGES && !self.weight_grad_reads(id) {
+                    let x = self.row_major(x);
+                    let raw = self.kernel(
+                        id,
+                        "conv",
+                        Kernel::Conv(c, ConvPass::Forward),
+                        vec![x, w],
+                        vec![c.n, c.o, c.oh, c.ow],
+                        DType::F32,
+                    );
+                    let p = c.p();
+                    self.lg.nodes[raw].strides = Some(vec![p, c.n * p, c.ow, 1]);
+                    self.lg.nodes[raw].layout_fixed = true;
+                    raw
                 } else {
                     let col = self.im2col(id, x, &c);
                     let (og, kg, cols) = (c.og(), c.kg(), c.cols());
@@ -1906,13 +1937,23 @@ impl Lower<'_> {
                     return Ok(self.kernel(
                         id,
                         "",
-                        Kernel::Depthwise(c, DwPass::GradInput),
+                        Kernel::Depthwise(c, ConvPass::GradInput),
                         vec![dy, w],
                         dims,
                         DType::F32,
                     ));
                 }
                 let dy = self.channel_major(dy, &c);
+                if c.n >= BLOCKED_MIN_IMAGES {
+                    return Ok(self.kernel(
+                        id,
+                        "conv",
+                        Kernel::Conv(c, ConvPass::GradInput),
+                        vec![dy, w],
+                        dims,
+                        DType::F32,
+                    ));
+                }
                 let (og, kg, cols) = (c.og(), c.kg(), c.cols());
                 let gm = Gemm {
                     m: kg,
@@ -1964,7 +2005,7 @@ impl Lower<'_> {
                     return Ok(self.kernel(
                         id,
                         "",
-                        Kernel::Depthwise(c, DwPass::GradWeight),
+                        Kernel::Depthwise(c, ConvPass::GradWeight),
                         vec![dy, x],
                         dims,
                         DType::F32,

@@ -529,8 +529,10 @@ pub fn plan(g: &Graph, low: &Lowered, roots: &Roots, threads: usize) -> Result<P
                         loc[i] = loc[node.args[0]];
                     }
                     LKind::Kernel(k) => {
-                        if let crate::kernels::Kernel::Gemm(gm) = &**k {
-                            gemm_flops += gm.flops();
+                        match &**k {
+                            crate::kernels::Kernel::Gemm(gm) => gemm_flops += gm.flops(),
+                            crate::kernels::Kernel::Conv(c, _) => gemm_flops += c.flops(),
+                            _ => {}
                         }
                         let args = node
                             .args

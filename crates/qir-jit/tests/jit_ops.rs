@@ -29,6 +29,12 @@ enum Tol {
     Exact,
     Ulps,
     Sum,
+    /// Sums of `n` products each at most `max` in magnitude, in another order: each
+    /// addition rounds by at most `eps / 2` of its operands (a term and a partial sum of
+    /// about the result's size), and the errors of an order wander like a random walk of
+    /// `sqrt(n)` steps: four times `sqrt(n) * eps * (max + |result|)` bounds the difference
+    /// of two orders.
+    Terms(usize, f64),
 }
 
 /// A small deterministic generator seeded by proptest.
@@ -884,6 +890,9 @@ fn compare(op: Op, case: &Case, tol: Tol) -> Result<(), String> {
             Tol::Exact => p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()),
             Tol::Ulps => (p - q).abs() <= 1e-6 * p.abs().max(1e-30) || p == &q,
             Tol::Sum => (p - q).abs() <= 1e-5 * (1.0 + p.abs()),
+            Tol::Terms(n, max) => {
+                (p - q).abs() <= 4.0 * (n as f64).sqrt() * f32::EPSILON as f64 * (max + p.abs())
+            }
         };
         if !ok {
             return Err(format!(
@@ -959,5 +968,90 @@ proptest! {
             }
         }
         prop_assert!(fails.is_empty(), "{}", fails.join("\n\n"));
+    }
+}
+
+/// Convolutions large enough to run blocked over images (`conv_blocked`: the forward pass
+/// without a weight gradient, and the input gradient) in several blocks, the last one
+/// short — plain, grouped with stride, dilation and uneven padding — against the
+/// interpreter, with the weight gradient of the same shapes (through the column matrix).
+#[test]
+fn jit_blocked_convolutions_match_the_interpreter() {
+    use qir_jit::kernels::conv::Conv as Geom;
+    let mut rng = Rng(5);
+    // n, c, o, [h, w], k, stride, padding, dilation, groups
+    let shapes = [
+        (9, 8, 16, [20, 20], 3, 1, [1, 1, 1, 1], 1, 1),
+        (5, 16, 12, [41, 37], 3, 2, [1, 0, 2, 1], 2, 2),
+        (20, 1, 16, [28, 28], 3, 1, [0, 0, 0, 0], 1, 1),
+    ];
+    for (n, c, o, [h, w], k, s, pad, d, groups) in shapes {
+        let span = d * (k - 1) + 1;
+        let (oh, ow) = (
+            (h + pad[0] + pad[2] - span) / s + 1,
+            (w + pad[1] + pad[3] - span) / s + 1,
+        );
+        let geom = Geom {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh: k,
+            kw: k,
+            oh,
+            ow,
+            stride: [s, s],
+            pad,
+            dil: [d, d],
+            groups,
+        };
+        assert!(
+            n.div_ceil(geom.block_images()) >= 2,
+            "{n} images in one block: the case does not test the blocking"
+        );
+        let at = format!(
+            "stride = [{s}, {s}], padding = {}, dilation = [{d}, {d}], groups = {groups}",
+            dims(&pad)
+        );
+        let (xd, yd, wd) = ([n, c, h, w], [n, o, oh, ow], [o, c / groups, k, k]);
+        for op in [Op::Conv2d, Op::Conv2dGradInput, Op::Conv2dGradWeight] {
+            let mut b = B::new();
+            let case = match op {
+                Op::Conv2d => {
+                    b.rand(&mut rng, "x", &xd, -2.0, 2.0);
+                    b.rand(&mut rng, "w", &wd, -1.0, 1.0);
+                    b.done(&format!(
+                        "  %y = conv2d(%x, %w) {{{at}}} : f32{}",
+                        dims(&yd)
+                    ))
+                }
+                Op::Conv2dGradInput => {
+                    b.rand(&mut rng, "dy", &yd, -1.0, 1.0);
+                    b.rand(&mut rng, "w", &wd, -1.0, 1.0);
+                    b.done(&format!(
+                        "  %y = conv2d_grad_input(%dy, %w) {{{at}, input_size = [{h}, {w}]}} : f32{}",
+                        dims(&xd)
+                    ))
+                }
+                _ => {
+                    b.rand(&mut rng, "dy", &yd, -1.0, 1.0);
+                    b.rand(&mut rng, "x", &xd, -2.0, 2.0);
+                    b.done(&format!(
+                        "  %y = conv2d_grad_weight(%dy, %x) {{{at}, kernel = [{k}, {k}]}} : f32{}",
+                        dims(&wd)
+                    ))
+                }
+            };
+            let (kg, og) = (c / groups * k * k, o / groups);
+            let tol = match op {
+                Op::Conv2d => Tol::Terms(kg, 2.0),
+                Op::Conv2dGradInput => Tol::Terms(og * k * k, 1.0),
+                _ => Tol::Terms(n * oh * ow, 2.0),
+            };
+            if let Err(e) = compare(op, &case, tol) {
+                panic!("{e}");
+            }
+        }
     }
 }

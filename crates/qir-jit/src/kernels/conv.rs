@@ -106,9 +106,9 @@ impl Conv {
     }
 }
 
-/// Which pass of a depthwise convolution.
+/// Which pass of a convolution (depthwise or blocked).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DwPass {
+pub enum ConvPass {
     /// `y = conv(x, w)`: arguments x, w.
     Forward,
     /// `dx` from dy and w.
@@ -217,43 +217,229 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
 /// Sums the column matrix of `g` back into an input-shaped `dx` (overwritten).
 pub fn col2im(g: &Conv, col: &[f32], dx: &mut [f32]) {
     let cols = g.cols();
+    // one task per image: each writes only its own [C, H, W] block
+    crate::rt::team::for_chunks(dx, g.c * g.h * g.w, &|n, dxn| {
+        col2im_image(g, col, cols, n * g.p(), dxn)
+    });
+}
+
+/// Image `dxn` (`[C, H, W]`, overwritten) from the columns `at..at + P` of a column
+/// matrix with `cols` columns.
+fn col2im_image(g: &Conv, col: &[f32], cols: usize, at: usize, dxn: &mut [f32]) {
     let p = g.p();
     let plane = g.h * g.w;
-    // one task per image: each writes only its own [C, H, W] block
-    crate::rt::team::for_chunks(dx, g.c * plane, &|n, dxn| {
-        dxn.fill(0.0);
-        for ci in 0..g.c {
-            let a = &mut dxn[ci * plane..][..plane];
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let row = (ci * g.kh + ky) * g.kw + kx;
-                    let src = &col[row * cols + n * p..][..p];
-                    let (lo, hi, off) = g.ox_range(kx);
-                    if lo >= hi {
-                        continue;
-                    }
-                    let s1 = g.stride[1];
-                    for oy in 0..g.oh {
-                        let Some(iy) = g.iy(oy, ky) else { continue };
-                        let arow = &mut a[iy * g.w..][..g.w];
-                        let srow = &src[oy * g.ow..][..g.ow];
-                        let first = (lo as isize * s1 as isize + off) as usize;
-                        if s1 == 1 {
-                            for (d, &v) in
-                                arow[first..first + (hi - lo)].iter_mut().zip(&srow[lo..hi])
-                            {
-                                *d += v;
-                            }
-                        } else {
-                            for (k, &v) in srow[lo..hi].iter().enumerate() {
-                                arow[first + k * s1] += v;
-                            }
+    dxn.fill(0.0);
+    for ci in 0..g.c {
+        let a = &mut dxn[ci * plane..][..plane];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = (ci * g.kh + ky) * g.kw + kx;
+                let src = &col[row * cols + at..][..p];
+                let (lo, hi, off) = g.ox_range(kx);
+                if lo >= hi {
+                    continue;
+                }
+                let s1 = g.stride[1];
+                for oy in 0..g.oh {
+                    let Some(iy) = g.iy(oy, ky) else { continue };
+                    let arow = &mut a[iy * g.w..][..g.w];
+                    let srow = &src[oy * g.ow..][..g.ow];
+                    let first = (lo as isize * s1 as isize + off) as usize;
+                    if s1 == 1 {
+                        for (d, &v) in arow[first..first + (hi - lo)].iter_mut().zip(&srow[lo..hi])
+                        {
+                            *d += v;
+                        }
+                    } else {
+                        for (k, &v) in srow[lo..hi].iter().enumerate() {
+                            arow[first + k * s1] += v;
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Bytes of one block's column matrix in the blocked passes: a share of L2 (1 MiB per core
+/// on Zen 4, 1-2 MiB on recent Intel cores) beside the product's packed operands.
+const BLOCK_BYTES: usize = 384 << 10;
+
+impl Conv {
+    /// Images per block of the blocked passes (at least one).
+    pub fn block_images(&self) -> usize {
+        let per_image = self.groups * self.kg() * self.p() * 4;
+        (BLOCK_BYTES / per_image.max(1)).clamp(1, self.n.max(1))
+    }
+    /// Floating-point operations of one pass (each pass is one product of this size).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.n * self.o * self.p()) as f64 * self.kg() as f64
+    }
+}
+
+thread_local! {
+    /// A thread's column block, taken for a use and put back (a nested use allocates).
+    static BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's column block of at least `len` values.
+fn with_block<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut v = BLOCK.with(|c| c.take());
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    let r = f(&mut v[..len]);
+    BLOCK.with(|c| c.set(v));
+    r
+}
+
+/// The columns of images `n0..n1` only: `col` is `[groups * kg][(n1 - n0) * P]` (the
+/// layout of [`im2col`] for a batch of those images).
+fn im2col_images(g: &Conv, x: &[f32], n0: usize, n1: usize, col: &mut [f32]) {
+    let (p, kk) = (g.p(), g.kh * g.kw);
+    let cols = (n1 - n0) * p;
+    for n in n0..n1 {
+        for ci in 0..g.c {
+            let plane = &x[(n * g.c + ci) * g.h * g.w..][..g.h * g.w];
+            for r in 0..kk {
+                let row = ci * kk + r;
+                let out = &mut col[row * cols + (n - n0) * p..][..p];
+                im2col_row(g, plane, r / g.kw, r % g.kw, out);
+            }
+        }
+    }
+}
+
+/// `C = A · B` (or `C += A · B` with `acc`) on one thread, every operand given by its
+/// origin and row/column strides in elements.
+///
+/// # Safety
+/// The operands hold every element the sizes and strides address.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    c: (*mut f32, isize, isize),
+    a: (*const f32, isize, isize),
+    b: (*const f32, isize, isize),
+    acc: bool,
+) {
+    // SAFETY: as the caller promised.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.0,
+            c.2,
+            c.1,
+            acc,
+            a.0,
+            a.2,
+            a.1,
+            b.0,
+            b.2,
+            b.1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    };
+}
+
+/// A convolution pass over blocks of images, each block's column matrix built (or
+/// consumed) in a thread's L2-sized buffer right before (after) its products, instead of
+/// the whole batch's column matrix in memory; the blocks are the team's parts and write
+/// disjoint images.
+///
+/// - `Forward`: `a` = x (NCHW), `b` = w (OIHW), `out` = y as `[O, N, P]`.
+/// - `GradInput`: `a` = dy as `[O, N, P]`, `b` = w, `out` = dx (NCHW): per block the
+///   column gradient `W^T · dy`, then [`col2im`] into the block's images.
+///
+/// (A weight gradient sums over every image: training keeps the batch's column matrix for
+/// it, see the lowering, so there is no blocked `GradWeight`; it returns `false`.)
+///
+/// # Safety
+/// The buffers hold the sizes `g` gives them.
+pub unsafe fn conv_blocked(
+    g: &Conv,
+    pass: ConvPass,
+    a: *const f32,
+    b: *const f32,
+    out: *mut f32,
+) -> bool {
+    if pass == ConvPass::GradWeight {
+        return false;
+    }
+    let (og, kg, p) = (g.og(), g.kg(), g.p());
+    let (np, nb) = ((g.n * p) as isize, g.block_images());
+    let (a, b, out) = (a as usize, b as usize, out as usize);
+    crate::rt::team::run(g.n.div_ceil(nb), &|blk| {
+        let (n0, n1) = (blk * nb, ((blk + 1) * nb).min(g.n));
+        let cb = (n1 - n0) * p;
+        let (a, b, out) = (a as *const f32, b as *const f32, out as *mut f32);
+        with_block(g.groups * kg * cb, |col| {
+            // SAFETY (every product and slice below): the offsets stay inside the buffers
+            // of the sizes `g` gives (the caller's contract) and the block's column buffer;
+            // parts write disjoint images of y or dx.
+            unsafe {
+                if pass == ConvPass::Forward {
+                    let x = std::slice::from_raw_parts(a, g.x_len());
+                    im2col_images(g, x, n0, n1, col);
+                    for grp in 0..g.groups {
+                        product(
+                            (og, cb, kg),
+                            (out.add(grp * og * g.n * p + n0 * p), np, 1),
+                            (b.add(grp * og * kg), kg as isize, 1),
+                            (col.as_ptr().add(grp * kg * cb), cb as isize, 1),
+                            false,
+                        );
+                    }
+                } else {
+                    for grp in 0..g.groups {
+                        product(
+                            (kg, cb, og),
+                            (col.as_mut_ptr().add(grp * kg * cb), cb as isize, 1),
+                            (b.add(grp * og * kg), 1, kg as isize),
+                            (a.add(grp * og * g.n * p + n0 * p), np, 1),
+                            false,
+                        );
+                    }
+                    let img = g.c * g.h * g.w;
+                    let dx = std::slice::from_raw_parts_mut(out.add(n0 * img), (n1 - n0) * img);
+                    for (j, dxn) in dx.chunks_exact_mut(img).enumerate() {
+                        col2im_image(g, col, cb, j * p, dxn);
+                    }
+                }
+            }
+        });
     });
+    true
+}
+
+/// The `qatc_conv` kernel (see [`conv_blocked`]).
+///
+/// # Safety
+/// `ctx` and `call` must come from the same compiled plan.
+pub unsafe extern "C" fn qatc_conv(ctx: *const RunCtx, call: *const Bound) -> i32 {
+    // SAFETY: the compiled code passes its own context and call descriptions.
+    let (ctx, call) = unsafe { (&*ctx, &*call) };
+    let Kernel::Conv(g, pass) = &call.kernel else {
+        return -1;
+    };
+    // SAFETY: the plan sized the buffers for `g` and the pass.
+    let done = unsafe {
+        conv_blocked(
+            g,
+            *pass,
+            ctx.ptr(call.args[0]) as *const f32,
+            ctx.ptr(call.args[1]) as *const f32,
+            ctx.ptr(call.out) as *mut f32,
+        )
+    };
+    if done { 0 } else { -1 }
 }
 
 /// Depthwise forward: `y[n, c] = sum_{ky, kx} x[n, c, iy, ix] * w[c, 0, ky, kx]`, summed
@@ -388,19 +574,19 @@ pub unsafe extern "C" fn qatc_depthwise(ctx: *const RunCtx, call: *const Bound) 
     // SAFETY: the plan sized the buffers for `g` and the pass.
     unsafe {
         match pass {
-            DwPass::Forward => depthwise_forward(
+            ConvPass::Forward => depthwise_forward(
                 g,
                 slice(ctx, call.args[0], xl),
                 slice(ctx, call.args[1], wl),
                 slice_mut(ctx, call.out, yl),
             ),
-            DwPass::GradInput => depthwise_grad_input(
+            ConvPass::GradInput => depthwise_grad_input(
                 g,
                 slice(ctx, call.args[0], yl),
                 slice(ctx, call.args[1], wl),
                 slice_mut(ctx, call.out, xl),
             ),
-            DwPass::GradWeight => depthwise_grad_weight(
+            ConvPass::GradWeight => depthwise_grad_weight(
                 g,
                 slice(ctx, call.args[0], yl),
                 slice(ctx, call.args[1], xl),

@@ -1,6 +1,6 @@
 //! Runtime kernels: the hand-written functions that compiled code calls for the work a
-//! loop nest does badly — contractions (the `gemm` crate), convolution's im2col/col2im
-//! and depthwise paths, pooling, softmax and cross-entropy, argmax, copies of slices and
+//! loop nest does badly — contractions (the `gemm` crate), convolutions (blocked, or
+//! im2col/col2im around a product) and depthwise paths, pooling, softmax and cross-entropy, argmax, copies of slices and
 //! concatenations, and the integer ops whose arithmetic needs i64/i128.
 //!
 //! Every kernel family is one `extern "C"` symbol with the signature
@@ -46,7 +46,9 @@ pub enum Kernel {
     /// Columns back to a convolution input, summing overlaps (the input gradient).
     Col2im(conv::Conv),
     /// Depthwise convolution (groups = channels, one filter each): forward and gradients.
-    Depthwise(conv::Conv, conv::DwPass),
+    Depthwise(conv::Conv, conv::ConvPass),
+    /// A convolution pass over blocks of images (im2col/col2im per block, in cache).
+    Conv(conv::Conv, conv::ConvPass),
     /// Pooling and its gradients.
     Pool(pool::Pool),
     /// Softmax or log-softmax along an axis, or their gradients.
@@ -71,6 +73,7 @@ impl Kernel {
             Kernel::Im2col(_) => "qatc_im2col",
             Kernel::Col2im(_) => "qatc_col2im",
             Kernel::Depthwise(..) => "qatc_depthwise",
+            Kernel::Conv(..) => "qatc_conv",
             Kernel::Pool(_) => "qatc_pool",
             Kernel::Softmax(_) => "qatc_softmax",
             Kernel::SoftmaxCe(_) => "qatc_softmax_ce",
@@ -106,6 +109,11 @@ impl Kernel {
             Kernel::Im2col(c) => format!("im2col {}", c.describe()),
             Kernel::Col2im(c) => format!("col2im {}", c.describe()),
             Kernel::Depthwise(c, p) => format!("depthwise {p:?} {}", c.describe()),
+            Kernel::Conv(c, p) => format!(
+                "conv {p:?} {} (blocks of {})",
+                c.describe(),
+                c.block_images()
+            ),
             Kernel::Pool(p) => format!("{:?} {}x{}", p.kind, p.k[0], p.k[1]),
             Kernel::Softmax(s) => format!(
                 "{}softmax{}",
@@ -178,6 +186,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("qatc_im2col", conv::qatc_im2col as *const u8),
         ("qatc_col2im", conv::qatc_col2im as *const u8),
         ("qatc_depthwise", conv::qatc_depthwise as *const u8),
+        ("qatc_conv", conv::qatc_conv as *const u8),
         ("qatc_pool", pool::qatc_pool as *const u8),
         ("qatc_softmax", softmax::qatc_softmax as *const u8),
         ("qatc_softmax_ce", softmax::qatc_softmax_ce as *const u8),
