@@ -1157,47 +1157,40 @@ impl Lower<'_> {
                         vec![c.n, c.o, c.oh, c.ow],
                         DType::F32,
                     )
-                } else if c.n >= BLOCKED_MIN_IMAGES && !self.weight_grad_reads(id) {
-                    let x = self.row_major(x);
-                    let raw = self.kernel(
-                        id,
-                        "conv",
-                        Kernel::Conv(c, ConvPass::Forward),
-                        vec![x, w],
-                        vec![c.n, c.o, c.oh, c.ow],
-                        DType::F32,
-                    );
-                    let p = c.p();
-                    self.lg.nodes[raw].strides = Some(vec![p, c.n * p, c.ow, 1]);
-                    self.lg.nodes[raw].layout_fixed = true;
-                    raw
                 } else {
-                    let col = self.im2col(id, x, &c);
-                    let (og, kg, cols) = (c.og(), c.kg(), c.cols());
-                    let gm = Gemm {
-                        m: og,
-                        n: cols,
-                        k: kg,
-                        batch: c.groups,
-                        a: Mat {
-                            batch: og * kg,
-                            ..Mat::row_major(kg)
-                        },
-                        b: Mat {
-                            batch: kg * cols,
-                            ..Mat::row_major(cols)
-                        },
-                        c: Mat {
-                            batch: og * cols,
-                            ..Mat::row_major(cols)
-                        },
-                        accumulate: false,
-                    };
+                    let (what, kernel, args) =
+                        if c.n >= BLOCKED_MIN_IMAGES && !self.weight_grad_reads(id) {
+                            let x = self.row_major(x);
+                            ("conv", Kernel::Conv(c, ConvPass::Forward), vec![x, w])
+                        } else {
+                            let col = self.im2col(id, x, &c);
+                            let (og, kg, cols) = (c.og(), c.kg(), c.cols());
+                            let gm = Gemm {
+                                m: og,
+                                n: cols,
+                                k: kg,
+                                batch: c.groups,
+                                a: Mat {
+                                    batch: og * kg,
+                                    ..Mat::row_major(kg)
+                                },
+                                b: Mat {
+                                    batch: kg * cols,
+                                    ..Mat::row_major(cols)
+                                },
+                                c: Mat {
+                                    batch: og * cols,
+                                    ..Mat::row_major(cols)
+                                },
+                                accumulate: false,
+                            };
+                            ("gemm", Kernel::Gemm(gm), vec![w, col])
+                        };
                     let raw = self.kernel(
                         id,
-                        "gemm",
-                        Kernel::Gemm(gm),
-                        vec![w, col],
+                        what,
+                        kernel,
+                        args,
                         vec![c.n, c.o, c.oh, c.ow],
                         DType::F32,
                     );

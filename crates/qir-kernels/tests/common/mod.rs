@@ -454,13 +454,7 @@ impl ConvCase {
 
     /// The convolution with the pool `p` fused ([`qconv2d_pool_on`]).
     pub fn run_pooled(&self, path: Path, packed: &PackedConv, p: &MaxPool, par: bool) -> Out {
-        let mut ops = Vec::new();
-        if let Some(b) = &self.bias {
-            ops.push(FusedOp::AddPerChannel(b));
-        }
-        if let Some(rq) = &self.rq {
-            ops.push(FusedOp::Requantize(&rq.q));
-        }
+        let ops = self.ops();
         let (ph, pw) = p.out(self.g.oh, self.g.ow).unwrap();
         let mut out = Out::new(
             self.rq.as_ref().map(|r| r.ty),
@@ -482,7 +476,8 @@ impl ConvCase {
         out
     }
 
-    pub fn run(&self, path: Path, packed: &PackedConv, par: bool) -> Out {
+    /// The epilogue of the case: its bias and requantize, if any.
+    pub fn ops(&self) -> Vec<FusedOp<'_>> {
         let mut ops = Vec::new();
         if let Some(b) = &self.bias {
             ops.push(FusedOp::AddPerChannel(b));
@@ -490,6 +485,11 @@ impl ConvCase {
         if let Some(rq) = &self.rq {
             ops.push(FusedOp::Requantize(&rq.q));
         }
+        ops
+    }
+
+    pub fn run(&self, path: Path, packed: &PackedConv, par: bool) -> Out {
+        let ops = self.ops();
         let mut out = Out::new(self.rq.as_ref().map(|r| r.ty), self.g.y_len());
         let f = if par { qconv2d_par } else { qconv2d };
         f(
