@@ -253,21 +253,26 @@ pub fn conv_pool_fused(path: Path) {
             two,
         ));
     }
-    // windows with gaps between them and overlapping windows on a larger plane; weight
-    // zero points on every other case (the column-sum term runs before the pooling)
-    let big = ConvGeom::new(2, 3, [30, 30], 20, [3, 3], [1, 1], [1; 4], [1, 1], 1).unwrap();
-    let gaps = MaxPool {
-        k: [2, 2],
-        stride: [3, 3],
-    };
-    cases.push((big, gaps));
-    cases.push((
-        big,
-        MaxPool {
-            k: [3, 3],
-            stride: [2, 2],
-        },
-    ));
+    // windows with gaps between them and overlapping windows on a larger plane, at batch 1
+    // (output channels split over two threads) and 2 (images split); weight zero points on
+    // every other case (the column-sum term runs before the pooling)
+    for n in [1, 2] {
+        let big = ConvGeom::new(n, 3, [30, 30], 20, [3, 3], [1, 1], [1; 4], [1, 1], 1).unwrap();
+        cases.push((
+            big,
+            MaxPool {
+                k: [2, 2],
+                stride: [3, 3],
+            },
+        ));
+        cases.push((
+            big,
+            MaxPool {
+                k: [3, 3],
+                stride: [2, 2],
+            },
+        ));
+    }
     for (i, (g, p)) in cases.into_iter().enumerate() {
         let mut case = ConvCase::random(&mut rng, g);
         if i % 2 == 0 {
