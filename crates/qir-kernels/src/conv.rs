@@ -498,7 +498,13 @@ fn conv_image(
     let (r0, nrows) = (rows.start, rows.len());
     let wide = g.stride == [1, 1];
     let (hp, wp) = (g.h + g.pad[0] + g.pad[2], g.w + g.pad[1] + g.pad[3]);
-    let cols = if wide { (g.oh - 1) * wp + g.ow } else { plane };
+    let cols = match pool {
+        // a wide convolution with a fused pool computes only the output rows its windows
+        // read (a 2x2 pool of 11 rows drops the last one)
+        Some((p, ph, _)) if wide => ((ph - 1) * p.stride[0] + p.k[0] - 1) * wp + g.ow,
+        _ if wide => (g.oh - 1) * wp + g.ow,
+        _ => plane,
+    };
     let kern: Kernels = kernels::select(path, false, nrows, cols);
     let kp = kpad(k, kern.kalign);
     // with a fused pool, the tiles run every step but a final requantize into i32 scratch
@@ -510,7 +516,8 @@ fn conv_image(
         _ => (user, &[][..]),
     };
     with_scratch(|s| {
-        let remap = if wide {
+        // (the tiles of a pooled convolution store i32 into scratch, not through the table)
+        let remap = if wide && pool.is_none() {
             s.remap((cols, wp, g.ow))
         } else {
             std::ptr::null()
