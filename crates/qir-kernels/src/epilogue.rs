@@ -465,6 +465,30 @@ mod x86 {
                 }
             };
             match last {
+                // i32 rows with at most a per-row add (the accumulators a fused pool reads):
+                // one load, add and store per vector, the tail masked
+                None if out.kind == OutKind::I32
+                    && out.remap.is_null()
+                    && matches!(add, None | Some(Step::AddRow(_))) =>
+                {
+                    let full = vc / 16;
+                    let tail = mask_of(vc % 16);
+                    for i in 0..vr {
+                        let b = match add {
+                            Some(Step::AddRow(a)) => _mm512_set1_epi32(a[r0 + i]),
+                            _ => _mm512_setzero_si512(),
+                        };
+                        let o = out.ptr.cast::<i32>().add((r0 + i) * out.ld + c0);
+                        for jv in 0..full {
+                            let v = _mm512_add_epi32(_mm512_loadu_si512(at(i, jv).cast()), b);
+                            _mm512_storeu_si512(o.add(16 * jv).cast(), v);
+                        }
+                        if tail != 0 {
+                            let v = _mm512_add_epi32(_mm512_loadu_si512(at(i, full).cast()), b);
+                            _mm512_mask_storeu_epi32(o.add(16 * full), tail, v);
+                        }
+                    }
+                }
                 None => {
                     for i in 0..vr {
                         for jv in 0..nv {
