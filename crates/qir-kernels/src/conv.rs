@@ -772,9 +772,20 @@ fn wide_panels(
     panels.set_len(np * 16 * kp);
     let out = panels.as_mut_slice();
     const ZERO: [u8; 16] = [0; 16];
+    // every read of a full group below stays inside the padded planes (their slack covers
+    // the last panel's overrun), checked once here instead of per row and panel
+    let full = k / 4;
+    assert!(offs.iter().all(|&o| o + np * 16 <= p.len()) && kg * 64 <= 16 * kp);
     for pb in 0..np {
         let panel = &mut out[pb * 16 * kp..(pb + 1) * 16 * kp];
-        for gi in 0..kg {
+        for (gi, o4) in offs.chunks_exact(4).enumerate() {
+            let src: [*const u8; 4] =
+                std::array::from_fn(|q| p.as_ptr().wrapping_add(o4[q] + pb * 16));
+            // SAFETY: 16 bytes from each source are inside `p` (asserted above); the 64
+            // bytes of group gi are inside the panel (gi < kg, kg * 64 <= 16 kp).
+            unsafe { interleave4_raw(src, panel.as_mut_ptr().add(gi * 64)) };
+        }
+        for gi in full..kg {
             let src: [&[u8]; 4] = std::array::from_fn(|q| {
                 let kk = 4 * gi + q;
                 if kk < k {
@@ -942,25 +953,39 @@ fn copy_row(x: &[u8], src: usize, s: usize, flip: u8, dst: &mut [u8], len: usize
 /// `dst[4 p + q] = src[q][p]` for 16 pixels `p` and 4 rows `q`.
 #[inline(always)]
 fn interleave4(src: [&[u8]; 4], dst: &mut [u8]) {
+    assert!(src.iter().all(|s| s.len() >= 16) && dst.len() >= 64);
+    // SAFETY: the lengths are checked above.
+    unsafe { interleave4_raw(src.map(|s| s.as_ptr()), dst.as_mut_ptr()) }
+}
+
+/// [`interleave4`] on raw pointers, for the inner loop of [`wide_panels`].
+///
+/// # Safety
+/// Each source has 16 readable bytes and `dst` 64 writable ones.
+#[inline]
+unsafe fn interleave4_raw(src: [*const u8; 4], dst: *mut u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
-        assert!(src.iter().all(|s| s.len() >= 16) && dst.len() >= 64);
-        // SAFETY: SSE2 is part of x86-64; the loads and stores stay inside the slices
-        // (checked above).
+        // SAFETY: SSE2 is part of x86-64; the caller vouches for the 16 + 64 bytes.
         unsafe {
-            let [a, b, c, d] = src.map(|s| _mm_loadu_si128(s.as_ptr().cast()));
+            let [a, b, c, d] = src.map(|s| _mm_loadu_si128(s.cast()));
             let (ablo, abhi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
             let (cdlo, cdhi) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
-            let o = dst.as_mut_ptr();
-            _mm_storeu_si128(o.cast(), _mm_unpacklo_epi16(ablo, cdlo));
-            _mm_storeu_si128(o.add(16).cast(), _mm_unpackhi_epi16(ablo, cdlo));
-            _mm_storeu_si128(o.add(32).cast(), _mm_unpacklo_epi16(abhi, cdhi));
-            _mm_storeu_si128(o.add(48).cast(), _mm_unpackhi_epi16(abhi, cdhi));
+            _mm_storeu_si128(dst.cast(), _mm_unpacklo_epi16(ablo, cdlo));
+            _mm_storeu_si128(dst.add(16).cast(), _mm_unpackhi_epi16(ablo, cdlo));
+            _mm_storeu_si128(dst.add(32).cast(), _mm_unpacklo_epi16(abhi, cdhi));
+            _mm_storeu_si128(dst.add(48).cast(), _mm_unpackhi_epi16(abhi, cdhi));
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    interleave4_scalar(src, dst);
+    // SAFETY: as above.
+    unsafe {
+        interleave4_scalar(
+            src.map(|s| std::slice::from_raw_parts(s, 16)),
+            std::slice::from_raw_parts_mut(dst, 64),
+        )
+    };
 }
 
 /// The scalar form of [`interleave4`].
