@@ -8,9 +8,10 @@ weights, u8 activations, MinMax calibration on MNIST training images), run with 
 threads; and qatc's path for the same ONNX file: import -> prepare (tflite-int8) ->
 calibrate (minmax) -> convert -> bench on the JIT.
 
-Both sides time the same batch sizes in the same process tree, so the ratios hold on a
-busy machine where absolute figures do not. Throughput is the median of `--rounds` rounds
-of at least `--seconds` each; latency is the median per-run time at batch 1.
+Both sides time the same batch sizes in the same process tree, taking turns round after
+round (`--rounds`, each at least `--seconds` per runtime and batch), so the ratios hold on a
+busy machine where absolute figures do not: the figures are medians over the rounds, the
+ratios the median (and range) of each round's ratio. Latency is the per-run time at batch 1.
 
 Run with the pinned environment:  .venv/bin/python scripts/ort_bench.py [--qatc PATH]
 (scripts/python-env.sh creates .venv; build qatc with `cargo build --release` first).
@@ -132,38 +133,32 @@ def session(path, threads):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-def time_ort(sess, x, seconds, rounds):
-    """Median seconds per run over `rounds` rounds of at least `seconds`."""
+def time_ort(sess, x, seconds):
+    """Seconds per run of one round of at least `seconds` (after a warm-up run)."""
     sess.run(None, {"x": x})
-    per_round = []
-    for _ in range(rounds):
-        n, start = 0, time.perf_counter()
-        while True:
-            sess.run(None, {"x": x})
-            n += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds:
-                break
-        per_round.append(elapsed / n)
-    return statistics.median(per_round)
+    n, start = 0, time.perf_counter()
+    while True:
+        sess.run(None, {"x": x})
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return elapsed / n
 
 
-def time_qatc(qatc, model, weights, batch, seconds, rounds):
-    """Median seconds per run reported by `qatc bench` over `rounds` invocations."""
-    per_round = []
-    for _ in range(rounds):
-        out = subprocess.run(
-            [qatc, "bench", model, "--weights", weights, "--batch", str(batch),
-             "--min-seconds", str(seconds)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        m = re.search(r"([0-9.]+) ms/run", out)
-        if not m:
-            sys.exit(f"error: cannot read the time per run from qatc bench:\n{out}")
-        per_round.append(float(m.group(1)) / 1000.0)
-    return statistics.median(per_round)
+def time_qatc(qatc, model, weights, batch, seconds):
+    """Seconds per run of one `qatc bench` invocation of at least `seconds`."""
+    out = subprocess.run(
+        [qatc, "bench", model, "--weights", weights, "--batch", str(batch),
+         "--min-seconds", str(seconds)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    # runs/s, not the rounded "ms/run" (0.012 ms/run is only good to a microsecond)
+    m = re.search(r"([0-9.]+) runs/s", out)
+    if not m:
+        sys.exit(f"error: cannot read the runs per second from qatc bench:\n{out}")
+    return 1.0 / float(m.group(1))
 
 
 def run(cmd):
@@ -197,7 +192,7 @@ def main():
     ap.add_argument("--qatc", default=os.path.join(ROOT, "target", "release", "qatc"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=1.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--models", default="mlp,cnn")
     args = ap.parse_args()
 
@@ -220,29 +215,42 @@ def main():
             )
             x256 = read_images(256)
             x1 = x256[:1]
-            res = {}
-            for label, path in (("ort fp32", fp32), ("ort int8 qdq", int8)):
-                sess = session(path, args.threads)
-                res[label] = (
-                    256 / time_ort(sess, x256, args.seconds, args.rounds),
-                    time_ort(sess, x1, args.seconds, args.rounds),
-                )
+            sessions = {
+                "ort fp32": session(fp32, args.threads),
+                "ort int8 qdq": session(int8, args.threads),
+            }
             qf, qi = qatc_int8(args.qatc, fp32, work, 16)
-            for label, (path, weights) in (("qatc fp32", qf), ("qatc int8", qi)):
-                res[label] = (
-                    256 / time_qatc(args.qatc, path, weights, 256, args.seconds, args.rounds),
-                    time_qatc(args.qatc, path, weights, 1, args.seconds, args.rounds),
-                )
-            for label, (tput, lat) in res.items():
+            qatc_models = {"qatc fp32": qf, "qatc int8": qi}
+            # the four runtimes take turns, round after round, so that a change in the
+            # machine's load falls on all of them; each round's ratios compare runs a few
+            # seconds apart
+            rounds = {label: [] for label in list(sessions) + list(qatc_models)}
+            for _ in range(args.rounds):
+                for label, sess in sessions.items():
+                    rounds[label].append(
+                        (256 / time_ort(sess, x256, args.seconds), time_ort(sess, x1, args.seconds))
+                    )
+                for label, (path, weights) in qatc_models.items():
+                    rounds[label].append((
+                        256 / time_qatc(args.qatc, path, weights, 256, args.seconds),
+                        time_qatc(args.qatc, path, weights, 1, args.seconds),
+                    ))
+            for label, rs in rounds.items():
+                tput = statistics.median(t for t, _ in rs)
+                lat = statistics.median(l for _, l in rs)
                 rows.append(f"{name:<5} {label:<14} {tput:>12,.0f} {lat * 1e6:>9.1f} µs")
-            best_ort_t = max(res["ort fp32"][0], res["ort int8 qdq"][0])
-            best_ort_l = min(res["ort fp32"][1], res["ort int8 qdq"][1])
+
+            def ratios(f):
+                v = sorted(f(i) for i in range(args.rounds))
+                return f"{statistics.median(v):.2f}x ({v[0]:.2f}-{v[-1]:.2f})"
+
+            q, o8, o32 = rounds["qatc int8"], rounds["ort int8 qdq"], rounds["ort fp32"]
             rows.append(
-                f"{name:<5} ratios: qatc int8 / ort int8 throughput "
-                f"{res['qatc int8'][0] / res['ort int8 qdq'][0]:.2f}x, / best ort "
-                f"{res['qatc int8'][0] / best_ort_t:.2f}x; latency qatc int8 / ort int8 "
-                f"{res['qatc int8'][1] / res['ort int8 qdq'][1]:.2f}x, / best ort "
-                f"{res['qatc int8'][1] / best_ort_l:.2f}x"
+                f"{name:<5} ratios, median of rounds (range): qatc int8 / ort int8 throughput "
+                f"{ratios(lambda i: q[i][0] / o8[i][0])}, / best ort "
+                f"{ratios(lambda i: q[i][0] / max(o8[i][0], o32[i][0]))}; latency / ort int8 "
+                f"{ratios(lambda i: q[i][1] / o8[i][1])}, / best ort "
+                f"{ratios(lambda i: q[i][1] / min(o8[i][1], o32[i][1]))}"
             )
     print(header)
     print("\n".join(rows))
