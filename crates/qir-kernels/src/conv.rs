@@ -19,7 +19,9 @@ use crate::par::Parallel;
 use crate::buf::{AlignedBuf, with_scratch};
 use crate::epilogue::{Axis, FusedOp, OutKind, OutView, Step};
 use crate::error::{KResult, check_len, invalid};
-use crate::gemm::{Output, PAR_MIN_WORK, Steps, corrections, run_tiles, user_steps, validate_ops};
+use crate::gemm::{
+    Output, PAR_MIN_WORK, Steps, corrections, run_tiles, run_tiles_raw, user_steps, validate_ops,
+};
 use crate::kernels::{self, Kernels};
 use crate::pack::{Activations, expand_zero_points, kpad};
 use crate::path::Path;
@@ -507,8 +509,17 @@ fn conv_image(
     };
     let kern: Kernels = kernels::select(path, false, nrows, cols);
     let kp = kpad(k, kern.kalign);
-    // with a fused pool, the tiles run every step but a final requantize into i32 scratch
-    // (`cols` per row); the pooled values then take the requantize on their way out
+    // the direct route of a pooled stride-1 convolution (see below): the path stores raw
+    // tiles with a stride and every step before the requantize keeps order per channel
+    let direct = pool.is_some()
+        && wide
+        && kern.strided.is_some()
+        && !w.zw_any
+        && user
+            .iter()
+            .all(|op| matches!(op, FusedOp::Clamp { .. } | FusedOp::Requantize(_)));
+    // otherwise, with a fused pool, the tiles run every step but a final requantize into
+    // i32 scratch (`cols` per row); the pooled values then take the requantize
     let (pre, post) = match (pool, user.split_last()) {
         (Some(_), Some((last @ FusedOp::Requantize(_), rest))) => {
             (rest, std::slice::from_ref(last))
@@ -538,6 +549,40 @@ fn conv_image(
             }
             // the first output channel of this call's rows in the group
             let o0 = grp * g.og() + r0;
+            if let Some((p, ph, pw)) = pool
+                && direct
+            {
+                // the raw accumulators straight into the scratch, pooled, then the whole
+                // epilogue on the pooled values: every step commutes with a max here (per-
+                // channel adds and clamps, a requantize; no per-pixel zero-point term)
+                let ld = cols.next_multiple_of(16);
+                let need = nrows.next_multiple_of(kern.mr) * ld;
+                if s.acc.len() < need {
+                    s.acc.resize(need, 0);
+                }
+                // SAFETY: L and R as for run_tiles below; the scratch holds whole tiles
+                // (rows rounded up to the tile height, ld a multiple of 16 >= cols).
+                unsafe {
+                    run_tiles_raw(
+                        &kern,
+                        w.rows.as_slice().as_ptr().add((grp * w.og_pad + r0) * w.kp),
+                        w.kp,
+                        s.b.as_slice().as_ptr(),
+                        16 * kp,
+                        nrows,
+                        cols,
+                        k.div_ceil(4),
+                        s.acc.as_mut_ptr(),
+                        ld,
+                    )
+                };
+                let mut steps = Steps::new();
+                steps.push(Step::AddRow(&corr[o0..]));
+                user_steps(user, Axis::Row, o0, &mut steps);
+                let out = view.offset_rows(o0);
+                pool_and_finish(s, &kern, path, (p, ph, pw), nrows, ld, wp, &steps, &out);
+                continue;
+            }
             let mut steps = Steps::new();
             steps.push(Step::AddRow(&corr[o0..]));
             if w.zw_any {
@@ -578,41 +623,48 @@ fn conv_image(
                     &v,
                 )
             };
-            if let Some((p, ph, pw)) = pool {
+            if let Some(pool) = pool {
                 let pitch = if wide { wp } else { g.ow };
-                let (ppl, nr) = (ph * pw, (ph * pw).next_multiple_of(16));
-                // lanes past ppl of each row are read by the epilogue's vectors but not
-                // stored: initialized once, never cleared
-                if s.pooled.len() < nrows * nr {
-                    s.pooled.resize(nrows * nr, 0);
-                }
-                let avx512 = matches!(path, Path::Avx512Vnni | Path::Amx);
-                for i in 0..nrows {
-                    let src = &s.acc[i * cols..(i + 1) * cols];
-                    let dst = &mut s.pooled[i * nr..i * nr + ppl];
-                    max_pool_plane(src, pitch, p, ph, pw, dst, avx512);
-                }
                 let mut last = Steps::new();
                 user_steps(post, Axis::Row, o0, &mut last);
-                // SAFETY: the pooled tile holds nrows rows of nr (a multiple of 16) values,
-                // ppl of them valid; the view covers channels o0..o0 + nrows of this
-                // image's pooled planes (ld ppl); the requantize reads channels o0.. of
-                // the validated epilogue.
-                unsafe {
-                    (kern.epi)(
-                        &mut s.pooled,
-                        nr,
-                        nrows,
-                        ppl,
-                        0,
-                        0,
-                        last.as_slice(),
-                        &view.offset_rows(o0),
-                    )
-                };
+                let out = view.offset_rows(o0);
+                pool_and_finish(s, &kern, path, pool, nrows, cols, pitch, &last, &out);
             }
         }
     });
+}
+
+/// Pools `nrows` i32 planes of `s.acc` (row length `ld`, output rows every `pitch`) into
+/// `s.pooled` and runs the epilogue `steps` on the pooled values into `out` (the image's
+/// pooled planes of channels `o0..`, ld `ph * pw`).
+#[allow(clippy::too_many_arguments)]
+fn pool_and_finish(
+    s: &mut crate::buf::Scratch,
+    kern: &Kernels,
+    path: Path,
+    (p, ph, pw): (&MaxPool, usize, usize),
+    nrows: usize,
+    ld: usize,
+    pitch: usize,
+    steps: &Steps,
+    out: &OutView,
+) {
+    let (ppl, nr) = (ph * pw, (ph * pw).next_multiple_of(16));
+    // lanes past ppl of each row are read by the epilogue's vectors but not stored:
+    // initialized once, never cleared
+    if s.pooled.len() < nrows * nr {
+        s.pooled.resize(nrows * nr, 0);
+    }
+    let avx512 = matches!(path, Path::Avx512Vnni | Path::Amx);
+    for i in 0..nrows {
+        let src = &s.acc[i * ld..(i + 1) * ld];
+        let dst = &mut s.pooled[i * nr..i * nr + ppl];
+        max_pool_plane(src, pitch, p, ph, pw, dst, avx512);
+    }
+    // SAFETY: the pooled tile holds nrows rows of nr (a multiple of 16) values, ppl of
+    // them valid; `out` covers nrows channels of the image's pooled planes (the caller's
+    // contract); the steps' arrays cover those channels (validated epilogue).
+    unsafe { (kern.epi)(&mut s.pooled, nr, nrows, ppl, 0, 0, steps.as_slice(), out) };
 }
 
 /// Max pooling of one i32 plane whose rows start every `pitch` values (`ph x pw` windows

@@ -215,6 +215,56 @@ pub(crate) unsafe fn run_tiles(
     TILE.with(|c| c.set(Some(tb)));
 }
 
+/// [`run_tiles`] without an epilogue: the raw accumulators of every tile go straight to
+/// `out` (row stride `ldo`) through the path's strided tile kernels.
+///
+/// # Safety
+/// As [`run_tiles`]; `k.strided` is `Some`; `out` has `rows.next_multiple_of(k.mr)` rows
+/// of `cols.next_multiple_of(16)` writable i32 every `ldo` (whole tiles are stored).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn run_tiles_raw(
+    k: &Kernels,
+    l: *const u8,
+    ls: usize,
+    r: *const u8,
+    rs: usize,
+    rows: usize,
+    cols: usize,
+    kg: usize,
+    out: *mut i32,
+    ldo: usize,
+) {
+    let tiles = k
+        .strided
+        .expect("the caller checked the path has strided tiles");
+    let np = cols.div_ceil(crate::pack::PANEL);
+    k.begin();
+    let mut pb = 0;
+    while pb < np {
+        let nv = (np - pb).min(tiles.len());
+        let f = tiles[nv - 1];
+        let mut rb = 0;
+        while rb < rows {
+            // SAFETY: rows rb..rb + mr of L exist (padding), panels pb..pb + nv of R exist,
+            // the tile's mr x 16 nv values are inside `out` (the caller's contract).
+            unsafe {
+                f(
+                    l.add(rb * ls),
+                    ls,
+                    r.add(pb * rs),
+                    rs,
+                    kg,
+                    out.add(rb * ldo + pb * 16),
+                    ldo,
+                )
+            };
+            rb += k.mr;
+        }
+        pb += nv;
+    }
+    k.end();
+}
+
 /// The raw-tile buffer of [`run_tiles`] (the largest tile is 32 x 64).
 #[repr(C, align(64))]
 struct TileBuf([i32; 32 * 64]);

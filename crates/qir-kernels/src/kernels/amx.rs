@@ -250,6 +250,7 @@ pub(crate) fn kernels(lu: bool, rows: usize, hw: bool) -> Kernels {
         (&EMU[lu as usize][rt - 1], epilogue_portable)
     };
     Kernels {
+        strided: None,
         mr: 16 * rt,
         tiles,
         kalign: 64,

@@ -24,6 +24,11 @@ use crate::path::Path;
 /// One raw tile: `(l, ls, r, rs, kg, out)`.
 pub(crate) type TileFn = unsafe fn(*const u8, usize, *const u8, usize, usize, *mut i32);
 
+/// A tile kernel that stores its raw tile with a row stride: `(l, ls, r, rs, kg, out, ldo)`,
+/// row `i` of the tile at `out + i * ldo`.
+pub(crate) type StridedTileFn =
+    unsafe fn(*const u8, usize, *const u8, usize, usize, *mut i32, usize);
+
 /// The kernels a call uses: tile height, one tile function per panel count `1..=nvmax`,
 /// the alignment of K in operands packed at run time, the epilogue, and whether the AMX
 /// tile state must be configured around the calls.
@@ -31,6 +36,9 @@ pub(crate) type TileFn = unsafe fn(*const u8, usize, *const u8, usize, usize, *m
 pub(crate) struct Kernels {
     pub(crate) mr: usize,
     pub(crate) tiles: &'static [TileFn],
+    /// The same tiles storing with a row stride, where the path has them (VNNI): a
+    /// caller that needs only the raw accumulators lets them go straight to its buffer.
+    pub(crate) strided: Option<&'static [StridedTileFn]>,
     pub(crate) kalign: usize,
     pub(crate) epi: EpiFn,
     pub(crate) amx_hw: bool,

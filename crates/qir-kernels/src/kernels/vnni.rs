@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Kernels, TileFn};
+use super::{Kernels, StridedTileFn, TileFn};
 use crate::epilogue::epilogue_avx512;
 
 /// # Safety
@@ -21,6 +21,25 @@ unsafe fn tile<const MR: usize, const NV: usize, const LU: bool>(
     rs: usize,
     kg: usize,
     out: *mut i32,
+) {
+    // SAFETY: the dense [MR][16 NV] output is the strided one with stride 16 NV.
+    unsafe { tile_strided::<MR, NV, LU>(l, ls, r, rs, kg, out, 16 * NV) }
+}
+
+/// [`tile`] storing row `i` at `out + i * ldo`.
+///
+/// # Safety
+/// As [`tile`], and `out` has `MR` rows of `16 * NV` writable i32 every `ldo`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_strided<const MR: usize, const NV: usize, const LU: bool>(
+    l: *const u8,
+    ls: usize,
+    r: *const u8,
+    rs: usize,
+    kg: usize,
+    out: *mut i32,
+    ldo: usize,
 ) {
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
     for g in 0..kg {
@@ -44,8 +63,8 @@ unsafe fn tile<const MR: usize, const NV: usize, const LU: bool>(
     }
     for (i, acc) in acc.iter().enumerate() {
         for (j, &v) in acc.iter().enumerate() {
-            // SAFETY: element (i, 16j) of the [MR][16 NV] output.
-            unsafe { _mm512_storeu_si512(out.add((i * NV + j) * 16).cast(), v) };
+            // SAFETY: element (i, 16j) of the output (row stride ldo).
+            unsafe { _mm512_storeu_si512(out.add(i * ldo + j * 16).cast(), v) };
         }
     }
 }
@@ -55,6 +74,17 @@ macro_rules! set {
         static $name: [TileFn; [$($nv),*].len()] = [$(tile::<$mr, $nv, $lu>),*];
     };
 }
+
+macro_rules! strided {
+    ($name:ident, $mr:literal, [$($nv:literal),*]) => {
+        static $name: [StridedTileFn; [$($nv),*].len()] =
+            [$(tile_strided::<$mr, $nv, false>),*];
+    };
+}
+strided!(S1, 1, [1, 2, 3, 4]);
+strided!(S4, 4, [1, 2, 3, 4]);
+strided!(S8, 8, [1, 2, 3]);
+strided!(S16, 16, [1]);
 set!(L1, 1, true, [1, 2, 3, 4]);
 set!(L4, 4, true, [1, 2, 3, 4]);
 set!(L8, 8, true, [1, 2, 3]);
@@ -75,9 +105,18 @@ pub(crate) fn kernels(lu: bool, rows: usize, panels: usize) -> Kernels {
         (_, _, true) => (8, &L8),
         (_, _, false) => (8, &C8),
     };
+    // strided tiles for convolutions (weights as rows), the same shapes
+    let strided: Option<&'static [StridedTileFn]> = match (lu, mr) {
+        (true, _) => None,
+        (false, 1) => Some(&S1),
+        (false, 4) => Some(&S4),
+        (false, 16) => Some(&S16),
+        (false, _) => Some(&S8),
+    };
     Kernels {
         mr,
         tiles,
+        strided,
         kalign: 4,
         epi: epilogue_avx512,
         amx_hw: false,
