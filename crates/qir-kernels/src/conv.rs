@@ -549,6 +549,11 @@ fn conv_image(
             }
             // the first output channel of this call's rows in the group
             let o0 = grp * g.og() + r0;
+            // SAFETY (of the pointer): this group's packed weight rows from r0 (og_pad >=
+            // og rows, a multiple of every tile height; r0 is 0 or a split point whose
+            // tiles stay inside og_pad, see `channel_split`; stride kp multiple of 64)
+            let lrows = unsafe { w.rows.as_slice().as_ptr().add((grp * w.og_pad + r0) * w.kp) };
+            let (panels, kgroups) = (s.b.as_slice().as_ptr(), k.div_ceil(4));
             if let Some((p, ph, pw)) = pool
                 && direct
             {
@@ -560,19 +565,21 @@ fn conv_image(
                 if s.acc.len() < need {
                     s.acc.resize(need, 0);
                 }
-                // SAFETY: L and R as for run_tiles below; the scratch holds whole tiles
-                // (rows rounded up to the tile height, ld a multiple of 16 >= cols).
+                // SAFETY: L = lrows, R = the panels of stride 16 kp covering `cols` columns;
+                // the scratch holds whole tiles (rows rounded up to the tile height, ld a
+                // multiple of 16 >= cols).
                 unsafe {
+                    let acc = s.acc.as_mut_ptr();
                     run_tiles_raw(
                         &kern,
-                        w.rows.as_slice().as_ptr().add((grp * w.og_pad + r0) * w.kp),
+                        lrows,
                         w.kp,
-                        s.b.as_slice().as_ptr(),
+                        panels,
                         16 * kp,
                         nrows,
                         cols,
-                        k.div_ceil(4),
-                        s.acc.as_mut_ptr(),
+                        kgroups,
+                        acc,
                         ld,
                     )
                 };
@@ -604,22 +611,21 @@ fn conv_image(
             } else if wide {
                 v.remap = remap;
             }
-            // SAFETY: L = this group's packed weight rows from r0 (og_pad >= og rows, a
-            // multiple of every tile height; r0 is 0 or a split point whose tiles stay
-            // inside og_pad, see `channel_split`; stride kp multiple of 64), R = the panels
-            // of stride 16 kp covering `cols` columns; the view covers channels
-            // o0..o0 + nrows of this image (through the remap table for wide columns).
+            // SAFETY: L = lrows (above), R = the panels of stride 16 kp covering `cols`
+            // columns; the view covers channels o0..o0 + nrows of this image (through the
+            // remap table for wide columns) or the i32 scratch of nrows x cols.
             unsafe {
+                let steps = steps.as_slice();
                 run_tiles(
                     &kern,
-                    w.rows.as_slice().as_ptr().add((grp * w.og_pad + r0) * w.kp),
+                    lrows,
                     w.kp,
-                    s.b.as_slice().as_ptr(),
+                    panels,
                     16 * kp,
                     nrows,
                     cols,
-                    k.div_ceil(4),
-                    steps.as_slice(),
+                    kgroups,
+                    steps,
                     &v,
                 )
             };

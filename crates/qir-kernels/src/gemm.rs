@@ -183,36 +183,47 @@ pub(crate) unsafe fn run_tiles(
     let mut tb = TILE
         .with(|c| c.take())
         .unwrap_or_else(|| Box::new(TileBuf([0; 32 * 64])));
-    let np = cols.div_ceil(crate::pack::PANEL);
     k.begin();
+    for_each_tile(k.mr, k.nvmax(), rows, cols, |rb, pb, nv| {
+        let nr = nv * 16;
+        // SAFETY: rows rb..rb + mr of L exist (padding), panels pb..pb + nv of R exist,
+        // the tile buffer holds mr x nr <= 32 x 64 values.
+        unsafe {
+            k.tiles[nv - 1](
+                l.add(rb * ls),
+                ls,
+                r.add(pb * rs),
+                rs,
+                kg,
+                tb.0.as_mut_ptr(),
+            );
+            let vr = (rows - rb).min(k.mr);
+            let vc = (cols - pb * 16).min(nr);
+            (k.epi)(&mut tb.0, nr, vr, vc, rb, pb * 16, steps, out);
+        }
+    });
+    k.end();
+    TILE.with(|c| c.set(Some(tb)));
+}
+
+/// The tiles of a `rows x cols` contraction, panel groups of up to `nvmax` panels outside,
+/// row blocks of `mr` inside: `f(first row, first panel, panels)`.
+fn for_each_tile(
+    mr: usize,
+    nvmax: usize,
+    rows: usize,
+    cols: usize,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    let np = cols.div_ceil(crate::pack::PANEL);
     let mut pb = 0;
     while pb < np {
-        let nv = (np - pb).min(k.nvmax());
-        let f = k.tiles[nv - 1];
-        let nr = nv * 16;
-        let mut rb = 0;
-        while rb < rows {
-            // SAFETY: rows rb..rb + mr of L exist (padding), panels pb..pb + nv of R exist,
-            // the tile buffer holds mr x nr <= 32 x 64 values.
-            unsafe {
-                f(
-                    l.add(rb * ls),
-                    ls,
-                    r.add(pb * rs),
-                    rs,
-                    kg,
-                    tb.0.as_mut_ptr(),
-                );
-                let vr = (rows - rb).min(k.mr);
-                let vc = (cols - pb * 16).min(nr);
-                (k.epi)(&mut tb.0, nr, vr, vc, rb, pb * 16, steps, out);
-            }
-            rb += k.mr;
+        let nv = (np - pb).min(nvmax);
+        for rb in (0..rows).step_by(mr) {
+            f(rb, pb, nv);
         }
         pb += nv;
     }
-    k.end();
-    TILE.with(|c| c.set(Some(tb)));
 }
 
 /// [`run_tiles`] without an epilogue: the raw accumulators of every tile go straight to
@@ -237,31 +248,22 @@ pub(crate) unsafe fn run_tiles_raw(
     let tiles = k
         .strided
         .expect("the caller checked the path has strided tiles");
-    let np = cols.div_ceil(crate::pack::PANEL);
     k.begin();
-    let mut pb = 0;
-    while pb < np {
-        let nv = (np - pb).min(tiles.len());
-        let f = tiles[nv - 1];
-        let mut rb = 0;
-        while rb < rows {
-            // SAFETY: rows rb..rb + mr of L exist (padding), panels pb..pb + nv of R exist,
-            // the tile's mr x 16 nv values are inside `out` (the caller's contract).
-            unsafe {
-                f(
-                    l.add(rb * ls),
-                    ls,
-                    r.add(pb * rs),
-                    rs,
-                    kg,
-                    out.add(rb * ldo + pb * 16),
-                    ldo,
-                )
-            };
-            rb += k.mr;
-        }
-        pb += nv;
-    }
+    for_each_tile(k.mr, tiles.len(), rows, cols, |rb, pb, nv| {
+        // SAFETY: rows rb..rb + mr of L exist (padding), panels pb..pb + nv of R exist,
+        // the tile's mr x 16 nv values are inside `out` (the caller's contract).
+        unsafe {
+            tiles[nv - 1](
+                l.add(rb * ls),
+                ls,
+                r.add(pb * rs),
+                rs,
+                kg,
+                out.add(rb * ldo + pb * 16),
+                ldo,
+            )
+        };
+    });
     k.end();
 }
 
