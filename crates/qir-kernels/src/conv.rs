@@ -351,12 +351,15 @@ impl MaxPool {
 /// [`qconv2d_on`] followed by a max pooling: `out` is NCHW `[n, o, ph, pw]` with the
 /// pooled plane of [`MaxPool::out`], and equals `max_pool(qconv2d(..))` exactly.
 ///
-/// Every epilogue step but a final requantize runs on the accumulators first, then the
-/// windows are pooled in i32 and only the pooled values are requantized: a requantize is
-/// non-decreasing in its input (multipliers are never negative, rounding to nearest and
+/// The windows are pooled in i32 and only the pooled values are requantized: a requantize
+/// is non-decreasing in its input (multipliers are never negative, rounding to nearest and
 /// clamping keep order), so the maximum of requantized values is the requantized maximum.
-/// A convolution's whole i32 output plane (per image and channel range) lives in per-thread
-/// scratch on the way. Depthwise convolutions are not supported here.
+/// The steps before the requantize run on the accumulators first when one of them does
+/// not keep order per channel (the weight-zero-point term, per pixel); otherwise (bias and
+/// zero-point constants, clamps) they too run on the pooled values, and on the VNNI path
+/// the tiles store their raw accumulators straight into the pooling scratch. An image's
+/// i32 output planes (its channel range) live in per-thread scratch on the way. Depthwise
+/// convolutions are not supported here.
 #[allow(clippy::too_many_arguments)]
 pub fn qconv2d_pool_on(
     par: Parallel,
