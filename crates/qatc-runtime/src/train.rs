@@ -362,6 +362,8 @@ pub struct Trainer {
     /// `(0, 1)` without MPI).
     rank: usize,
     replicas: usize,
+    /// The step and evaluation programs [`Trainer::warm_up`] compiled, for the next `fit`.
+    warmed: Option<(Box<dyn qir_exec::Program>, Box<dyn qir_exec::Program>)>,
 }
 
 impl Trainer {
@@ -459,6 +461,7 @@ impl Trainer {
             scale: None,
             rank,
             replicas,
+            warmed: None,
         })
     }
 
@@ -589,6 +592,7 @@ impl Trainer {
     }
 
     fn rebuild(&mut self) -> Result<()> {
+        self.warmed = None;
         self.step = build_step_for(&self.model, &self.grad, self.replicas > 1)?;
         qir_exec::fill_store(&self.step, &mut self.store, self.config.seed)?;
         Ok(())
@@ -615,6 +619,24 @@ impl Trainer {
             self.rebuild()?;
         }
         Ok(rebuild)
+    }
+
+    /// Compiles the training step for the configured batch size (this replica's share of
+    /// it) and the evaluation program for the evaluation batch size before any data is
+    /// needed — `qatc train` calls it while the data set inflates —, for the next `fit` to
+    /// use. Best effort: a graph whose batch is not one symbol is left to `fit`, and a
+    /// program that fails to compile here fails the same way in `fit`, which reports it.
+    pub fn warm_up(&mut self) {
+        let Ok((mut step, mut eval)) = self.programs() else {
+            return;
+        };
+        let local = self.config.batch_size / self.replicas.max(1);
+        for (prog, batch) in [(&mut step, local), (&mut eval, self.config.eval_batch_size)] {
+            if let Some(sym) = batch_symbol(prog.graph()) {
+                let _ = prog.warm(&self.store, &BTreeMap::from([(sym, batch)]));
+            }
+        }
+        self.warmed = Some((step, eval));
     }
 
     /// The programs of the current step and of the evaluation graph.
@@ -737,7 +759,10 @@ impl Trainer {
             total_steps.saturating_sub(self.global_step),
         );
 
-        let (mut step_prog, mut eval_prog) = self.programs()?;
+        let (mut step_prog, mut eval_prog) = match self.warmed.take() {
+            Some(programs) => programs,
+            None => self.programs()?,
+        };
         let mut history = Vec::new();
         // the first step's loss (at least 1): the scale a diverging loss is measured against
         let mut reference: Option<f64> = None;
@@ -990,4 +1015,22 @@ pub fn step_inputs(
     let elem = lr_type(step)?;
     batch.insert("lr".into(), scalar(&elem, lr));
     Ok(batch)
+}
+
+/// The one symbol every symbolic input dimension of `g` is (`B` of `[B, 1, 28, 28]` and
+/// `[B]`), if there is exactly one.
+fn batch_symbol(g: &Graph) -> Option<String> {
+    let mut syms = std::collections::BTreeSet::new();
+    for id in g.inputs() {
+        for d in g.node(id).ty.shape.dims() {
+            if let qir::Dim::Sym(s) = d {
+                syms.insert(s.clone());
+            }
+        }
+    }
+    let mut it = syms.into_iter();
+    match (it.next(), it.next()) {
+        (Some(s), None) => Some(s),
+        _ => None,
+    }
 }

@@ -47,6 +47,14 @@ pub trait Program: Send {
     /// `store`; applies the graph's `update`s to `store` when the run succeeds.
     fn run(&mut self, store: &mut Store, inputs: &Inputs) -> Result<RunOutput, ExecError>;
 
+    /// Prepares runs whose inputs bind the symbols as `symbols` says (e.g. `B = 128`)
+    /// before the first such run, so that a compiling executor does its work ahead (say,
+    /// while the data loads) instead of in that run. Executors that compile nothing do
+    /// nothing; an error is what that first run would report.
+    fn warm(&mut self, _store: &Store, _symbols: &crate::Bindings) -> Result<(), ExecError> {
+        Ok(())
+    }
+
     /// A one-line description of how the program runs (for `--verbose` output and
     /// benchmarks): the executor and what it prepared.
     fn describe(&self) -> String {

@@ -259,6 +259,10 @@ impl Program for JitProgram {
         &self.fetch
     }
 
+    fn warm(&mut self, store: &Store, symbols: &Bindings) -> Result<(), ExecError> {
+        self.compiled(symbols, store).map(|_| ())
+    }
+
     fn run(&mut self, store: &mut Store, inputs: &Inputs) -> Result<RunOutput, ExecError> {
         let bindings = bind_inputs(&self.graph, inputs)?;
         // every stored value the graph declares must fit its declaration

@@ -251,6 +251,8 @@ pub fn run(args: Args) -> CmdResult {
     };
     super::print_remarks();
     let mut trainer = trainer.or_else(|e| fail(e.to_string()))?;
+    // the step and evaluation programs compile while the data is still inflating
+    trainer.warm_up();
     // SIGINT/SIGTERM (and SIGHUP): finish the step, write the checkpoint, exit 1; a
     // second signal quits at once
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
