@@ -80,9 +80,9 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
 
 /// A single-member gzip IDX file inflated with one raw-deflate state, straight into its
 /// final buffers: the 4-byte magic, the dimensions, then the data into a vector of exactly
-/// the declared size (the stream path reads through `Read` into a growing buffer: MNIST's
-/// training images inflated 0.7x as fast). `None` when the file is not exactly one valid
-/// member holding one valid u8 IDX array (trailer size and CRC-32 included).
+/// the declared size (through `Read`, the stream path inflated MNIST's training images in
+/// ~73 ms against ~63 ms here, one standalone timing). `None` when the file is not exactly
+/// one valid member holding one valid u8 IDX array (trailer size and CRC-32 included).
 fn gunzip_single(bytes: &[u8]) -> Option<IdxArray> {
     use flate2::{Decompress, FlushDecompress, Status};
     let n = bytes.len();

@@ -1,7 +1,8 @@
 //! Runtime kernels: the hand-written functions that compiled code calls for the work a
 //! loop nest does badly — contractions (the `gemm` crate), convolutions (blocked, or
-//! im2col/col2im around a product) and depthwise paths, pooling, softmax and cross-entropy, argmax, copies of slices and
-//! concatenations, and the integer ops whose arithmetic needs i64/i128.
+//! im2col/col2im around a product) and depthwise paths, pooling, softmax and
+//! cross-entropy, argmax, copies of slices and concatenations, and the integer ops whose
+//! arithmetic needs i64/i128.
 //!
 //! Every kernel family is one `extern "C"` symbol with the signature
 //! `fn(ctx: *const RunCtx, call: *const Bound) -> i32`, registered with the JIT module;
