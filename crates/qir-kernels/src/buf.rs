@@ -57,6 +57,8 @@ impl std::fmt::Debug for AlignedBuf {
 pub(crate) struct Scratch {
     pub(crate) a: AlignedBuf,
     pub(crate) b: AlignedBuf,
+    /// The phase planes of a convolution pooled in registers (see `conv::phase_planes`).
+    pub(crate) phases: AlignedBuf,
     pub(crate) ints: Vec<i32>,
     pub(crate) ints2: Vec<i32>,
     /// Input offsets of the im2col rows of a wide convolution.

@@ -22,7 +22,7 @@ use crate::error::{KResult, check_len, invalid};
 use crate::gemm::{
     Output, PAR_MIN_WORK, Steps, corrections, run_tiles, run_tiles_raw, user_steps, validate_ops,
 };
-use crate::kernels::{self, Kernels};
+use crate::kernels::{self, Kernels, POOL4_MR};
 use crate::pack::{Activations, expand_zero_points, kpad};
 use crate::path::Path;
 
@@ -357,7 +357,11 @@ impl MaxPool {
 /// The steps before the requantize run on the accumulators first when one of them does
 /// not keep order per channel (the weight-zero-point term, per pixel); otherwise (bias and
 /// zero-point constants, clamps) they too run on the pooled values, and on the VNNI path
-/// the tiles store their raw accumulators straight into the pooling scratch. An image's
+/// the tiles store their raw accumulators straight into the pooling scratch — or, for a
+/// 2x2 / stride-2 pool of a stride-1 convolution, pool in registers: the input is split
+/// into its four phase planes (even/odd rows and columns), the panels of each block of 16
+/// pooled pixels hold the four window members side by side, and a 4-row tile stores the
+/// maximum of its four panels (nothing unpooled is stored). An image's
 /// i32 output planes (its channel range) live in per-thread scratch on the way. Depthwise
 /// convolutions are not supported here.
 #[allow(clippy::too_many_arguments)]
@@ -521,6 +525,17 @@ fn conv_image(
         && user
             .iter()
             .all(|op| matches!(op, FusedOp::Clamp { .. } | FusedOp::Requantize(_)));
+    // a direct 2x2 / stride-2 pool can run in the tiles' registers (`Kernels::pool4`):
+    // worth it unless its blocks of 16 wide pooled pixels compute many more columns than
+    // the wide convolution (rounding on small planes)
+    let pool4 = match (pool, kern.pool4) {
+        (Some((p, ph, pw)), Some(tile4)) if direct && p.k == [2, 2] && p.stride == [2, 2] => {
+            let q = (ph - 1) * wp.div_ceil(2) + pw;
+            (8 * 4 * q.next_multiple_of(16) <= 9 * cols.next_multiple_of(16))
+                .then_some((tile4, p, ph, pw))
+        }
+        _ => None,
+    };
     // otherwise, with a fused pool, the tiles run every step but a final requantize into
     // i32 scratch (`cols` per row); the pooled values then take the requantize
     let (pre, post) = match (pool, user.split_last()) {
@@ -538,6 +553,52 @@ fn conv_image(
         };
         for grp in 0..g.groups {
             let c0 = grp * g.cg();
+            if let Some((tile4, _, ph, pw)) = pool4 {
+                let avx2 = matches!(path, Path::Avx2 | Path::Avx512Vnni | Path::Amx);
+                let hw = phase_planes(x, flip, g, c0, zu as u8, &mut s.a, &mut s.phases, avx2);
+                let wq = hw.0;
+                let q = (ph - 1) * wq + pw;
+                let nb = q.div_ceil(16);
+                pool4_panels(s.phases.as_slice(), g, hw, nb, kp, &mut s.offs, &mut s.b);
+                let o0 = grp * g.og() + r0;
+                let ldp = 16 * nb;
+                let need = nrows.next_multiple_of(POOL4_MR) * ldp;
+                if s.pooled.len() < need {
+                    s.pooled.resize(need, 0);
+                }
+                // SAFETY: L = this group's packed weight rows from r0 (as below: whole
+                // tiles of 4 rows stay inside og_pad); R = 4 nb panels of stride 16 kp,
+                // block b's four at 4 b; the pooled scratch holds whole tiles of 16 values
+                // per block and row, ldp apart.
+                unsafe {
+                    let l = w.rows.as_slice().as_ptr().add((grp * w.og_pad + r0) * w.kp);
+                    let (r, acc) = (s.b.as_slice().as_ptr(), s.pooled.as_mut_ptr());
+                    for rb in (0..nrows).step_by(POOL4_MR) {
+                        for b in 0..nb {
+                            tile4(
+                                l.add(rb * w.kp),
+                                w.kp,
+                                r.add(4 * b * 16 * kp),
+                                16 * kp,
+                                k.div_ceil(4),
+                                acc.add(rb * ldp + 16 * b),
+                                ldp,
+                            );
+                        }
+                    }
+                }
+                let mut steps = Steps::new();
+                steps.push(Step::AddRow(&corr[o0..]));
+                user_steps(user, Axis::Row, o0, &mut steps);
+                let mut out = view.offset_rows(o0);
+                out.remap = s.remap((q, wq, pw));
+                // SAFETY: the pooled tile holds nrows rows of ldp (a multiple of 16 >= q)
+                // values; `out` covers the image's pooled planes of channels o0..o0 +
+                // nrows through the remap table of q wide pooled columns; the steps'
+                // arrays cover those channels (validated epilogue).
+                unsafe { (kern.epi)(&mut s.pooled, ldp, nrows, q, 0, 0, steps.as_slice(), &out) };
+                continue;
+            }
             if wide {
                 pad_copy(x, flip, g, c0, zu as u8, &mut s.a);
                 wide_panels(s.a.as_slice(), g, hp, wp, cols, kp, &mut s.offs, &mut s.b);
@@ -818,8 +879,6 @@ fn wide_panels(
     offs: &mut Vec<usize>,
     panels: &mut AlignedBuf,
 ) {
-    let k = g.k();
-    let kg = k.div_ceil(4);
     let np = cols.div_ceil(16);
     // (nested loops: two divisions per k, once per image, were 9% of a 16->32 layer)
     offs.clear();
@@ -831,14 +890,30 @@ fn wide_panels(
         }
     }
     panels.set_len(np * 16 * kp);
-    let out = panels.as_mut_slice();
+    slice_panels(p, offs, np, kp, panels.as_mut_slice(), 0, 1);
+}
+
+/// `np` panels whose im2col row `k` is the 16 bytes of `p` at `offs[k] + 16 pb` (panel
+/// `pb`), written as panels `first + pb * step` of `out` (panels of `16 kp` bytes; rows
+/// past `offs.len()` zero).
+fn slice_panels(
+    p: &[u8],
+    offs: &[usize],
+    np: usize,
+    kp: usize,
+    out: &mut [u8],
+    first: usize,
+    step: usize,
+) {
+    let k = offs.len();
+    let kg = k.div_ceil(4);
     const ZERO: [u8; 16] = [0; 16];
-    // every read of a full group below stays inside the padded planes (their slack covers
-    // the last panel's overrun), checked once here instead of per row and panel
+    // every read of a full group below stays inside `p` (the callers' slack covers the
+    // last panel's overrun), checked once here instead of per row and panel
     let full = k / 4;
     assert!(offs.iter().all(|&o| o + np * 16 <= p.len()) && kg * 64 <= 16 * kp);
     for pb in 0..np {
-        let panel = &mut out[pb * 16 * kp..(pb + 1) * 16 * kp];
+        let panel = &mut out[(first + pb * step) * 16 * kp..][..16 * kp];
         for (gi, o4) in offs.chunks_exact(4).enumerate() {
             let src: [*const u8; 4] =
                 std::array::from_fn(|q| p.as_ptr().wrapping_add(o4[q] + pb * 16));
@@ -861,6 +936,147 @@ fn wide_panels(
         if kg * 64 < panel.len() {
             panel[kg * 64..].fill(0);
         }
+    }
+}
+
+/// The padded input of a stride-1 convolution split into its four phase planes per
+/// channel: plane `(cl, a, b)` starts at `(4 cl + 2 a + b) * ps` and holds padded pixel
+/// `(2i + a, 2j + b)` at `i * wq + j` (zero past the padded plane) for `hq x wq` = half the
+/// padded plane rounded up; `ps` leaves a 16-byte gap after each plane, and zeroed slack
+/// follows the last. Pixel `(2 py + t, 2 px + s)` is then at `(py + t / 2, px + s / 2)` of
+/// phase `(t % 2, s % 2)`: for a fixed tap and pool-window member, the pooled pixels of a
+/// "wide" pooled row (`wq` columns) are a contiguous slice, as the output pixels of a wide
+/// convolution are of the padded plane. Returns `(wq, ps)`.
+#[allow(clippy::too_many_arguments)]
+fn phase_planes(
+    x: &[u8],
+    flip: u8,
+    g: &ConvGeom,
+    c0: usize,
+    zu: u8,
+    row: &mut AlignedBuf,
+    dst: &mut AlignedBuf,
+    avx2: bool,
+) -> (usize, usize) {
+    let (hp, wp) = (g.h + g.pad[0] + g.pad[2], g.w + g.pad[1] + g.pad[3]);
+    let (pt, pl) = (g.pad[0], g.pad[1]);
+    let (hq, wq) = (hp.div_ceil(2), wp.div_ceil(2));
+    // the gap takes the overrun of `deinterleave`'s whole 16-byte stores past a plane's
+    // last row (an overrun inside a plane lands on the next row, written later)
+    let ps = hq * wq + 16;
+    dst.set_len(g.cg() * 4 * ps + SLACK);
+    let d = dst.as_mut_slice();
+    // one padded row at a time, even in length (the odd phase of an odd width gets a 0)
+    // and rounded up to whole 32-byte vectors
+    row.set_len((2 * wq).next_multiple_of(32));
+    let row = row.as_mut_slice();
+    row[wp..].fill(0);
+    for cl in 0..g.cg() {
+        let src = &x[(c0 + cl) * g.h * g.w..][..g.h * g.w];
+        for y in 0..2 * hq {
+            let (i, a) = (y / 2, y % 2);
+            if y >= hp || y < pt || y >= pt + g.h {
+                row[..wp].fill(if y < hp { zu } else { 0 });
+            } else {
+                row[..pl].fill(zu);
+                row[pl + g.w..wp].fill(zu);
+                for (o, &v) in row[pl..pl + g.w]
+                    .iter_mut()
+                    .zip(&src[(y - pt) * g.w..][..g.w])
+                {
+                    *o = v ^ flip;
+                }
+            }
+            let base = (cl * 4 + 2 * a) * ps + i * wq;
+            let (even, odd) = d[base..base + ps + wq.next_multiple_of(16)].split_at_mut(ps);
+            deinterleave(row, even, odd, wq, avx2);
+        }
+    }
+    let n = d.len();
+    d[n - SLACK..].fill(0);
+    (wq, ps)
+}
+
+/// Splits the first `2 n` bytes of `src` into their even bytes (`even[..n]`) and odd
+/// bytes (`odd[..n]`); with AVX2 (`avx2`, the path has it) 32 bytes per step,
+/// which reads `src` and writes `even` and `odd` up to `n` rounded up to 16 (the callers
+/// size them so).
+fn deinterleave(src: &[u8], even: &mut [u8], odd: &mut [u8], n: usize, avx2: bool) {
+    let n16 = n.next_multiple_of(16);
+    assert!(src.len() >= 2 * n16 && even.len() >= n16 && odd.len() >= n16);
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: the path has AVX2; the lengths are asserted.
+        unsafe { deinterleave_avx2(src, even, odd, n16) };
+        return;
+    }
+    let _ = avx2;
+    for ((e, o), pair) in even[..n]
+        .iter_mut()
+        .zip(&mut odd[..n])
+        .zip(src.chunks_exact(2))
+    {
+        *e = pair[0];
+        *o = pair[1];
+    }
+}
+
+/// [`deinterleave`] of `n` (a multiple of 16) bytes per plane, 32 source bytes per step: a
+/// byte shuffle per 128-bit lane puts each lane's even bytes first, a qword permute
+/// gathers the 16 even and the 16 odd bytes.
+///
+/// # Safety
+/// AVX2 is available; `src` holds `2 n` bytes, `even` and `odd` `n` each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn deinterleave_avx2(src: &[u8], even: &mut [u8], odd: &mut [u8], n: usize) {
+    use std::arch::x86_64::*;
+    let split = _mm256_setr_epi8(
+        0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5,
+        7, 9, 11, 13, 15,
+    );
+    // SAFETY: step j reads src[2 j..2 j + 32] and writes even/odd[j..j + 16], inside the
+    // lengths (the caller's contract).
+    unsafe {
+        for j in (0..n).step_by(16) {
+            let v = _mm256_loadu_si256(src.as_ptr().add(2 * j).cast());
+            let v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, split), 0b11_01_10_00);
+            _mm_storeu_si128(even.as_mut_ptr().add(j).cast(), _mm256_castsi256_si128(v));
+            _mm_storeu_si128(
+                odd.as_mut_ptr().add(j).cast(),
+                _mm256_extracti128_si256(v, 1),
+            );
+        }
+    }
+}
+
+/// The panels of a stride-1 convolution pooled 2x2 / stride 2 in registers: `nb` blocks
+/// of 16 "wide" pooled pixels (pooled rows `wq` wide, the columns past the pooled width
+/// junk), each block as 4 consecutive panels, one per window member `(dy, dx)`, whose
+/// column `q` is the im2col column of output pixel `(2 py + dy, 2 px + dx)` for pooled
+/// pixel `q = py * wq + px`; read from the phase planes in `phases`.
+#[allow(clippy::too_many_arguments)]
+fn pool4_panels(
+    phases: &[u8],
+    g: &ConvGeom,
+    (wq, ps): (usize, usize),
+    nb: usize,
+    kp: usize,
+    offs: &mut Vec<usize>,
+    panels: &mut AlignedBuf,
+) {
+    panels.set_len(4 * nb * 16 * kp);
+    for (m, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+        offs.clear();
+        for cl in 0..g.cg() {
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    let (t, s) = (dy + ki * g.dil[0], dx + kj * g.dil[1]);
+                    offs.push((cl * 4 + 2 * (t % 2) + s % 2) * ps + (t / 2) * wq + s / 2);
+                }
+            }
+        }
+        slice_panels(phases, offs, nb, kp, panels.as_mut_slice(), m, 4);
     }
 }
 

@@ -273,9 +273,30 @@ pub fn conv_pool_fused(path: Path) {
             },
         ));
     }
+    // stride-1 convolutions with a 2x2 / stride-2 pool and no weight zero point, which the
+    // VNNI path pools in the tiles' registers (phase planes, blocks of 4 member panels):
+    // odd and even planes, padding, dilation, groups, row counts off the tile height, batch
+    // 1 (channel split) and 3
+    let first_plain = cases.len();
+    for n in [1, 3] {
+        for (c, hw, o, k, pad, dil, groups) in [
+            (1, [28, 28], 16, [3, 3], [0; 4], [1, 1], 1),
+            (1, [15, 17], 5, [3, 3], [0; 4], [1, 1], 1),
+            (2, [20, 21], 9, [5, 5], [1, 0, 2, 1], [1, 1], 1),
+            (3, [32, 35], 7, [3, 2], [0; 4], [2, 1], 1),
+            (4, [26, 22], 6, [3, 3], [1; 4], [1, 2], 2),
+            (1, [30, 30], 20, [3, 3], [1; 4], [1, 1], 1),
+            (2, [33, 40], 36, [2, 2], [0, 1, 0, 0], [1, 1], 1),
+        ] {
+            let g = ConvGeom::new(n, c, hw, o, k, [1, 1], pad, dil, groups).unwrap();
+            cases.push((g, two));
+        }
+    }
     for (i, (g, p)) in cases.into_iter().enumerate() {
         let mut case = ConvCase::random(&mut rng, g);
-        if i % 2 == 0 {
+        if i >= first_plain {
+            case.zw = None;
+        } else if i % 2 == 0 {
             case.zw = Some((0..g.o).map(|_| rng.range(-128, 127) as i32).collect());
         }
         let packed = case.pack();

@@ -69,6 +69,45 @@ unsafe fn tile_strided<const MR: usize, const NV: usize, const LU: bool>(
     }
 }
 
+/// `MR` rows by 4 panels, then per row the maximum of the 4 panels' accumulators, lane by
+/// lane, stored as 16 values at `out + i * ldo` (see [`Kernels::pool4`]); L is signed
+/// (a convolution's weight rows), R unsigned.
+///
+/// # Safety
+/// As [`tile`] with 4 panels, and `out` has `MR` rows of 16 writable i32 every `ldo`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_pool4<const MR: usize>(
+    l: *const u8,
+    ls: usize,
+    r: *const u8,
+    rs: usize,
+    kg: usize,
+    out: *mut i32,
+    ldo: usize,
+) {
+    let mut acc = [[_mm512_setzero_si512(); 4]; MR];
+    for g in 0..kg {
+        let mut b = [_mm512_setzero_si512(); 4];
+        for (j, b) in b.iter_mut().enumerate() {
+            // SAFETY: group g of panel j.
+            *b = unsafe { _mm512_loadu_si512(r.add(j * rs + g * 64).cast()) };
+        }
+        for (i, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: 4 bytes of row i at k = 4g.
+            let a =
+                _mm512_set1_epi32(unsafe { l.add(i * ls + 4 * g).cast::<i32>().read_unaligned() });
+            for (acc, &b) in acc.iter_mut().zip(&b) {
+                *acc = _mm512_dpbusd_epi32(*acc, b, a);
+            }
+        }
+    }
+    for (i, [a0, a1, a2, a3]) in acc.into_iter().enumerate() {
+        let m = _mm512_max_epi32(_mm512_max_epi32(a0, a1), _mm512_max_epi32(a2, a3));
+        // SAFETY: row i of the output (row stride ldo).
+        unsafe { _mm512_storeu_si512(out.add(i * ldo).cast(), m) };
+    }
+}
+
 macro_rules! set {
     ($name:ident, $mr:literal, $lu:literal, [$($nv:literal),*]) => {
         static $name: [TileFn; [$($nv),*].len()] = [$(tile::<$mr, $nv, $lu>),*];
@@ -117,6 +156,7 @@ pub(crate) fn kernels(lu: bool, rows: usize, panels: usize) -> Kernels {
         mr,
         tiles,
         strided,
+        pool4: Some(tile_pool4::<{ super::POOL4_MR }>),
         kalign: 4,
         epi: epilogue_avx512,
         amx_hw: false,
