@@ -251,12 +251,19 @@ mod x86 {
             }
         }
 
-        /// `clamp(round(p / 2^t), lo, hi)` on 8 i64 lanes: `t = 0` lanes are not rounded
-        /// (half is 0 there and the adjustments are masked off).
+        /// `clamp(round(p / 2^t), lo, hi)` on 8 i64 lanes, rounding half to even if `EVEN`
+        /// (which must be `self.even`), else half away from zero: `t = 0` lanes are not
+        /// rounded (half is 0 there and the adjustments are masked off).
         #[inline]
         #[target_feature(enable = "avx512f")]
-        fn round8(&self, p: __m512i, t: __m512i, half: __m512i, nz: __mmask8) -> __m512i {
-            let bias = if self.even {
+        fn round8_as<const EVEN: bool>(
+            &self,
+            p: __m512i,
+            t: __m512i,
+            half: __m512i,
+            nz: __mmask8,
+        ) -> __m512i {
+            let bias = if EVEN {
                 // half - 1 + (floor(p / 2^t) & 1)
                 let one = _mm512_set1_epi64(1);
                 let odd = _mm512_and_si512(_mm512_srav_epi64(p, t), one);
@@ -273,11 +280,24 @@ mod x86 {
         #[inline]
         #[target_feature(enable = "avx512f")]
         fn apply(&self, acc: __m512i) -> __m512i {
+            if self.even {
+                self.apply_as::<true>(acc)
+            } else {
+                self.apply_as::<false>(acc)
+            }
+        }
+
+        /// [`Rq::apply`] with the rounding mode fixed at compile time (`EVEN` must be
+        /// `self.even`), for loops that dispatch on it once.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn apply_as<const EVEN: bool>(&self, acc: __m512i) -> __m512i {
+            debug_assert_eq!(EVEN, self.even);
             // even lanes: the low dword of each qword; odd lanes: the high dword
             let pe = _mm512_mul_epi32(acc, self.m);
             let po = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), self.mo);
-            let re = self.round8(pe, self.te, self.half_e, self.nz_e);
-            let ro = self.round8(po, self.to, self.half_o, self.nz_o);
+            let re = self.round8_as::<EVEN>(pe, self.te, self.half_e, self.nz_e);
+            let ro = self.round8_as::<EVEN>(po, self.to, self.half_o, self.nz_o);
             let r = _mm512_mask_blend_epi32(0xaaaa, re, _mm512_slli_epi64(ro, 32));
             _mm512_add_epi32(r, self.zp)
         }
@@ -349,6 +369,74 @@ mod x86 {
                 }
                 (OutKind::I8 | OutKind::U8, false) => {
                     _mm_mask_storeu_epi8(out.ptr.add(o).cast(), mask_of(n), _mm512_cvtepi32_epi8(v))
+                }
+            }
+        }
+    }
+
+    /// The final requantize of `vr` tile rows into an 8-bit output, with at most a per-row
+    /// add before it: the rounding mode (`EVEN`) and the wide-column remap (`REMAP`, the
+    /// view has a table) fixed at compile time, so that the loop over a row's vectors is
+    /// straight-line code (the general loop decided both per vector).
+    ///
+    /// # Safety
+    /// As [`epilogue_avx512`], with `out.kind` I8 or U8, `EVEN == (q.rounding ==
+    /// HalfEven)` and `REMAP == !out.remap.is_null()`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,popcnt")]
+    unsafe fn requant_rows8<const EVEN: bool, const REMAP: bool>(
+        tile: *const i32,
+        nr: usize,
+        (vr, vc): (usize, usize),
+        (r0, c0): (usize, usize),
+        add: Option<&[i32]>,
+        (q, off): (&Requant, usize),
+        out: &OutView,
+    ) {
+        let nv = vc.div_ceil(16);
+        let mut rq = Rq::new(_mm512_set1_epi32(q.mult[0]), _mm512_set1_epi32(q.tsh[0]), q);
+        // SAFETY: tile rows i < vr hold nv vectors; output element (r0 + i, c0 + 16 jv + l)
+        // for valid lanes l is inside the view (through the table if REMAP), and a full
+        // 16-byte store past the last valid byte stays inside the row (checked) and is
+        // rewritten by the next vector, as in `store16`.
+        unsafe {
+            for i in 0..vr {
+                if q.mult.len() > 1 {
+                    let ch = off + r0 + i;
+                    rq = Rq::new(
+                        _mm512_set1_epi32(q.mult[ch]),
+                        _mm512_set1_epi32(q.tsh[ch]),
+                        q,
+                    );
+                }
+                let b = add.map_or(_mm512_setzero_si512(), |a| _mm512_set1_epi32(a[r0 + i]));
+                let row = out.ptr.add((r0 + i) * out.ld);
+                let src = tile.add(i * nr);
+                for jv in 0..nv {
+                    let v = _mm512_add_epi32(_mm512_loadu_si512(src.add(16 * jv).cast()), b);
+                    let bytes = _mm512_cvtepi32_epi8(rq.apply_as::<EVEN>(v));
+                    let n = vc - 16 * jv;
+                    if REMAP {
+                        let m = *out.remap.add(c0 / 16 + jv);
+                        let mask = m.mask & mask_of(n);
+                        let p = row.add(m.pos as usize);
+                        if mask == 0xffff {
+                            _mm_storeu_si128(p.cast(), bytes);
+                        } else if mask != 0 {
+                            let shuf = _mm_loadu_si128(m.shuf.as_ptr().cast());
+                            let packed = _mm_shuffle_epi8(bytes, shuf);
+                            if m.pos as usize + 16 <= out.ld {
+                                _mm_storeu_si128(p.cast(), packed);
+                            } else {
+                                let cnt = mask.count_ones() as usize;
+                                _mm_mask_storeu_epi8(p.cast(), mask_of(cnt), packed);
+                            }
+                        }
+                    } else if n >= 16 {
+                        _mm_storeu_si128(row.add(c0 + 16 * jv).cast(), bytes);
+                    } else {
+                        _mm_mask_storeu_epi8(row.add(c0 + 16 * jv).cast(), mask_of(n), bytes);
+                    }
                 }
             }
         }
@@ -493,6 +581,26 @@ mod x86 {
                     for i in 0..vr {
                         for jv in 0..nv {
                             store16(out, r0 + i, c0 + 16 * jv, vc - 16 * jv, val(i, jv));
+                        }
+                    }
+                }
+                Some((q, axis, off))
+                    if (q.mult.len() == 1 || axis == Axis::Row)
+                        && out.kind != OutKind::I32
+                        && matches!(add, None | Some(Step::AddRow(_))) =>
+                {
+                    let add = match add {
+                        Some(Step::AddRow(a)) => Some(a),
+                        _ => None,
+                    };
+                    let args = (tp.cast_const(), nr, (vr, vc), (r0, c0), add, (q, off), out);
+                    let (tp, nr, dims, orig, add, q, out) = args;
+                    match (q.0.rounding == Rounding::HalfEven, !out.remap.is_null()) {
+                        (true, true) => requant_rows8::<true, true>(tp, nr, dims, orig, add, q, out),
+                        (true, false) => requant_rows8::<true, false>(tp, nr, dims, orig, add, q, out),
+                        (false, true) => requant_rows8::<false, true>(tp, nr, dims, orig, add, q, out),
+                        (false, false) => {
+                            requant_rows8::<false, false>(tp, nr, dims, orig, add, q, out)
                         }
                     }
                 }
