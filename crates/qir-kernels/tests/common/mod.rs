@@ -85,14 +85,22 @@ pub struct RandRequant {
 }
 
 impl RandRequant {
-    /// Scales around `1 / (k * 64)` so that outputs spread over the 8-bit range.
+    /// Scales around `1 / (sqrt(k) * 40)` so that outputs spread over the 8-bit range; on
+    /// a third of the calls every scale is a power of two, so that an accumulator is a
+    /// rounding tie once in every 2^(total shift) values (tie rules are then exercised).
     pub fn random(rng: &mut Rng, channels: usize, k: usize) -> RandRequant {
         let per_channel = rng.bool();
         let nch = if per_channel { channels } else { 1 };
+        let ties = rng.next().is_multiple_of(3);
         let mut mult = Vec::new();
         let mut shift = Vec::new();
         for _ in 0..nch {
-            let real = (0.5 + (rng.next() % 1000) as f64 / 1000.0) / ((k as f64).sqrt() * 40.0);
+            let base = (k as f64).sqrt() * 40.0;
+            let real = if ties {
+                (-(base.log2().floor()) - (rng.next() % 2) as f64).exp2()
+            } else {
+                (0.5 + (rng.next() % 1000) as f64 / 1000.0) / base
+            };
             let (m, s) = quantize_multiplier(real).unwrap();
             mult.push(m);
             shift.push(s);
