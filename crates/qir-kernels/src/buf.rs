@@ -57,8 +57,10 @@ impl std::fmt::Debug for AlignedBuf {
 pub(crate) struct Scratch {
     pub(crate) a: AlignedBuf,
     pub(crate) b: AlignedBuf,
-    /// The phase planes of a convolution pooled in registers (see `conv::phase_planes`).
+    /// The row phases of a convolution pooled in registers (see `conv::row_phases`), and
+    /// its panels' row offsets followed by the geometry they were computed for.
     pub(crate) phases: AlignedBuf,
+    pub(crate) pool_offs: Vec<usize>,
     pub(crate) ints: Vec<i32>,
     pub(crate) ints2: Vec<i32>,
     /// Input offsets of the im2col rows of a wide convolution.

@@ -22,7 +22,7 @@ use crate::error::{KResult, check_len, invalid};
 use crate::gemm::{
     Output, PAR_MIN_WORK, Steps, corrections, run_tiles, run_tiles_raw, user_steps, validate_ops,
 };
-use crate::kernels::{self, Kernels, POOL4_MR};
+use crate::kernels::{self, Kernels, POOL2_MR};
 use crate::pack::{Activations, expand_zero_points, kpad};
 use crate::path::Path;
 
@@ -359,9 +359,9 @@ impl MaxPool {
 /// zero-point constants, clamps) they too run on the pooled values, and on the VNNI path
 /// the tiles store their raw accumulators straight into the pooling scratch — or, for a
 /// 2x2 / stride-2 pool of a stride-1 convolution, pool in registers: the input is split
-/// into its four phase planes (even/odd rows and columns), the panels of each block of 16
-/// pooled pixels hold the four window members side by side, and a 4-row tile stores the
-/// maximum of its four panels (nothing unpooled is stored). An image's
+/// into its even and odd rows, the panels of each block of 16 output pixels hold the
+/// windows' top and bottom rows side by side, and an 8-row tile stores the maximum of its
+/// two panels and of each lane pair (nothing unpooled is stored). Otherwise an image's
 /// i32 output planes (its channel range) live in per-thread scratch on the way. Depthwise
 /// convolutions are not supported here.
 #[allow(clippy::too_many_arguments)]
@@ -525,14 +525,13 @@ fn conv_image(
         && user
             .iter()
             .all(|op| matches!(op, FusedOp::Clamp { .. } | FusedOp::Requantize(_)));
-    // a direct 2x2 / stride-2 pool can run in the tiles' registers (`Kernels::pool4`):
-    // worth it unless its blocks of 16 wide pooled pixels compute many more columns than
-    // the wide convolution (rounding on small planes)
-    let pool4 = match (pool, kern.pool4) {
-        (Some((p, ph, pw)), Some(tile4)) if direct && p.k == [2, 2] && p.stride == [2, 2] => {
-            let q = (ph - 1) * wp.div_ceil(2) + pw;
-            (8 * 4 * q.next_multiple_of(16) <= 9 * cols.next_multiple_of(16))
-                .then_some((tile4, p, ph, pw))
+    // a direct 2x2 / stride-2 pool can run in the tiles' registers (`Kernels::pool2`):
+    // worth it unless its blocks compute many more columns than the wide convolution
+    let pool2 = match (pool, kern.pool2) {
+        (Some((p, ph, pw)), Some(tile2)) if direct && p.k == [2, 2] && p.stride == [2, 2] => {
+            let wc = (2 * pw + (g.kw - 1) * g.dil[1]).next_multiple_of(2);
+            let nb = ((ph - 1) * wc + 2 * pw).div_ceil(16);
+            (8 * 2 * 16 * nb <= 9 * cols.next_multiple_of(16)).then_some((tile2, ph, pw, wc))
         }
         _ => None,
     };
@@ -553,35 +552,42 @@ fn conv_image(
         };
         for grp in 0..g.groups {
             let c0 = grp * g.cg();
-            if let Some((tile4, _, ph, pw)) = pool4 {
-                let avx2 = matches!(path, Path::Avx2 | Path::Avx512Vnni | Path::Amx);
-                let hw = phase_planes(x, flip, g, c0, zu as u8, &mut s.a, &mut s.phases, avx2);
-                let wq = hw.0;
-                let q = (ph - 1) * wq + pw;
-                let nb = q.div_ceil(16);
-                pool4_panels(s.phases.as_slice(), g, hw, nb, kp, &mut s.offs, &mut s.b);
+            if let Some((tile2, ph, pw, wc)) = pool2 {
+                let ps = row_phases(x, flip, g, c0, zu as u8, wc, &mut s.phases);
+                let nb = ((ph - 1) * wc + 2 * pw).div_ceil(16);
+                pool2_panels(
+                    s.phases.as_slice(),
+                    g,
+                    (wc, ps),
+                    nb,
+                    kp,
+                    &mut s.pool_offs,
+                    &mut s.b,
+                );
                 let o0 = grp * g.og() + r0;
-                let ldp = 16 * nb;
-                let need = nrows.next_multiple_of(POOL4_MR) * ldp;
+                // 8 pooled values per block and row; the vectors the epilogue reads past
+                // the last block are junk (grown, never cleared)
+                let ldp = (8 * nb).next_multiple_of(16);
+                let need = nrows.next_multiple_of(POOL2_MR) * ldp;
                 if s.pooled.len() < need {
                     s.pooled.resize(need, 0);
                 }
                 // SAFETY: L = this group's packed weight rows from r0 (as below: whole
-                // tiles of 4 rows stay inside og_pad); R = 4 nb panels of stride 16 kp,
-                // block b's four at 4 b; the pooled scratch holds whole tiles of 16 values
+                // tiles of 8 rows stay inside og_pad); R = 2 nb panels of stride 16 kp,
+                // block b's two at 2 b; the pooled scratch holds whole tiles of 8 values
                 // per block and row, ldp apart.
                 unsafe {
                     let l = w.rows.as_slice().as_ptr().add((grp * w.og_pad + r0) * w.kp);
                     let (r, acc) = (s.b.as_slice().as_ptr(), s.pooled.as_mut_ptr());
-                    for rb in (0..nrows).step_by(POOL4_MR) {
+                    for rb in (0..nrows).step_by(POOL2_MR) {
                         for b in 0..nb {
-                            tile4(
+                            tile2(
                                 l.add(rb * w.kp),
                                 w.kp,
-                                r.add(4 * b * 16 * kp),
+                                r.add(2 * b * 16 * kp),
                                 16 * kp,
                                 k.div_ceil(4),
-                                acc.add(rb * ldp + 16 * b),
+                                acc.add(rb * ldp + 8 * b),
                                 ldp,
                             );
                         }
@@ -591,11 +597,12 @@ fn conv_image(
                 steps.push(Step::AddRow(&corr[o0..]));
                 user_steps(user, Axis::Row, o0, &mut steps);
                 let mut out = view.offset_rows(o0);
-                out.remap = s.remap((q, wq, pw));
+                let q = (ph - 1) * (wc / 2) + pw;
+                out.remap = s.remap((q, wc / 2, pw));
                 // SAFETY: the pooled tile holds nrows rows of ldp (a multiple of 16 >= q)
                 // values; `out` covers the image's pooled planes of channels o0..o0 +
-                // nrows through the remap table of q wide pooled columns; the steps'
-                // arrays cover those channels (validated epilogue).
+                // nrows through the remap table of q wide pooled columns (wc / 2 per
+                // pooled row); the steps' arrays cover those channels (validated epilogue).
                 unsafe { (kern.epi)(&mut s.pooled, ldp, nrows, q, 0, 0, steps.as_slice(), &out) };
                 continue;
             }
@@ -939,144 +946,163 @@ fn slice_panels(
     }
 }
 
-/// The padded input of a stride-1 convolution split into its four phase planes per
-/// channel: plane `(cl, a, b)` starts at `(4 cl + 2 a + b) * ps` and holds padded pixel
-/// `(2i + a, 2j + b)` at `i * wq + j` (zero past the padded plane) for `hq x wq` = half the
-/// padded plane rounded up; `ps` leaves a 16-byte gap after each plane, and zeroed slack
-/// follows the last. Pixel `(2 py + t, 2 px + s)` is then at `(py + t / 2, px + s / 2)` of
-/// phase `(t % 2, s % 2)`: for a fixed tap and pool-window member, the pooled pixels of a
-/// "wide" pooled row (`wq` columns) are a contiguous slice, as the output pixels of a wide
-/// convolution are of the padded plane. Returns `(wq, ps)`.
+/// The padded input of a stride-1 convolution pooled 2x2 / stride 2 in registers, split
+/// into its even and odd rows: plane `(cl, a)` starts at `(2 cl + a) * ps` (`ps = hq *
+/// wc + 16`, `hq` half the padded height rounded up) and holds padded row `2 i + a`, columns
+/// `0..wc`, at `i * wc` (zero past the padded plane). `wc` is the even width the pooled
+/// outputs read (`2 pw + (kw - 1) d1`, rounded up to even; at most one past the padded
+/// width). Padded pixel `(2 py + t, x)` is then at `(py + t / 2) * wc + x` of plane `(cl, t
+/// % 2)`: for a fixed tap and window row, the output pixels of the "wide" rows of the
+/// pooled windows (`wc` columns per pooled row) are a contiguous slice. Returns `ps`.
 #[allow(clippy::too_many_arguments)]
-fn phase_planes(
+fn row_phases(
     x: &[u8],
     flip: u8,
     g: &ConvGeom,
     c0: usize,
     zu: u8,
-    row: &mut AlignedBuf,
+    wc: usize,
     dst: &mut AlignedBuf,
-    avx2: bool,
-) -> (usize, usize) {
+) -> usize {
     let (hp, wp) = (g.h + g.pad[0] + g.pad[2], g.w + g.pad[1] + g.pad[3]);
     let (pt, pl) = (g.pad[0], g.pad[1]);
-    let (hq, wq) = (hp.div_ceil(2), wp.div_ceil(2));
-    // the gap takes the overrun of `deinterleave`'s whole 16-byte stores past a plane's
-    // last row (an overrun inside a plane lands on the next row, written later)
-    let ps = hq * wq + 16;
-    dst.set_len(g.cg() * 4 * ps + SLACK);
+    let hq = hp.div_ceil(2);
+    // a 16-byte gap after each plane takes the overrun of the whole-vector row copies
+    let ps = hq * wc + 16;
+    dst.set_len(g.cg() * 2 * ps + SLACK);
     let d = dst.as_mut_slice();
-    // one padded row at a time, even in length (the odd phase of an odd width gets a 0)
-    // and rounded up to whole 32-byte vectors
-    row.set_len((2 * wq).next_multiple_of(32));
-    let row = row.as_mut_slice();
-    row[wp..].fill(0);
-    for cl in 0..g.cg() {
-        let src = &x[(c0 + cl) * g.h * g.w..][..g.h * g.w];
-        for y in 0..2 * hq {
-            let (i, a) = (y / 2, y % 2);
-            if y >= hp || y < pt || y >= pt + g.h {
-                row[..wp].fill(if y < hp { zu } else { 0 });
-            } else {
-                row[..pl].fill(zu);
-                row[pl + g.w..wp].fill(zu);
-                for (o, &v) in row[pl..pl + g.w]
-                    .iter_mut()
-                    .zip(&src[(y - pt) * g.w..][..g.w])
-                {
-                    *o = v ^ flip;
+    if g.pad == [0; 4] {
+        // rows are plain crops of the input, copied 16 bytes at a time; each copy's
+        // overrun lands on the plane's next row, written later, or in the gap. Bytes past
+        // the input width and the odd row past an odd height are read by junk columns
+        // only (see above) and keep whatever the buffer held.
+        let chunks = wc.div_ceil(16);
+        for cl in 0..g.cg() {
+            let plane = (c0 + cl) * g.h * g.w;
+            let base = 2 * cl * ps;
+            // whole 16-byte reads stay inside the input (else this channel goes byte by
+            // byte), whole writes inside the two planes and their gaps
+            let fits = plane + (g.h - 1) * g.w + 16 * chunks <= x.len();
+            assert!(base + ps + (g.h - 1) / 2 * wc + 16 * chunks <= d.len());
+            for y in 0..g.h {
+                let row = base + (y % 2) * ps + (y / 2) * wc;
+                let src = plane + y * g.w;
+                if fits {
+                    // SAFETY: src + 16 chunks <= x.len() (checked above); row + 16
+                    // chunks <= d.len() (asserted above).
+                    unsafe {
+                        copy_chunks(x.as_ptr().add(src), d.as_mut_ptr().add(row), chunks, flip)
+                    };
+                } else {
+                    let n = wc.min(g.w);
+                    for (o, &v) in d[row..row + n].iter_mut().zip(&x[src..src + n]) {
+                        *o = v ^ flip;
+                    }
                 }
             }
-            let base = (cl * 4 + 2 * a) * ps + i * wq;
-            let (even, odd) = d[base..base + ps + wq.next_multiple_of(16)].split_at_mut(ps);
-            deinterleave(row, even, odd, wq, avx2);
+        }
+    } else {
+        // the input columns this crop holds, and the padding cells around them
+        let (x0, x1) = (pl.min(wc), (pl + g.w).min(wc));
+        let right_end = wp.min(wc);
+        for cl in 0..g.cg() {
+            let src = &x[(c0 + cl) * g.h * g.w..][..g.h * g.w];
+            for y in 0..2 * hq {
+                let row = &mut d[(2 * cl + y % 2) * ps + (y / 2) * wc..][..wc];
+                if y >= hp {
+                    row.fill(0);
+                    continue;
+                }
+                if y < pt || y >= pt + g.h {
+                    row[..right_end].fill(zu);
+                } else {
+                    row[..x0].fill(zu);
+                    let s = &src[(y - pt) * g.w..][..x1 - x0];
+                    for (o, &v) in row[x0..x1].iter_mut().zip(s) {
+                        *o = v ^ flip;
+                    }
+                    row[x1..right_end].fill(zu);
+                }
+                row[right_end..].fill(0);
+            }
         }
     }
     let n = d.len();
     d[n - SLACK..].fill(0);
-    (wq, ps)
+    ps
 }
 
-/// Splits the first `2 n` bytes of `src` into their even bytes (`even[..n]`) and odd
-/// bytes (`odd[..n]`); with AVX2 (`avx2`, the path has it) 32 bytes per step,
-/// which reads `src` and writes `even` and `odd` up to `n` rounded up to 16 (the callers
-/// size them so).
-fn deinterleave(src: &[u8], even: &mut [u8], odd: &mut [u8], n: usize, avx2: bool) {
-    let n16 = n.next_multiple_of(16);
-    assert!(src.len() >= 2 * n16 && even.len() >= n16 && odd.len() >= n16);
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: the path has AVX2; the lengths are asserted.
-        unsafe { deinterleave_avx2(src, even, odd, n16) };
-        return;
-    }
-    let _ = avx2;
-    for ((e, o), pair) in even[..n]
-        .iter_mut()
-        .zip(&mut odd[..n])
-        .zip(src.chunks_exact(2))
-    {
-        *e = pair[0];
-        *o = pair[1];
-    }
-}
-
-/// [`deinterleave`] of `n` (a multiple of 16) bytes per plane, 32 source bytes per step: a
-/// byte shuffle per 128-bit lane puts each lane's even bytes first, a qword permute
-/// gathers the 16 even and the 16 odd bytes.
+/// `chunks` blocks of 16 bytes from `src` to `dst`, xored with `flip`.
 ///
 /// # Safety
-/// AVX2 is available; `src` holds `2 n` bytes, `even` and `odd` `n` each.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn deinterleave_avx2(src: &[u8], even: &mut [u8], odd: &mut [u8], n: usize) {
-    use std::arch::x86_64::*;
-    let split = _mm256_setr_epi8(
-        0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5,
-        7, 9, 11, 13, 15,
-    );
-    // SAFETY: step j reads src[2 j..2 j + 32] and writes even/odd[j..j + 16], inside the
-    // lengths (the caller's contract).
-    unsafe {
-        for j in (0..n).step_by(16) {
-            let v = _mm256_loadu_si256(src.as_ptr().add(2 * j).cast());
-            let v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, split), 0b11_01_10_00);
-            _mm_storeu_si128(even.as_mut_ptr().add(j).cast(), _mm256_castsi256_si128(v));
-            _mm_storeu_si128(
-                odd.as_mut_ptr().add(j).cast(),
-                _mm256_extracti128_si256(v, 1),
-            );
+/// `src` and `dst` hold `16 * chunks` bytes each.
+#[inline]
+unsafe fn copy_chunks(src: *const u8, dst: *mut u8, chunks: usize, flip: u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86-64; the caller vouches for the bytes.
+        unsafe {
+            let f = _mm_set1_epi8(flip as i8);
+            for j in 0..chunks {
+                let v = _mm_loadu_si128(src.add(16 * j).cast());
+                _mm_storeu_si128(dst.add(16 * j).cast(), _mm_xor_si128(v, f));
+            }
         }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for i in 0..16 * chunks {
+        // SAFETY: as above.
+        unsafe { *dst.add(i) = *src.add(i) ^ flip };
     }
 }
 
 /// The panels of a stride-1 convolution pooled 2x2 / stride 2 in registers: `nb` blocks
-/// of 16 "wide" pooled pixels (pooled rows `wq` wide, the columns past the pooled width
-/// junk), each block as 4 consecutive panels, one per window member `(dy, dx)`, whose
-/// column `q` is the im2col column of output pixel `(2 py + dy, 2 px + dx)` for pooled
-/// pixel `q = py * wq + px`; read from the phase planes in `phases`.
+/// of 16 "wide" output pixels of the windows' top rows (`wc` columns per pooled row, the
+/// columns past `2 pw` junk), each block as 2 consecutive panels, one per window row
+/// `dy`, whose column `q` is the im2col column of output pixel `(2 py + dy, x)` for `q = py
+/// * wc + x`; read from the row phases in `phases` ([`row_phases`]).
 #[allow(clippy::too_many_arguments)]
-fn pool4_panels(
+fn pool2_panels(
     phases: &[u8],
     g: &ConvGeom,
-    (wq, ps): (usize, usize),
+    (wc, ps): (usize, usize),
     nb: usize,
     kp: usize,
     offs: &mut Vec<usize>,
     panels: &mut AlignedBuf,
 ) {
-    panels.set_len(4 * nb * 16 * kp);
-    for (m, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+    panels.set_len(2 * nb * 16 * kp);
+    // the offsets of both window rows, `[dy][k]`, kept while the geometry repeats (every
+    // image of a call, and often the next call on this thread)
+    let k = g.k();
+    let key = [
+        g.c, g.h, g.w, g.kh, g.kw, g.dil[0], g.dil[1], g.groups, wc, ps,
+    ];
+    if offs.len() != 2 * k + key.len() || offs[2 * k..] != key {
         offs.clear();
-        for cl in 0..g.cg() {
-            for ki in 0..g.kh {
-                for kj in 0..g.kw {
-                    let (t, s) = (dy + ki * g.dil[0], dx + kj * g.dil[1]);
-                    offs.push((cl * 4 + 2 * (t % 2) + s % 2) * ps + (t / 2) * wq + s / 2);
+        for dy in 0..2 {
+            for cl in 0..g.cg() {
+                for ki in 0..g.kh {
+                    let t = dy + ki * g.dil[0];
+                    for kj in 0..g.kw {
+                        offs.push((2 * cl + t % 2) * ps + (t / 2) * wc + kj * g.dil[1]);
+                    }
                 }
             }
         }
-        slice_panels(phases, offs, nb, kp, panels.as_mut_slice(), m, 4);
+        offs.extend_from_slice(&key);
+    }
+    for dy in 0..2 {
+        slice_panels(
+            phases,
+            &offs[dy * k..][..k],
+            nb,
+            kp,
+            panels.as_mut_slice(),
+            dy,
+            2,
+        );
     }
 }
 

@@ -596,9 +596,15 @@ mod x86 {
                     let args = (tp.cast_const(), nr, (vr, vc), (r0, c0), add, (q, off), out);
                     let (tp, nr, dims, orig, add, q, out) = args;
                     match (q.0.rounding == Rounding::HalfEven, !out.remap.is_null()) {
-                        (true, true) => requant_rows8::<true, true>(tp, nr, dims, orig, add, q, out),
-                        (true, false) => requant_rows8::<true, false>(tp, nr, dims, orig, add, q, out),
-                        (false, true) => requant_rows8::<false, true>(tp, nr, dims, orig, add, q, out),
+                        (true, true) => {
+                            requant_rows8::<true, true>(tp, nr, dims, orig, add, q, out)
+                        }
+                        (true, false) => {
+                            requant_rows8::<true, false>(tp, nr, dims, orig, add, q, out)
+                        }
+                        (false, true) => {
+                            requant_rows8::<false, true>(tp, nr, dims, orig, add, q, out)
+                        }
                         (false, false) => {
                             requant_rows8::<false, false>(tp, nr, dims, orig, add, q, out)
                         }

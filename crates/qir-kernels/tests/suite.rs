@@ -274,13 +274,14 @@ pub fn conv_pool_fused(path: Path) {
         ));
     }
     // stride-1 convolutions with a 2x2 / stride-2 pool and no weight zero point, which the
-    // VNNI path pools in the tiles' registers (phase planes, blocks of 4 member panels):
+    // VNNI path pools in the tiles' registers (row phases, blocks of 2 window-row panels):
     // odd and even planes, padding, dilation, groups, row counts off the tile height, batch
     // 1 (channel split) and 3
     let first_plain = cases.len();
     for n in [1, 3] {
         for (c, hw, o, k, pad, dil, groups) in [
             (1, [28, 28], 16, [3, 3], [0; 4], [1, 1], 1),
+            (16, [13, 13], 32, [3, 3], [0; 4], [1, 1], 1),
             (1, [15, 17], 5, [3, 3], [0; 4], [1, 1], 1),
             (2, [20, 21], 9, [5, 5], [1, 0, 2, 1], [1, 1], 1),
             (3, [32, 35], 7, [3, 2], [0; 4], [2, 1], 1),

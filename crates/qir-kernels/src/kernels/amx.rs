@@ -251,7 +251,7 @@ pub(crate) fn kernels(lu: bool, rows: usize, hw: bool) -> Kernels {
     };
     Kernels {
         strided: None,
-        pool4: None,
+        pool2: None,
         mr: 16 * rt,
         tiles,
         kalign: 64,

@@ -29,8 +29,8 @@ pub(crate) type TileFn = unsafe fn(*const u8, usize, *const u8, usize, usize, *m
 pub(crate) type StridedTileFn =
     unsafe fn(*const u8, usize, *const u8, usize, usize, *mut i32, usize);
 
-/// The tile height of [`Kernels::pool4`].
-pub(crate) const POOL4_MR: usize = 4;
+/// The tile height of [`Kernels::pool2`].
+pub(crate) const POOL2_MR: usize = 8;
 
 /// The kernels a call uses: tile height, one tile function per panel count `1..=nvmax`,
 /// the alignment of K in operands packed at run time, the epilogue, and whether the AMX
@@ -42,10 +42,11 @@ pub(crate) struct Kernels {
     /// The same tiles storing with a row stride, where the path has them (VNNI): a
     /// caller that needs only the raw accumulators lets them go straight to its buffer.
     pub(crate) strided: Option<&'static [StridedTileFn]>,
-    /// A 4-row tile over 4 consecutive panels that stores, per row, the lane-wise maximum
-    /// of its 4 panels' accumulators (16 values, row `i` at `out + i * ldo`): a 2x2 max
-    /// pool in registers when the panels hold the 4 members of 16 pooling windows.
-    pub(crate) pool4: Option<StridedTileFn>,
+    /// An 8-row tile over 2 consecutive panels that pools in registers: per row, the
+    /// lane-wise maximum of the two panels' accumulators, then of each pair of lanes
+    /// `(2 i, 2 i + 1)`, stored as 8 values at `out + row * ldo`. A 2x2 max pool when the
+    /// panels hold the two window rows of 8 pooling windows side by side.
+    pub(crate) pool2: Option<StridedTileFn>,
     pub(crate) kalign: usize,
     pub(crate) epi: EpiFn,
     pub(crate) amx_hw: bool,

@@ -65,7 +65,7 @@ static CONV: [TileFn; 1] = [tile::<false>];
 pub(crate) fn kernels(lu: bool) -> Kernels {
     Kernels {
         strided: None,
-        pool4: None,
+        pool2: None,
         mr: MR,
         tiles: if lu { &LIN } else { &CONV },
         kalign: 4,

@@ -69,14 +69,14 @@ unsafe fn tile_strided<const MR: usize, const NV: usize, const LU: bool>(
     }
 }
 
-/// `MR` rows by 4 panels, then per row the maximum of the 4 panels' accumulators, lane by
-/// lane, stored as 16 values at `out + i * ldo` (see [`Kernels::pool4`]); L is signed
-/// (a convolution's weight rows), R unsigned.
+/// `MR` rows by 2 panels, then per row the maximum of the two panels' accumulators lane
+/// by lane and of each lane pair `(2 i, 2 i + 1)`, the 8 results stored at `out + i * ldo`
+/// (see [`Kernels::pool2`]); L is signed (a convolution's weight rows), R unsigned.
 ///
 /// # Safety
-/// As [`tile`] with 4 panels, and `out` has `MR` rows of 16 writable i32 every `ldo`.
+/// As [`tile`] with 2 panels, and `out` has `MR` rows of 8 writable i32 every `ldo`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_pool4<const MR: usize>(
+unsafe fn tile_pool2<const MR: usize>(
     l: *const u8,
     ls: usize,
     r: *const u8,
@@ -85,13 +85,15 @@ unsafe fn tile_pool4<const MR: usize>(
     out: *mut i32,
     ldo: usize,
 ) {
-    let mut acc = [[_mm512_setzero_si512(); 4]; MR];
+    let mut acc = [[_mm512_setzero_si512(); 2]; MR];
     for g in 0..kg {
-        let mut b = [_mm512_setzero_si512(); 4];
-        for (j, b) in b.iter_mut().enumerate() {
-            // SAFETY: group g of panel j.
-            *b = unsafe { _mm512_loadu_si512(r.add(j * rs + g * 64).cast()) };
-        }
+        // SAFETY: group g of panels 0 and 1.
+        let b = unsafe {
+            [
+                _mm512_loadu_si512(r.add(g * 64).cast()),
+                _mm512_loadu_si512(r.add(rs + g * 64).cast()),
+            ]
+        };
         for (i, acc) in acc.iter_mut().enumerate() {
             // SAFETY: 4 bytes of row i at k = 4g.
             let a =
@@ -101,10 +103,13 @@ unsafe fn tile_pool4<const MR: usize>(
             }
         }
     }
-    for (i, [a0, a1, a2, a3]) in acc.into_iter().enumerate() {
-        let m = _mm512_max_epi32(_mm512_max_epi32(a0, a1), _mm512_max_epi32(a2, a3));
-        // SAFETY: row i of the output (row stride ldo).
-        unsafe { _mm512_storeu_si512(out.add(i * ldo).cast(), m) };
+    for (i, [a0, a1]) in acc.into_iter().enumerate() {
+        // the window rows, then the lane pairs: each 64-bit lane's low half gets the
+        // maximum of its two halves, and the narrowing keeps the low halves
+        let v = _mm512_max_epi32(a0, a1);
+        let h = _mm512_max_epi32(v, _mm512_srli_epi64(v, 32));
+        // SAFETY: row i of the output (row stride ldo), 8 values.
+        unsafe { _mm256_storeu_si256(out.add(i * ldo).cast(), _mm512_cvtepi64_epi32(h)) };
     }
 }
 
@@ -156,7 +161,7 @@ pub(crate) fn kernels(lu: bool, rows: usize, panels: usize) -> Kernels {
         mr,
         tiles,
         strided,
-        pool4: Some(tile_pool4::<{ super::POOL4_MR }>),
+        pool2: Some(tile_pool2::<{ super::POOL2_MR }>),
         kalign: 4,
         epi: epilogue_avx512,
         amx_hw: false,
