@@ -24,6 +24,6 @@ pub use bind::{Bindings, bind_inputs, unbound_symbols};
 pub use error::ExecError;
 pub use program::{Executor, Inputs, Program, ProgramStats, RunOutput, loss_value};
 pub use store::{
-    Store, check_data, check_fake_quant_scales, check_stored, data_from_f64, dtype_fits, fans,
-    fill_store, init_store,
+    Store, check_data, check_fake_quant_scale, check_fake_quant_scales, check_stored,
+    data_from_f64, dtype_fits, fake_quant_scale_values, fans, fill_store, init_store,
 };

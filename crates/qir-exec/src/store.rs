@@ -156,6 +156,26 @@ pub fn check_fake_quant_scales(
     store: &Store,
     inputs: &std::collections::HashMap<String, Tensor>,
 ) -> Result<(), ExecError> {
+    for (op, scale) in fake_quant_scale_values(g) {
+        let node = g.node(scale);
+        let name = node.name.as_deref().unwrap_or_default();
+        let t = if node.is_input() {
+            inputs.get(name)
+        } else {
+            store.get(name)
+        };
+        if let Some(t) = t {
+            check_fake_quant_scale(g, op, scale, t)?;
+        }
+    }
+    Ok(())
+}
+
+/// The fake-quant ops of `g` whose scale operand is a named declared value (an input or
+/// a stored value), as `(op, scale)` pairs: what [`check_fake_quant_scales`] checks, for an
+/// executor that checks a stored scale again only when its store version moves.
+pub fn fake_quant_scale_values(g: &Graph) -> Vec<(qir::NodeId, qir::NodeId)> {
+    let mut v = Vec::new();
     for id in g.node_ids() {
         let Some(inst) = g.node(id).inst() else {
             continue;
@@ -167,32 +187,40 @@ pub fn check_fake_quant_scales(
             continue;
         };
         let node = g.node(s);
-        let Some(name) = node.name.as_deref() else {
-            continue;
-        };
-        let t = if node.is_input() {
-            inputs.get(name)
-        } else if node.op().is_none() {
-            store.get(name)
-        } else {
-            None
-        };
-        let Some(t) = t else { continue };
-        if let Some(v) = (0..t.numel())
-            .map(|i| t.data.get_f64(i))
-            .find(|v| !(v.is_finite() && *v > 0.0))
-        {
-            return Err(ExecError::Node {
-                node: g.describe(id),
-                message: format!(
-                    "'{}' scale %{name} holds {}: scales must be positive and finite",
-                    inst.op,
-                    qir::float::fmt_f64(v)
-                ),
-            });
+        if node.name.is_some() && (node.is_input() || node.op().is_none()) {
+            v.push((id, s));
         }
     }
-    Ok(())
+    v
+}
+
+/// Checks the scale tensor `t` of fake-quant op `op` (operand `scale`): every value must
+/// be positive and finite, else the error names the op.
+pub fn check_fake_quant_scale(
+    g: &Graph,
+    op: qir::NodeId,
+    scale: qir::NodeId,
+    t: &Tensor,
+) -> Result<(), ExecError> {
+    let Some(v) = (0..t.numel())
+        .map(|i| t.data.get_f64(i))
+        .find(|v| !(v.is_finite() && *v > 0.0))
+    else {
+        return Ok(());
+    };
+    let name = g.node(scale).name.as_deref().unwrap_or_default();
+    let mnemonic = g
+        .node(op)
+        .inst()
+        .map(|i| i.op.to_string())
+        .unwrap_or_default();
+    Err(ExecError::Node {
+        node: g.describe(op),
+        message: format!(
+            "'{mnemonic}' scale %{name} holds {}: scales must be positive and finite",
+            qir::float::fmt_f64(v)
+        ),
+    })
 }
 
 /// Checks a stored tensor against the declaration of the value it stands for. Float

@@ -33,6 +33,9 @@ pub struct Compiled {
     /// Store values baked into the code, and the store version last found equal to each
     /// (0: not checked yet).
     baked: Vec<(String, Tensor, u64)>,
+    /// The element type of each input and stored entry of the plan's io table (found
+    /// once, not by name on every run).
+    io_dtypes: Vec<Option<DType>>,
     /// Seconds spent lowering and planning.
     pub plan_seconds: f64,
     profile: Option<Box<Profile>>,
@@ -82,15 +85,134 @@ pub struct JitProgram {
     fetch: Vec<NodeId>,
     jit: Jit,
     cache: HashMap<Bindings, Compiled>,
+    checks: RunChecks,
+}
+
+/// What a run checks before the code runs, kept between runs so that a repeated run with
+/// inputs of the same shapes and an unchanged store re-checks only what may have changed
+/// (a batch-1 inference spent ~5% of its time re-validating every stored value).
+#[derive(Default)]
+struct RunChecks {
+    /// The declared inputs, in declaration order.
+    inputs: Vec<String>,
+    /// The shapes and element types of the inputs last bound, and their bindings.
+    last_bind: Option<(Vec<InputSig>, Bindings)>,
+    /// Every stored value the graph declares (param, state, const), with the store
+    /// version last found to fit its declaration (0: not yet).
+    stored: Vec<(NodeId, String, u64)>,
+    /// Fake-quant ops whose scale is a declared value, `(op, scale, version last found
+    /// valid)` (a stored scale is checked again when its version moves, an input's on
+    /// every run).
+    scales: Vec<(NodeId, NodeId, u64)>,
+}
+
+/// The shape and element type of an input.
+type InputSig = (Vec<usize>, &'static str);
+
+impl RunChecks {
+    fn of(g: &Graph) -> RunChecks {
+        let stored = g
+            .node_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let n = g.node(id);
+                (n.is_param() || n.is_state() || n.is_const())
+                    .then(|| (id, n.name.clone().unwrap_or_default(), 0))
+            })
+            .collect();
+        let inputs = g
+            .inputs()
+            .into_iter()
+            .map(|id| g.node(id).name.clone().unwrap_or_default())
+            .collect();
+        let scales = qir_exec::fake_quant_scale_values(g)
+            .into_iter()
+            .map(|(op, s)| (op, s, 0))
+            .collect();
+        RunChecks {
+            inputs,
+            last_bind: None,
+            stored,
+            scales,
+        }
+    }
+
+    /// The bindings of `inputs` (checked as `bind_inputs` does, unless they have the
+    /// shapes and element types of the last inputs bound, which passed).
+    fn bind(&mut self, g: &Graph, inputs: &Inputs) -> Result<&Bindings, ExecError> {
+        let same = self.last_bind.as_ref().is_some_and(|(sig, _)| {
+            inputs.len() == self.inputs.len()
+                && self.inputs.iter().zip(sig).all(|(name, (shape, dt))| {
+                    inputs.get(name).is_some_and(|t| {
+                        t.shape == *shape
+                            && t.data.dtype() == *dt
+                            && t.data.len() == shape.iter().product::<usize>()
+                    })
+                })
+        });
+        if !same {
+            let b = bind_inputs(g, inputs)?;
+            let sig = self
+                .inputs
+                .iter()
+                .map(|name| {
+                    let t = &inputs[name];
+                    (t.shape.clone(), t.data.dtype())
+                })
+                .collect();
+            self.last_bind = Some((sig, b));
+        }
+        Ok(&self.last_bind.as_ref().expect("bound above").1)
+    }
+
+    /// Every stored value the graph declares fits its declaration, and every declared
+    /// fake-quant scale is positive and finite.
+    fn check_store(&mut self, g: &Graph, store: &Store, inputs: &Inputs) -> Result<(), ExecError> {
+        for (id, name, seen) in &mut self.stored {
+            let v = store.version(name);
+            if v.is_some() && v == Some(*seen) {
+                continue;
+            }
+            let t = store.get(name).ok_or_else(|| {
+                ExecError::Store(format!(
+                    "%{name} ({}) is not in the store (initialize it with init_store or load it)",
+                    g.node(*id).ty
+                ))
+            })?;
+            check_stored(name, &g.node(*id).ty, t).map_err(ExecError::Store)?;
+            *seen = v.unwrap_or(0);
+        }
+        for (op, scale, seen) in &mut self.scales {
+            let node = g.node(*scale);
+            let name = node.name.as_deref().unwrap_or_default();
+            if node.is_input() {
+                if let Some(t) = inputs.get(name) {
+                    qir_exec::check_fake_quant_scale(g, *op, *scale, t)?;
+                }
+                continue;
+            }
+            let v = store.version(name);
+            if v.is_some() && v == Some(*seen) {
+                continue;
+            }
+            if let Some(t) = store.get(name) {
+                qir_exec::check_fake_quant_scale(g, *op, *scale, t)?;
+            }
+            *seen = v.unwrap_or(0);
+        }
+        Ok(())
+    }
 }
 
 impl JitProgram {
     pub(crate) fn new(graph: Graph, fetch: Vec<NodeId>, jit: Jit) -> JitProgram {
+        let checks = RunChecks::of(&graph);
         JitProgram {
             graph,
             fetch,
             jit,
             cache: HashMap::new(),
+            checks,
         }
     }
 
@@ -145,7 +267,17 @@ impl JitProgram {
             .jit
             .profile
             .then(|| Box::new(Profile::new(p.steps.len())));
+        let io_dtypes =
+            p.io.iter()
+                .map(|e| match e {
+                    Io::Input(name) | Io::Stored(name) => {
+                        g.find(name).and_then(|id| DType::of(&g.ty(id).elem).ok())
+                    }
+                    Io::Const(_) => None,
+                })
+                .collect();
         Ok(Compiled {
+            io_dtypes,
             plan: p,
             code,
             arena,
@@ -154,6 +286,18 @@ impl JitProgram {
             profile,
         })
     }
+}
+
+/// The element type of io entry `name`: the one found when the program was built, else
+/// (a name the graph lacks, an unsupported type) the error that lookup gives.
+fn dtype_of(g: &Graph, name: &str, found: Option<DType>) -> Result<DType, ExecError> {
+    if let Some(dt) = found {
+        return Ok(dt);
+    }
+    let id = g
+        .find(name)
+        .ok_or_else(|| ExecError::Input(format!("%{name} is not in the graph")))?;
+    DType::of(&g.ty(id).elem).map_err(ExecError::Unsupported)
 }
 
 /// `n` bytes for messages.
@@ -264,44 +408,82 @@ impl Program for JitProgram {
     }
 
     fn run(&mut self, store: &mut Store, inputs: &Inputs) -> Result<RunOutput, ExecError> {
-        let bindings = bind_inputs(&self.graph, inputs)?;
-        // every stored value the graph declares must fit its declaration
-        for id in self.graph.node_ids() {
-            let node = self.graph.node(id);
-            if node.is_param() || node.is_state() || node.is_const() {
-                let name = node.name.as_deref().unwrap_or_default();
-                let t = store.get(name).ok_or_else(|| {
-                    ExecError::Store(format!(
-                        "%{name} ({}) is not in the store (initialize it with init_store or load it)",
-                        node.ty
-                    ))
-                })?;
-                check_stored(name, &node.ty, t).map_err(ExecError::Store)?;
-            }
+        let mut checks = std::mem::take(&mut self.checks);
+        let r = self.run_checked(&mut checks, store, inputs);
+        self.checks = checks;
+        r
+    }
+
+    fn stats(&self) -> Vec<ProgramStats> {
+        let mut v: Vec<ProgramStats> = self
+            .cache
+            .iter()
+            .map(|(b, c)| ProgramStats {
+                bindings: b.clone(),
+                plan_seconds: c.plan_seconds,
+                compile_seconds: c.compile_seconds(),
+                arena_bytes: c.plan.arena_bytes,
+                intermediate_bytes: c.plan.total_intermediate_bytes(),
+                plan: c.plan.print(),
+                profile: c.profile(),
+                profiled_runs: c.profile.as_ref().map_or(0, |p| p.runs),
+            })
+            .collect();
+        v.sort_by(|a, b| a.bindings.cmp(&b.bindings));
+        v
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!(
+            "jit ({} thread(s)), graph @{}, {} compiled batch size(s)",
+            self.jit.threads,
+            self.graph.name,
+            self.cache.len()
+        );
+        for c in self.cache.values() {
+            s.push_str(&format!(
+                "\n  {} steps, {} loops, arena {}, planned in {:.1} ms, compiled in {:.1} ms",
+                c.plan.steps.len(),
+                c.plan.loops.len(),
+                bytes(c.plan.arena_bytes),
+                c.plan_seconds * 1e3,
+                c.compile_seconds() * 1e3
+            ));
         }
-        qir_exec::check_fake_quant_scales(&self.graph, store, inputs)?;
-        self.compiled(&bindings, store)?;
+        s
+    }
+}
+
+impl JitProgram {
+    /// [`Program::run`] with the run checks of `checks` (kept between runs).
+    fn run_checked(
+        &mut self,
+        checks: &mut RunChecks,
+        store: &mut Store,
+        inputs: &Inputs,
+    ) -> Result<RunOutput, ExecError> {
+        checks.bind(&self.graph, inputs)?;
+        checks.check_store(&self.graph, store, inputs)?;
+        let bindings = &checks.last_bind.as_ref().expect("bound above").1;
+        self.compiled(bindings, store)?;
         let threads = self.jit.threads;
         let graph = &self.graph;
         let c = self
             .cache
-            .get_mut(&bindings)
+            .get_mut(bindings)
             .ok_or_else(|| ExecError::Unsupported("the program was not compiled".into()))?;
         let plan = &c.plan;
 
         // the io table
         let mut converted: Vec<Tensor> = Vec::new();
         let mut io: Vec<*mut u8> = Vec::with_capacity(plan.io.len());
-        for entry in &plan.io {
+        for (entry, dt) in plan.io.iter().zip(&c.io_dtypes) {
             let p = match entry {
                 Io::Input(name) => {
                     let t = inputs
                         .get(name)
                         .ok_or_else(|| ExecError::Input(format!("missing input %{name}")))?;
-                    let id = graph
-                        .find(name)
-                        .ok_or_else(|| ExecError::Input(format!("unknown input {name}")))?;
-                    let dt = DType::of(&graph.ty(id).elem).map_err(ExecError::Unsupported)?;
+                    let dt = dtype_of(graph, name, *dt)?;
                     if dt.matches(&t.data) {
                         data_ptr(&t.data).0 as *mut u8
                     } else if let (DType::F32, Data::F64(v)) = (dt, &t.data) {
@@ -319,10 +501,7 @@ impl Program for JitProgram {
                     }
                 }
                 Io::Stored(name) => {
-                    let id = graph
-                        .find(name)
-                        .ok_or_else(|| ExecError::Store(format!("%{name} is not in the graph")))?;
-                    let dt = DType::of(&graph.ty(id).elem).map_err(ExecError::Unsupported)?;
+                    let dt = dtype_of(graph, name, *dt)?;
                     let missing = || ExecError::Store(format!("%{name} is not in the store"));
                     // only a value the code writes is taken mutably (which moves its store
                     // version); the others are read through a shared borrow, so that
@@ -457,44 +636,5 @@ impl Program for JitProgram {
             loss,
             fetched,
         })
-    }
-
-    fn stats(&self) -> Vec<ProgramStats> {
-        let mut v: Vec<ProgramStats> = self
-            .cache
-            .iter()
-            .map(|(b, c)| ProgramStats {
-                bindings: b.clone(),
-                plan_seconds: c.plan_seconds,
-                compile_seconds: c.compile_seconds(),
-                arena_bytes: c.plan.arena_bytes,
-                intermediate_bytes: c.plan.total_intermediate_bytes(),
-                plan: c.plan.print(),
-                profile: c.profile(),
-                profiled_runs: c.profile.as_ref().map_or(0, |p| p.runs),
-            })
-            .collect();
-        v.sort_by(|a, b| a.bindings.cmp(&b.bindings));
-        v
-    }
-
-    fn describe(&self) -> String {
-        let mut s = format!(
-            "jit ({} thread(s)), graph @{}, {} compiled batch size(s)",
-            self.jit.threads,
-            self.graph.name,
-            self.cache.len()
-        );
-        for c in self.cache.values() {
-            s.push_str(&format!(
-                "\n  {} steps, {} loops, arena {}, planned in {:.1} ms, compiled in {:.1} ms",
-                c.plan.steps.len(),
-                c.plan.loops.len(),
-                bytes(c.plan.arena_bytes),
-                c.plan_seconds * 1e3,
-                c.compile_seconds() * 1e3
-            ));
-        }
-        s
     }
 }

@@ -240,3 +240,64 @@ fn assert_stores_equal(a: &Store, b: &Store) {
         );
     }
 }
+
+/// The digits MLP's training step prepared with `scheme`.
+fn digits_step_with(scheme: &str) -> Graph {
+    let path = format!(
+        "{}/../../testdata/models/digits_mlp.qir",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut g = parse(&std::fs::read_to_string(path).unwrap());
+    let pm = passes::PassManager::from_pipeline(&runtime::train::prepare_pipeline(scheme).unwrap())
+        .unwrap();
+    pm.run(&mut g).unwrap();
+    runtime::train::build_step(&g, &Default::default()).unwrap()
+}
+
+/// A program keeps what it checked between runs (the shapes of the inputs it bound, the
+/// store versions it found valid); no change slips through that: after a good run the same
+/// program rejects a changed input, a stored value of the wrong shape, a removed value and
+/// a learned scale made negative, and runs again once each change is undone.
+#[test]
+fn jit_rechecks_what_changed_between_runs() {
+    let g = digits_step_with("lsq");
+    let mut store = init_store(&g, 1).unwrap();
+    let mut p = qir_jit::Jit::default().prepare(&g, &[]).unwrap();
+    let good = inputs(4, 64, vec![0, 1, 2, 3]);
+    p.run(&mut store, &good).unwrap();
+
+    let e = p
+        .run(&mut store, &inputs(4, 63, vec![0, 1, 2, 3]))
+        .unwrap_err();
+    assert!(matches!(e, ExecError::Input(_)), "{e:?}");
+    assert_names(&e, &["%x", "63"]);
+    let mut ints = good.clone();
+    ints.insert(
+        "x".into(),
+        Tensor::new(vec![4, 64], Data::I32(vec![0; 256])).unwrap(),
+    );
+    let e = p.run(&mut store, &ints).unwrap_err();
+    assert!(matches!(e, ExecError::Input(_)), "{e:?}");
+    assert_names(&e, &["%x", "i32"]);
+    p.run(&mut store, &good).unwrap();
+
+    let w = store.get("fc1.w").unwrap().clone();
+    store.insert("fc1.w", Tensor::f32(vec![2], vec![0.0; 2]).unwrap());
+    let e = p.run(&mut store, &good).unwrap_err();
+    assert!(matches!(e, ExecError::Store(_)), "{e:?}");
+    assert_names(&e, &["%fc1.w"]);
+    store.remove("fc1.w");
+    let e = p.run(&mut store, &good).unwrap_err();
+    assert_names(&e, &["%fc1.w", "not in the store"]);
+    store.insert("fc1.w", w);
+    p.run(&mut store, &good).unwrap();
+
+    let s = store.get("fc1.w.scale").unwrap().clone();
+    let mut neg = s.clone();
+    neg.data = Data::F32(vec![-0.5; s.numel()]);
+    store.insert("fc1.w.scale", neg);
+    let e = p.run(&mut store, &good).unwrap_err();
+    assert_names(&e, &["%fc1.w.scale", "positive and finite"]);
+    store.insert("fc1.w.scale", s);
+    p.run(&mut store, &good).unwrap();
+}
