@@ -228,6 +228,17 @@ mod x86 {
     }
 
     impl Rq {
+        /// The constants of channel `ch` of `q` in all lanes.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn channel(q: &Requant, ch: usize) -> Rq {
+            Rq::new(
+                _mm512_set1_epi32(q.mult[ch]),
+                _mm512_set1_epi32(q.tsh[ch]),
+                q,
+            )
+        }
+
         /// From per-lane multipliers `m` and total shifts `t` (`[0, 62]`).
         #[inline]
         #[target_feature(enable = "avx512f")]
@@ -394,7 +405,7 @@ mod x86 {
         out: &OutView,
     ) {
         let nv = vc.div_ceil(16);
-        let mut rq = Rq::new(_mm512_set1_epi32(q.mult[0]), _mm512_set1_epi32(q.tsh[0]), q);
+        let mut rq = Rq::channel(q, 0);
         // SAFETY: tile rows i < vr hold nv vectors; output element (r0 + i, c0 + 16 jv + l)
         // for valid lanes l is inside the view (through the table if REMAP), and a full
         // 16-byte store past the last valid byte stays inside the row (checked) and is
@@ -402,12 +413,7 @@ mod x86 {
         unsafe {
             for i in 0..vr {
                 if q.mult.len() > 1 {
-                    let ch = off + r0 + i;
-                    rq = Rq::new(
-                        _mm512_set1_epi32(q.mult[ch]),
-                        _mm512_set1_epi32(q.tsh[ch]),
-                        q,
-                    );
+                    rq = Rq::channel(q, off + r0 + i);
                 }
                 let b = add.map_or(_mm512_setzero_si512(), |a| _mm512_set1_epi32(a[r0 + i]));
                 let row = out.ptr.add((r0 + i) * out.ld);
@@ -611,16 +617,10 @@ mod x86 {
                     }
                 }
                 Some((q, axis, off)) if q.mult.len() == 1 || axis == Axis::Row => {
-                    let mut rq =
-                        Rq::new(_mm512_set1_epi32(q.mult[0]), _mm512_set1_epi32(q.tsh[0]), q);
+                    let mut rq = Rq::channel(q, 0);
                     for i in 0..vr {
                         if q.mult.len() > 1 {
-                            let ch = off + r0 + i;
-                            rq = Rq::new(
-                                _mm512_set1_epi32(q.mult[ch]),
-                                _mm512_set1_epi32(q.tsh[ch]),
-                                q,
-                            );
+                            rq = Rq::channel(q, off + r0 + i);
                         }
                         for jv in 0..nv {
                             store16(

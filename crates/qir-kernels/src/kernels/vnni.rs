@@ -26,21 +26,19 @@ unsafe fn tile<const MR: usize, const NV: usize, const LU: bool>(
     unsafe { tile_strided::<MR, NV, LU>(l, ls, r, rs, kg, out, 16 * NV) }
 }
 
-/// [`tile`] storing row `i` at `out + i * ldo`.
+/// The accumulators of an `MR` x `NV` tile (see the module doc).
 ///
 /// # Safety
-/// As [`tile`], and `out` has `MR` rows of `16 * NV` writable i32 every `ldo`.
+/// As [`tile`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_strided<const MR: usize, const NV: usize, const LU: bool>(
+unsafe fn accumulate<const MR: usize, const NV: usize, const LU: bool>(
     l: *const u8,
     ls: usize,
     r: *const u8,
     rs: usize,
     kg: usize,
-    out: *mut i32,
-    ldo: usize,
-) {
+) -> [[__m512i; NV]; MR] {
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
     for g in 0..kg {
         let mut b = [_mm512_setzero_si512(); NV];
@@ -61,6 +59,26 @@ unsafe fn tile_strided<const MR: usize, const NV: usize, const LU: bool>(
             }
         }
     }
+    acc
+}
+
+/// [`tile`] storing row `i` at `out + i * ldo`.
+///
+/// # Safety
+/// As [`tile`], and `out` has `MR` rows of `16 * NV` writable i32 every `ldo`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_strided<const MR: usize, const NV: usize, const LU: bool>(
+    l: *const u8,
+    ls: usize,
+    r: *const u8,
+    rs: usize,
+    kg: usize,
+    out: *mut i32,
+    ldo: usize,
+) {
+    // SAFETY: the caller's contract.
+    let acc = unsafe { accumulate::<MR, NV, LU>(l, ls, r, rs, kg) };
     for (i, acc) in acc.iter().enumerate() {
         for (j, &v) in acc.iter().enumerate() {
             // SAFETY: element (i, 16j) of the output (row stride ldo).
@@ -85,24 +103,8 @@ unsafe fn tile_pool2<const MR: usize>(
     out: *mut i32,
     ldo: usize,
 ) {
-    let mut acc = [[_mm512_setzero_si512(); 2]; MR];
-    for g in 0..kg {
-        // SAFETY: group g of panels 0 and 1.
-        let b = unsafe {
-            [
-                _mm512_loadu_si512(r.add(g * 64).cast()),
-                _mm512_loadu_si512(r.add(rs + g * 64).cast()),
-            ]
-        };
-        for (i, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: 4 bytes of row i at k = 4g.
-            let a =
-                _mm512_set1_epi32(unsafe { l.add(i * ls + 4 * g).cast::<i32>().read_unaligned() });
-            for (acc, &b) in acc.iter_mut().zip(&b) {
-                *acc = _mm512_dpbusd_epi32(*acc, b, a);
-            }
-        }
-    }
+    // SAFETY: the caller's contract.
+    let acc = unsafe { accumulate::<MR, 2, false>(l, ls, r, rs, kg) };
     for (i, [a0, a1]) in acc.into_iter().enumerate() {
         // the window rows, then the lane pairs: each 64-bit lane's low half gets the
         // maximum of its two halves, and the narrowing keeps the low halves
