@@ -650,12 +650,19 @@ impl<'a, 'b> LoopGen<'a, 'b> {
                 }
             }
         }
+        // operands are addressed from the one induction variable (`start + i * step`), not
+        // walked by a pointer each: with a pointer per operand carried around the loop, the
+        // register allocator spilled several of them and every iteration reloaded, advanced
+        // and stored them back (a memory round trip per pointer per iteration in the Adam
+        // updates' loops)
         let iv = self.b.declare_var(types::I64);
         let zero = self.b.ins().iconst(types::I64, 0);
         self.b.def_var(iv, zero);
-        for (k, &p) in start.iter().enumerate() {
-            self.b.def_var(self.ptrs[d][k], p);
-        }
+        let steps: Vec<i64> = lp
+            .ops
+            .iter()
+            .map(|o| (o.strides[d] * o.dtype.size() as isize) as i64)
+            .collect();
 
         for &w in if lp.vector {
             &[4usize, 1][..]
@@ -672,8 +679,15 @@ impl<'a, 'b> LoopGen<'a, 'b> {
             let go = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, next, count);
             self.b.ins().brif(go, body, &[], exit, &[]);
             self.b.switch_to_block(body);
+            let i = self.b.use_var(iv);
             let cur: Vec<Value> = (0..n_ops)
-                .map(|k| self.b.use_var(self.ptrs[d][k]))
+                .map(|k| match steps[k] {
+                    0 => start[k],
+                    st => {
+                        let off = self.b.ins().imul_imm_s(i, st);
+                        self.b.ins().iadd(start[k], off)
+                    }
+                })
                 .collect();
             // the entries of the innermost level
             let mut vals: HashMap<usize, Value> = HashMap::new();
@@ -742,15 +756,6 @@ impl<'a, 'b> LoopGen<'a, 'b> {
                 }
             }
             // advance
-            for k in 0..n_ops {
-                let step = lp.ops[k].strides[d] * lp.ops[k].dtype.size() as isize * w as isize;
-                if step != 0 {
-                    let p = self.b.use_var(self.ptrs[d][k]);
-                    let p = self.b.ins().iadd_imm_s(p, step as i64);
-                    self.b.def_var(self.ptrs[d][k], p);
-                }
-            }
-            let i = self.b.use_var(iv);
             let i1 = self.b.ins().iadd_imm_s(i, w as i64);
             self.b.def_var(iv, i1);
             self.b.ins().jump(header, &[]);
