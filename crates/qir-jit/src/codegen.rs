@@ -680,15 +680,25 @@ impl<'a, 'b> LoopGen<'a, 'b> {
             self.b.ins().brif(go, body, &[], exit, &[]);
             self.b.switch_to_block(body);
             let i = self.b.use_var(iv);
-            let cur: Vec<Value> = (0..n_ops)
-                .map(|k| match steps[k] {
-                    0 => start[k],
-                    st => {
-                        let off = self.b.ins().imul_imm_s(i, st);
-                        self.b.ins().iadd(start[k], off)
+            // one offset per distinct step (most operands share the element size)
+            let mut offsets: Vec<(i64, Value)> = Vec::new();
+            let mut cur: Vec<Value> = Vec::with_capacity(n_ops);
+            for k in 0..n_ops {
+                let st = steps[k];
+                if st == 0 {
+                    cur.push(start[k]);
+                    continue;
+                }
+                let off = match offsets.iter().find(|(s, _)| *s == st) {
+                    Some(&(_, v)) => v,
+                    None => {
+                        let v = self.b.ins().imul_imm_s(i, st);
+                        offsets.push((st, v));
+                        v
                     }
-                })
-                .collect();
+                };
+                cur.push(self.b.ins().iadd(start[k], off));
+            }
             // the entries of the innermost level
             let mut vals: HashMap<usize, Value> = HashMap::new();
             for e in 0..lp.body.len() {
