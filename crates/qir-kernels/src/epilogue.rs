@@ -385,10 +385,81 @@ mod x86 {
         }
     }
 
+    /// The requantize constants of one channel whose total shift `t` is at least 32, for
+    /// all 16 lanes. Then `|acc * M| < 2^62` gives `|round(acc * M / 2^t)| < 2^30`: the
+    /// result fits the low half of its 64-bit lane, so the clamp runs once on 16 i32 lanes
+    /// after the zero point instead of twice on 8 i64 lanes before it, and (`t > 0`) the
+    /// rounding addend needs no mask for unshifted lanes. Same results as [`Rq`] (the same
+    /// formula; `clamp(q, lo - zp, hi - zp) + zp == clamp(q + zp, lo, hi)` without overflow).
+    #[derive(Clone, Copy)]
+    struct Rq32 {
+        m: __m512i,
+        t: __m512i,
+        /// `2^(t-1) - 1` (half to even, plus the bit below the cut) or `2^(t-1)` (half away
+        /// from zero, minus one below zero).
+        add: __m512i,
+        one: __m512i,
+        zp: __m512i,
+        lo: __m512i,
+        hi: __m512i,
+    }
+
+    impl Rq32 {
+        /// The constants of channel `ch` of `q`, if its total shift is at least 32.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn channel<const EVEN: bool>(q: &Requant, ch: usize) -> Option<Rq32> {
+            let t = q.tsh[ch];
+            if t < 32 {
+                return None;
+            }
+            let half = 1i64 << (t - 1);
+            Some(Rq32 {
+                m: _mm512_set1_epi32(q.mult[ch]),
+                t: _mm512_set1_epi64(t as i64),
+                add: _mm512_set1_epi64(if EVEN { half - 1 } else { half }),
+                one: _mm512_set1_epi64(1),
+                zp: _mm512_set1_epi32(q.zp),
+                lo: _mm512_set1_epi32(q.lo),
+                hi: _mm512_set1_epi32(q.hi),
+            })
+        }
+
+        /// `round(p / 2^t)` on 8 i64 lanes.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn round8<const EVEN: bool>(&self, p: __m512i) -> __m512i {
+            let bias = if EVEN {
+                // bit t of p: the parity of floor(p / 2^t)
+                let odd = _mm512_and_si512(_mm512_srlv_epi64(p, self.t), self.one);
+                _mm512_add_epi64(self.add, odd)
+            } else {
+                _mm512_add_epi64(self.add, _mm512_srai_epi64(p, 63))
+            };
+            _mm512_srav_epi64(_mm512_add_epi64(p, bias), self.t)
+        }
+
+        /// The requantized 16 lanes of `acc`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn apply<const EVEN: bool>(&self, acc: __m512i) -> __m512i {
+            let pe = _mm512_mul_epi32(acc, self.m);
+            let po = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), self.m);
+            let re = self.round8::<EVEN>(pe);
+            let ro = self.round8::<EVEN>(po);
+            let r = _mm512_mask_blend_epi32(0xaaaa, re, _mm512_slli_epi64(ro, 32));
+            _mm512_min_epi32(
+                _mm512_max_epi32(_mm512_add_epi32(r, self.zp), self.lo),
+                self.hi,
+            )
+        }
+    }
+
     /// The final requantize of `vr` tile rows into an 8-bit output, with at most a per-row
     /// add before it: the rounding mode (`EVEN`) and the wide-column remap (`REMAP`, the
     /// view has a table) fixed at compile time, so that the loop over a row's vectors is
-    /// straight-line code (the general loop decided both per vector).
+    /// straight-line code (the general loop decided both per vector); a row whose channel
+    /// shifts by 32 or more takes [`Rq32`].
     ///
     /// # Safety
     /// As [`epilogue_avx512`], with `out.kind` I8 or U8, `EVEN == (q.rounding ==
@@ -406,43 +477,77 @@ mod x86 {
     ) {
         let nv = vc.div_ceil(16);
         let mut rq = Rq::channel(q, 0);
-        // SAFETY: tile rows i < vr hold nv vectors; output element (r0 + i, c0 + 16 jv + l)
-        // for valid lanes l is inside the view (through the table if REMAP), and a full
-        // 16-byte store past the last valid byte stays inside the row (checked) and is
-        // rewritten by the next vector, as in `store16`.
+        let mut rq32 = Rq32::channel::<EVEN>(q, 0);
+        // SAFETY: tile rows i < vr hold nv vectors; the stores are as `store_row` needs.
         unsafe {
             for i in 0..vr {
                 if q.mult.len() > 1 {
-                    rq = Rq::channel(q, off + r0 + i);
+                    let ch = off + r0 + i;
+                    rq32 = Rq32::channel::<EVEN>(q, ch);
+                    if rq32.is_none() {
+                        rq = Rq::channel(q, ch);
+                    }
                 }
                 let b = add.map_or(_mm512_setzero_si512(), |a| _mm512_set1_epi32(a[r0 + i]));
                 let row = out.ptr.add((r0 + i) * out.ld);
                 let src = tile.add(i * nr);
-                for jv in 0..nv {
-                    let v = _mm512_add_epi32(_mm512_loadu_si512(src.add(16 * jv).cast()), b);
-                    let bytes = _mm512_cvtepi32_epi8(rq.apply_as::<EVEN>(v));
-                    let n = vc - 16 * jv;
-                    if REMAP {
-                        let m = *out.remap.add(c0 / 16 + jv);
-                        let mask = m.mask & mask_of(n);
-                        let p = row.add(m.pos as usize);
-                        if mask == 0xffff {
-                            _mm_storeu_si128(p.cast(), bytes);
-                        } else if mask != 0 {
-                            let shuf = _mm_loadu_si128(m.shuf.as_ptr().cast());
-                            let packed = _mm_shuffle_epi8(bytes, shuf);
-                            if m.pos as usize + 16 <= out.ld {
-                                _mm_storeu_si128(p.cast(), packed);
-                            } else {
-                                let cnt = mask.count_ones() as usize;
-                                _mm_mask_storeu_epi8(p.cast(), mask_of(cnt), packed);
-                            }
-                        }
-                    } else if n >= 16 {
-                        _mm_storeu_si128(row.add(c0 + 16 * jv).cast(), bytes);
-                    } else {
-                        _mm_mask_storeu_epi8(row.add(c0 + 16 * jv).cast(), mask_of(n), bytes);
+                match rq32 {
+                    Some(r) => {
+                        store_row::<REMAP>(src, nv, (vc, c0), b, row, out, |v| r.apply::<EVEN>(v))
                     }
+                    None => store_row::<REMAP>(src, nv, (vc, c0), b, row, out, |v| {
+                        rq.apply_as::<EVEN>(v)
+                    }),
+                }
+            }
+        }
+    }
+
+    /// One row of [`requant_rows8`]: `nv` vectors from `src`, plus `b`, through `apply`,
+    /// narrowed and stored into output row `row`.
+    ///
+    /// # Safety
+    /// As [`requant_rows8`]: output element `(row, c0 + 16 jv + l)` for valid lanes `l` is
+    /// inside the view (through the table if REMAP), and a full 16-byte store past the
+    /// last valid byte stays inside the row (checked) and is rewritten by the next vector,
+    /// as in `store16`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,popcnt")]
+    unsafe fn store_row<const REMAP: bool>(
+        src: *const i32,
+        nv: usize,
+        (vc, c0): (usize, usize),
+        b: __m512i,
+        row: *mut u8,
+        out: &OutView,
+        apply: impl Fn(__m512i) -> __m512i,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            for jv in 0..nv {
+                let v = _mm512_add_epi32(_mm512_loadu_si512(src.add(16 * jv).cast()), b);
+                let bytes = _mm512_cvtepi32_epi8(apply(v));
+                let n = vc - 16 * jv;
+                if REMAP {
+                    let m = *out.remap.add(c0 / 16 + jv);
+                    let mask = m.mask & mask_of(n);
+                    let p = row.add(m.pos as usize);
+                    if mask == 0xffff {
+                        _mm_storeu_si128(p.cast(), bytes);
+                    } else if mask != 0 {
+                        let shuf = _mm_loadu_si128(m.shuf.as_ptr().cast());
+                        let packed = _mm_shuffle_epi8(bytes, shuf);
+                        if m.pos as usize + 16 <= out.ld {
+                            _mm_storeu_si128(p.cast(), packed);
+                        } else {
+                            let cnt = mask.count_ones() as usize;
+                            _mm_mask_storeu_epi8(p.cast(), mask_of(cnt), packed);
+                        }
+                    }
+                } else if n >= 16 {
+                    _mm_storeu_si128(row.add(c0 + 16 * jv).cast(), bytes);
+                } else {
+                    _mm_mask_storeu_epi8(row.add(c0 + 16 * jv).cast(), mask_of(n), bytes);
                 }
             }
         }
