@@ -593,9 +593,7 @@ fn conv_image(
                         }
                     }
                 }
-                let mut steps = Steps::new();
-                steps.push(Step::AddRow(&corr[o0..]));
-                user_steps(user, Axis::Row, o0, &mut steps);
+                let steps = pooled_steps(corr, user, o0);
                 let mut out = view.offset_rows(o0);
                 let q = (ph - 1) * (wc / 2) + pw;
                 out.remap = s.remap((q, wc / 2, pw));
@@ -654,9 +652,7 @@ fn conv_image(
                         ld,
                     )
                 };
-                let mut steps = Steps::new();
-                steps.push(Step::AddRow(&corr[o0..]));
-                user_steps(user, Axis::Row, o0, &mut steps);
+                let steps = pooled_steps(corr, user, o0);
                 let out = view.offset_rows(o0);
                 pool_and_finish(s, &kern, path, (p, ph, pw), nrows, ld, wp, &steps, &out);
                 continue;
@@ -709,6 +705,15 @@ fn conv_image(
             }
         }
     });
+}
+
+/// The whole epilogue of a convolution whose pooling runs before it (the direct routes):
+/// the per-channel constants from channel `o0` on, then the user's steps.
+fn pooled_steps<'a>(corr: &'a [i32], user: &[FusedOp<'a>], o0: usize) -> Steps<'a> {
+    let mut steps = Steps::new();
+    steps.push(Step::AddRow(&corr[o0..]));
+    user_steps(user, Axis::Row, o0, &mut steps);
+    steps
 }
 
 /// Pools `nrows` i32 planes of `s.acc` (row length `ld`, output rows every `pitch`) into
